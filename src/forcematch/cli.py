@@ -1,0 +1,231 @@
+"""`forcematch <stage>`: one subcommand per workflow stage, usable without Snakemake.
+
+Every subcommand validates the config it is given before any long work, prints progress to
+stdout and exits with status 2 and a one-line message on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from forcematch.errors import ForcematchError
+
+LOSSES = ("joint", "force", "energy")
+
+
+def limit_threads(threads: int) -> None:
+    """Keep XLA's and BLAS's CPU thread pools within `threads` (a Snakemake rule's promise).
+
+    Must run before JAX is imported.
+    """
+    threads = max(1, int(threads))
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "intra_op_parallelism_threads" not in flags:
+        os.environ["XLA_FLAGS"] = (
+            f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+            f"intra_op_parallelism_threads={threads}"
+        ).strip()
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(threads))
+
+
+def loss_label(train_config: dict) -> str:
+    """'energy', 'force' or 'joint' from the loss weights."""
+    if train_config["energy_weight"] == 0:
+        return "force"
+    if train_config["force_weight"] == 0:
+        return "energy"
+    return "joint"
+
+
+def run_name(config: dict) -> str:
+    """Directory name of the training run the config describes: {model}-{loss}-n{n_train|all}."""
+    train = config["train"]
+    n = train["n_train"] if train["n_train"] is not None else "all"
+    return f"{train['model']}-{loss_label(train)}-n{n}"
+
+
+def apply_run(config: dict, model: str | None, loss: str | None, n_train: str | None) -> dict:
+    """Override the config's model, loss weights and training-set size (a sweep's wildcards)."""
+    from forcematch.config import validate_config
+
+    train = dict(config["train"])
+    if model is not None:
+        train["model"] = model
+    if loss is not None:
+        if loss not in LOSSES:
+            raise ForcematchError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
+        if loss == "force":
+            train["energy_weight"] = 0.0
+        elif loss == "energy":
+            train["force_weight"] = 0.0
+        elif loss_label(train) != "joint":
+            raise ForcematchError("loss 'joint' needs train.energy_weight and "
+                                  "train.force_weight both > 0")
+    if n_train is not None:
+        train["n_train"] = None if n_train == "all" else int(n_train)
+    return validate_config(config | {"train": train}, source="run overrides")
+
+
+def _cmd_info(args) -> None:
+    import jax
+    import openmm
+
+    import forcematch
+
+    print(f"forcematch {forcematch.__version__}")
+    print(f"jax {jax.__version__}; devices: {jax.devices()}")
+    platforms = [openmm.Platform.getPlatform(i).getName()
+                 for i in range(openmm.Platform.getNumPlatforms())]
+    print(f"openmm {openmm.__version__}; platforms: {', '.join(platforms)}")
+
+
+def _cmd_check_config(args) -> None:
+    import json
+
+    from forcematch.config import box_length_nm, load_config
+
+    config = load_config(args.config)
+    print(json.dumps(config, indent=2))
+    print(f"# box {box_length_nm(config):.6f} nm; training run {run_name(config)}",
+          file=sys.stderr)
+
+
+def _cmd_write_stage_configs(args) -> None:
+    from forcematch.config import STAGE_SECTIONS, load_config, stage_config, write_if_changed
+
+    config = load_config(args.config)
+    for stage in STAGE_SECTIONS:
+        path = write_if_changed(Path(args.out_dir) / f"{stage}.json", stage_config(config, stage))
+        print(path)
+
+
+def _cmd_simulate(args) -> None:
+    from forcematch.config import load_config
+    from forcematch.simulate import run_replica
+
+    config = load_config(args.config)
+    n_replicas = config["simulate"]["replicas"]
+    if not 0 <= args.replica < n_replicas:
+        raise ForcematchError(f"--replica {args.replica} is outside 0..{n_replicas - 1} "
+                              f"(simulate.replicas = {n_replicas})")
+    run_replica(config, args.replica, args.out, threads=args.threads,
+                platform=args.platform or config["simulate"]["platform"])
+
+
+def _cmd_dataset(args) -> None:
+    from forcematch.config import load_config
+    from forcematch.dataset import build_dataset
+
+    config = load_config(args.config)
+    for path in args.inputs:
+        if not Path(path).is_file():
+            raise ForcematchError(f"input trajectory not found: {path}")
+    build_dataset(config, args.inputs, args.out_dir)
+
+
+def _cmd_train(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.config import load_config
+    from forcematch.train import train_from_dataset
+
+    config = apply_run(load_config(args.config), args.model, args.loss, args.n_train)
+    train_from_dataset(config, args.dataset_dir, args.out_dir)
+
+
+def _cmd_validate(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.config import load_config
+    from forcematch.validate import validate_model, validate_reference
+
+    config = load_config(args.config)
+    dataset_dir = Path(args.dataset_dir)
+    splits = [dataset_dir / f"{name}.h5" for name in ("train", "val", "test")]
+    for path in splits:
+        if not path.is_file():
+            raise ForcematchError(f"dataset split not found: {path}")
+    if args.model is None:
+        validate_reference(config, splits, args.out_dir)
+    else:
+        if not Path(args.model).is_dir():
+            raise ForcematchError(f"model directory not found: {args.model}")
+        validate_model(config, args.model, splits[-1], args.out_dir)
+
+
+def _cmd_figures(args) -> None:
+    from forcematch.figures import make_figures
+
+    make_figures(args.validate_dirs, args.train_dirs, args.out_dir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forcematch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, JAX devices and OpenMM platforms")
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("check-config", help="validate a config and print it with defaults filled")
+    p.add_argument("config")
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("stage-configs", help="write each stage's slice of the config as JSON")
+    p.add_argument("config")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_write_stage_configs)
+
+    p = sub.add_parser("simulate", help="sample one replica of the reference system with OpenMM")
+    p.add_argument("--config", required=True)
+    p.add_argument("--replica", type=int, required=True)
+    p.add_argument("--out", required=True, help="H5MD file to write")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--platform", choices=["CPU", "Reference", "CUDA", "OpenCL"])
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("dataset", help="check replica files and split them by replica")
+    p.add_argument("--config", required=True)
+    p.add_argument("--inputs", nargs="+", required=True, help="replica files, replica 0 first")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_dataset)
+
+    p = sub.add_parser("train", help="force-match a model on a dataset")
+    p.add_argument("--config", required=True)
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--model", help="override train.model")
+    p.add_argument("--loss", choices=LOSSES, help="override the loss weights")
+    p.add_argument("--n-train", help="override train.n_train ('all' or a frame count)")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("validate", help="validate the reference data or a trained model")
+    p.add_argument("--config", required=True)
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--model", help="trained model directory; omit to validate the reference")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("figures", help="draw the paper figures from validation and training")
+    p.add_argument("--validate-dirs", nargs="+", required=True)
+    p.add_argument("--train-dirs", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_figures)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ForcematchError as err:
+        print(f"forcematch {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Load and validate an experiment config against the one JSON schema, and check derived limits.
+
+The Snakefile calls `validate_config` when it loads (so `snakemake -n` reports config errors),
+and every `forcematch` subcommand calls `load_config` on the file it is given: the same checks
+either way.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from forcematch.errors import ForcematchError
+from forcematch.units import cubic_box_length_nm
+
+# Which config sections each stage depends on: a stage reruns only when these change.
+STAGE_SECTIONS = {
+    "simulate": ("system", "simulate"),
+    "dataset": ("system", "simulate", "split"),
+    "train": ("system", "simulate", "split", "train", "model"),
+    "validate": ("system", "simulate", "split", "train", "model", "validate"),
+}
+
+
+@cache
+def schema() -> dict:
+    text = resources.files("forcematch").joinpath("schemas/config.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    path = _key_path(error)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = f"in '{path}'" if error.absolute_path else "at the top level"
+        return (
+            f"unknown config key {', '.join(repr(k) for k in extra)} {where}; "
+            f"known keys: {', '.join(allowed)}"
+        )
+    if error.validator == "type":
+        return (
+            f"config key '{path}' must be of type {error.validator_value}, "
+            f"got {error.instance!r} ({type(error.instance).__name__})"
+        )
+    return f"config key '{path}': {error.message}"
+
+
+def _fill_defaults(instance: dict, node: dict) -> None:
+    """Insert schema defaults into `instance` in place, recursing into object sections."""
+    for key, sub in node.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+            _fill_defaults(instance[key], sub)
+
+
+def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> dict[str, Any]:
+    """Return a validated copy of `raw` with every default filled in; raise ForcematchError."""
+    config = copy.deepcopy(raw) if raw else {}
+    if not isinstance(config, dict):
+        raise ForcematchError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
+    validator = jsonschema.Draft202012Validator(schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ForcematchError(f"{source}: {_describe(errors[0])}")
+    _fill_defaults(config, schema())
+    check_derived(config, source=source)
+    return config
+
+
+def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
+    """Limits that involve more than one key (the schema checks one key at a time)."""
+    system, simulate, split = config["system"], config["simulate"], config["split"]
+    box_nm = box_length_nm(config)
+    if system["cutoff_nm"] >= box_nm / 2:
+        raise ForcematchError(
+            f"{source}: system.cutoff_nm = {system['cutoff_nm']} nm must be less than half the box: "
+            f"{system['n_atoms']} atoms at {system['density_g_cm3']} g/cm3 give a box of "
+            f"{box_nm:.4f} nm, so the largest allowed cutoff is {box_nm / 2:.4f} nm"
+        )
+    if system["switch_nm"] >= system["cutoff_nm"]:
+        raise ForcematchError(
+            f"{source}: system.switch_nm = {system['switch_nm']} nm must be less than "
+            f"system.cutoff_nm = {system['cutoff_nm']} nm"
+        )
+    held_out = split["val_replicas"] + split["test_replicas"]
+    if simulate["replicas"] < held_out + 1:
+        raise ForcematchError(
+            f"{source}: simulate.replicas = {simulate['replicas']} is too few for the split: "
+            f"split.val_replicas ({split['val_replicas']}) + split.test_replicas "
+            f"({split['test_replicas']}) + at least 1 training replica = {held_out + 1}"
+        )
+    train = config["train"]
+    if train["energy_weight"] == 0 and train["force_weight"] == 0:
+        raise ForcematchError(
+            f"{source}: train.energy_weight and train.force_weight are both 0: nothing to fit"
+        )
+    n_train_frames = (simulate["replicas"] - held_out) * simulate["frames_per_replica"]
+    if train["n_train"] is not None and train["n_train"] > n_train_frames:
+        raise ForcematchError(
+            f"{source}: train.n_train = {train['n_train']} exceeds the {n_train_frames} training "
+            f"frames ({simulate['replicas'] - held_out} replicas x "
+            f"{simulate['frames_per_replica']} frames)"
+        )
+    usable = train["n_train"] or n_train_frames
+    if train["batch_size"] > usable:
+        raise ForcematchError(
+            f"{source}: train.batch_size = {train['batch_size']} exceeds the {usable} training frames"
+        )
+
+
+def box_length_nm(config: dict[str, Any]) -> float:
+    system = config["system"]
+    return cubic_box_length_nm(system["n_atoms"], system["density_g_cm3"], system["mass_amu"])
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a YAML (or JSON) config file and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ForcematchError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ForcematchError(f"{path}: not valid YAML: {err}") from err
+    return validate_config(raw, source=str(path))
+
+
+def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
+    """The sections of `config` that `stage` depends on."""
+    return {key: config[key] for key in STAGE_SECTIONS[stage]}
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a config (or a stage's slice of it), first 16 hex digits."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def write_if_changed(path: str | Path, config: dict[str, Any]) -> Path:
+    """Write `config` as JSON to `path` unless it already holds the same content.
+
+    Keeping the file's mtime when nothing changed is what lets Snakemake rerun only the stages
+    whose config sections changed.
+    """
+    path = Path(path)
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    if path.is_file() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path

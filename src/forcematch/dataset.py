@@ -1,0 +1,132 @@
+"""Check replica trajectories, split them by replica and record normalisation statistics.
+
+Consecutive frames of one trajectory are correlated, so a random split by frame would leak the
+test set into training: whole replicas go to validation and test instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forcematch.config import box_length_nm, config_hash, stage_config
+from forcematch.errors import ForcematchError
+from forcematch.h5md import Trajectory, read_h5md, read_parameters, write_h5md
+
+SPLITS = ("train", "val", "test")
+
+
+def split_replicas(n_replicas: int, val_replicas: int, test_replicas: int) -> dict[str, list[int]]:
+    """Replica indices per split: the last `test_replicas` test, the `val_replicas` before them
+    validate, the rest train."""
+    n_train = n_replicas - val_replicas - test_replicas
+    if n_train < 1:
+        raise ForcematchError(
+            f"{n_replicas} replicas are too few for {val_replicas} validation and "
+            f"{test_replicas} test replicas plus at least one for training"
+        )
+    indices = list(range(n_replicas))
+    return {
+        "train": indices[:n_train],
+        "val": indices[n_train : n_train + val_replicas],
+        "test": indices[n_train + val_replicas :],
+    }
+
+
+def check_replica(path: str | Path, config: dict[str, Any]) -> Trajectory:
+    """Read one replica file and check it against the config: atom count, box, finite values.
+
+    `read_h5md` already checks the layout, units and finiteness; this adds what only the
+    config knows.
+    """
+    traj = read_h5md(path)
+    n_atoms = config["system"]["n_atoms"]
+    if traj.n_atoms != n_atoms:
+        raise ForcematchError(
+            f"{path}: holds {traj.n_atoms} atoms but system.n_atoms is {n_atoms}"
+        )
+    box_nm = box_length_nm(config)
+    bad = np.flatnonzero(np.any(np.abs(traj.box_nm - box_nm) > 1e-6 * box_nm, axis=1))
+    if bad.size:
+        raise ForcematchError(
+            f"{path}: frame {bad[0]} has box {traj.box_nm[bad[0]].tolist()} nm, but the config "
+            f"gives a cubic box of {box_nm:.6f} nm"
+        )
+    return traj
+
+
+def statistics(traj: Trajectory) -> dict[str, float]:
+    """Normalisation statistics of a split: energy per atom (kJ/mol) and force spread (kJ/mol/nm)."""
+    energy_per_atom = traj.potential_energy_kJ_mol / traj.n_atoms
+    forces = traj.forces_kJ_mol_nm
+    return {
+        "n_frames": int(traj.n_frames),
+        "n_atoms": int(traj.n_atoms),
+        "energy_per_atom_mean_kJ_mol": float(energy_per_atom.mean()),
+        "energy_per_atom_std_kJ_mol": float(energy_per_atom.std()),
+        "force_mean_kJ_mol_nm": float(forces.mean()),
+        "force_std_kJ_mol_nm": float(forces.std()),
+        "force_rms_kJ_mol_nm": float(np.sqrt(np.mean(forces**2))),
+    }
+
+
+def build_dataset(
+    config: dict[str, Any],
+    replica_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Check every replica, write `{train,val,test}.h5` and `stats.json` into `out_dir`.
+
+    `replica_paths[k]` must hold replica k. All files are checked before anything is written.
+    Returns the statistics written to `stats.json`.
+    """
+    out_dir = Path(out_dir)
+    n_expected = config["simulate"]["replicas"]
+    if len(replica_paths) != n_expected:
+        raise ForcematchError(
+            f"got {len(replica_paths)} replica files but simulate.replicas is {n_expected}"
+        )
+    trajectories, sources = [], []
+    for k, path in enumerate(replica_paths):
+        traj = check_replica(path, config)
+        recorded = read_parameters(path).get("replica")
+        if recorded is not None and recorded != k:
+            raise ForcematchError(f"{path}: holds replica {recorded}, expected replica {k}")
+        progress(f"checked {path}: {traj.n_frames} frames, {traj.n_atoms} atoms")
+        trajectories.append(traj)
+        sources.append({"path": str(path), "replica": k, "n_frames": int(traj.n_frames)})
+
+    species = trajectories[0].species
+    for path, traj in zip(replica_paths, trajectories, strict=True):
+        if not np.array_equal(traj.species, species):
+            raise ForcematchError(f"{path}: species differ from {replica_paths[0]}")
+
+    split = config["split"]
+    assignment = split_replicas(n_expected, split["val_replicas"], split["test_replicas"])
+    stats: dict[str, Any] = {"config_hash": config_hash(stage_config(config, "dataset"))}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in SPLITS:
+        members = assignment[name]
+        traj = Trajectory.concatenate([trajectories[k] for k in members])
+        parameters = {
+            "config": stage_config(config, "dataset"),
+            "config_hash": stats["config_hash"],
+            "split": name,
+            "replicas": members,
+            "sources": [sources[k] for k in members],
+        }
+        write_h5md(out_dir / f"{name}.h5", traj, parameters)
+        stats[name] = statistics(traj) | {"replicas": members}
+        progress(f"wrote {out_dir / f'{name}.h5'}: replicas {members}, {traj.n_frames} frames")
+
+    tmp = out_dir / f"stats.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(stats, indent=2) + "\n")
+    tmp.replace(out_dir / "stats.json")
+    return stats

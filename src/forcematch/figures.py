@@ -1,0 +1,151 @@
+"""Paper figures, drawn from the CSV and JSON files that training and validation wrote.
+
+Every figure is saved as PNG and PDF together with the CSV of exactly the data it shows. Nothing
+here recomputes a result.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from forcematch.errors import ForcematchError  # noqa: E402
+
+FIGURES = ("parity_force", "parity_energy", "learning_curve", "fd_error", "net_force")
+
+
+def read_csv(path: Path) -> dict[str, np.ndarray]:
+    """Columns of a numeric CSV file as float arrays."""
+    if not path.is_file():
+        raise ForcematchError(f"figure input not found: {path}")
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ForcematchError(f"{path}: no rows")
+    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+
+
+def _save(fig, out_dir: Path, name: str, columns: dict[str, Sequence]) -> None:
+    """Write name.png, name.pdf and name.csv (long format, one row per plotted point)."""
+    for suffix in ("png", "pdf"):
+        tmp = out_dir / f"{name}.tmp-{os.getpid()}.{suffix}"
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
+        tmp.replace(out_dir / f"{name}.{suffix}")
+    plt.close(fig)
+    keys = list(columns)
+    tmp = out_dir / f"{name}.csv.tmp-{os.getpid()}"
+    with tmp.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(keys)
+        writer.writerows(zip(*(columns[k] for k in keys), strict=True))
+    tmp.replace(out_dir / f"{name}.csv")
+
+
+def _long(tables: dict[str, dict[str, np.ndarray]], keys: Sequence[str]) -> dict[str, list]:
+    """Stack {series: {column: values}} into long-format columns with a 'series' column."""
+    out: dict[str, list] = {"series": []} | {k: [] for k in keys}
+    for series, table in tables.items():
+        n = len(table[keys[0]])
+        out["series"] += [series] * n
+        for k in keys:
+            out[k] += [float(v) for v in table[k]]
+    return out
+
+
+def parity_figure(runs: dict[str, Path], out_dir: Path, quantity: str) -> None:
+    """Predicted against reference forces or energies per atom, one panel per model."""
+    x_key, y_key, unit = {
+        "force": ("force_true_kJ_mol_nm", "force_pred_kJ_mol_nm", "kJ mol$^{-1}$ nm$^{-1}$"),
+        "energy": ("energy_true_kJ_mol_per_atom", "energy_pred_kJ_mol_per_atom",
+                   "kJ mol$^{-1}$ per atom"),
+    }[quantity]
+    tables = {name: read_csv(d / f"parity_{quantity}.csv") for name, d in runs.items()}
+    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 4), squeeze=False)
+    for ax, (name, table) in zip(axes[0], tables.items(), strict=True):
+        x, y = table[x_key], table[y_key]
+        lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
+        ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
+        ax.scatter(x, y, s=2, alpha=0.4, rasterized=True)
+        rmse = np.sqrt(np.mean((y - x) ** 2))
+        ax.set(title=f"{name}\nRMSE {rmse:.3g} {unit.split('$')[0].strip() or ''}",
+               xlabel=f"reference {quantity} ({unit})", ylabel=f"predicted {quantity} ({unit})")
+        ax.set_aspect("equal")
+    _save(fig, out_dir, f"parity_{quantity}", _long(tables, [x_key, y_key]))
+
+
+def learning_curve_figure(train_dirs: dict[str, Path], out_dir: Path) -> None:
+    """Validation force RMSE (fraction of the force std) and training loss per epoch."""
+    keys = ["epoch", "train_loss", "val_force_rmse_rel", "val_force_std_ratio", "val_force_corr"]
+    tables = {name: read_csv(d / "metrics.csv") for name, d in train_dirs.items()}
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for name, t in tables.items():
+        ax_loss.semilogy(t["epoch"], t["train_loss"], marker="o", ms=3, label=name)
+        ax_err.semilogy(t["epoch"], 100 * t["val_force_rmse_rel"], marker="o", ms=3, label=name)
+    ax_loss.set(xlabel="epoch", ylabel="training loss (normalised)")
+    ax_err.set(xlabel="epoch", ylabel="validation force RMSE (% of force std)")
+    ax_err.legend(fontsize=8)
+    _save(fig, out_dir, "learning_curve", _long(tables, keys))
+
+
+def fd_figure(runs: dict[str, Path], out_dir: Path) -> None:
+    """Finite-difference error against step size: truncation (large h) meets round-off (small h)."""
+    keys = ["step_nm", "max_rel_error", "median_rel_error"]
+    tables = {name: read_csv(d / "fd.csv") for name, d in runs.items()}
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for name, t in tables.items():
+        ax.loglog(t["step_nm"], t["max_rel_error"], marker="o", ms=3, label=f"{name} (max)")
+        ax.loglog(t["step_nm"], t["median_rel_error"], ls="--", lw=1, label=f"{name} (median)")
+    ax.set(xlabel="finite-difference step h (nm)",
+           ylabel="|F$_{FD}$ − F| / rms F", title="central differences vs forces (float64)")
+    ax.legend(fontsize=8)
+    _save(fig, out_dir, "fd_error", _long(tables, keys))
+
+
+def net_force_figure(runs: dict[str, Path], out_dir: Path) -> None:
+    """Histogram of |sum_i F_i| per frame on a log axis."""
+    keys = ["frame", "net_force_kJ_mol_nm"]
+    tables = {name: read_csv(d / "net_force.csv") for name, d in runs.items()}
+    values = [np.maximum(t["net_force_kJ_mol_nm"], 1e-300) for t in tables.values()]
+    lo = np.log10(max(min(v.min() for v in values), 1e-16))
+    hi = np.log10(max(v.max() for v in values)) + 0.1
+    bins = np.logspace(lo - 0.1, hi, 50)
+    fig, ax = plt.subplots(figsize=(5, 3.8))
+    for (name, _), v in zip(tables.items(), values, strict=True):
+        ax.hist(v, bins=bins, histtype="step", lw=1.5, label=name)
+    ax.set(xscale="log", xlabel="net force per frame |Σ F$_i$| (kJ mol$^{-1}$ nm$^{-1}$)",
+           ylabel="frames")
+    ax.legend(fontsize=8)
+    _save(fig, out_dir, "net_force", _long(tables, keys))
+
+
+def make_figures(
+    validate_dirs: Sequence[str | Path],
+    train_dirs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    progress: Callable[[str], None] = print,
+) -> list[Path]:
+    """All figures. Series are named after their directories; 'reference' is the reference data."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    runs = {Path(d).name: Path(d) for d in validate_dirs}
+    models = {name: d for name, d in runs.items() if name != "reference"}
+    trains = {Path(d).name: Path(d) for d in train_dirs}
+    if not models:
+        raise ForcematchError("figures need at least one validated model")
+    parity_figure(models, out_dir, "force")
+    parity_figure(models, out_dir, "energy")
+    learning_curve_figure(trains, out_dir)
+    fd_figure(runs, out_dir)
+    net_force_figure(runs, out_dir)
+    written = [out_dir / f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf", "csv")]
+    progress(f"wrote {len(written)} files to {out_dir}")
+    return written

@@ -1,0 +1,339 @@
+"""Validation of the reference data and of trained models.
+
+Checks, each written to `metrics.json` (values in the units listed under its `units` key) and to
+the CSV files that the figures are drawn from:
+- finite differences: central differences of the energy, in float64, against the forces, over a
+  range of step sizes;
+- momentum: the net force |sum_i F_i| per frame, zero for a translation-invariant energy;
+- accuracy on the held-out test replicas (models), or of the stored single-precision forces
+  against OpenMM's double-precision Reference platform (reference data);
+- physics (reference data): mean potential energy per atom in units of epsilon against the
+  equation of state.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forcematch.errors import ForcematchError
+from forcematch.h5md import Trajectory, read_h5md
+from forcematch.units import KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
+
+# U/N of OpenMM's LJ argon, N = 100, 0.8 nm cutoff switched from 0.7 nm, dispersion correction,
+# 100 K, rho* = 0.7818 (design.md); the full potential (Thol 2016 EOS) gives -5.566.
+U_PER_ATOM_EPS_EXPECTED = -5.59
+U_PER_ATOM_EPS_TOLERANCE = 0.05
+
+UNITS = {
+    "force_rmse": "kJ mol-1 nm-1",
+    "force_mae": "kJ mol-1 nm-1",
+    "force_rmse_rel": "1 (fraction of the test-set force std)",
+    "force_rmse_meV_A": "meV A-1",
+    "force_mae_meV_A": "meV A-1",
+    "force_std_test": "kJ mol-1 nm-1",
+    "force_std_ratio": "1 (std of predicted / true force components)",
+    "force_corr": "1 (Pearson correlation of force components)",
+    "energy_mae_per_atom": "kJ mol-1 (per atom)",
+    "energy_mae_per_atom_meV": "meV (per atom)",
+    "energy_rmse_per_atom": "kJ mol-1 (per atom)",
+    "fd_max_rel_error": "1 (max over samples of |F_fd - F| / rms F, at the best step)",
+    "fd_best_step_nm": "nm",
+    "net_force_max": "kJ mol-1 nm-1",
+    "net_force_mean": "kJ mol-1 nm-1",
+    "u_per_atom_eps": "epsilon (LJ well depth) per atom",
+    "u_per_atom_eps_sem": "epsilon per atom",
+    "u_per_atom_eps_expected": "epsilon per atom",
+    "n_test_frames": "1",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure functions on arrays
+
+
+def net_force(forces: np.ndarray) -> np.ndarray:
+    """|sum_i F_i| per frame (kJ/mol/nm) for forces [T, N, 3]."""
+    return np.linalg.norm(np.asarray(forces, dtype=np.float64).sum(axis=1), axis=-1)
+
+
+def accuracy(
+    energy_true: np.ndarray,
+    energy_pred: np.ndarray,
+    forces_true: np.ndarray,
+    forces_pred: np.ndarray,
+) -> dict[str, float]:
+    """Force and energy errors; energies [T] kJ/mol (totals), forces [T, N, 3] kJ/mol/nm."""
+    n_atoms = forces_true.shape[1]
+    df = (forces_pred - forces_true).ravel()
+    de_per_atom = (energy_pred - energy_true) / n_atoms
+    f_true, f_pred = forces_true.ravel(), forces_pred.ravel()
+    force_std = float(f_true.std())
+    force_rmse = float(np.sqrt(np.mean(df**2)))
+    force_mae = float(np.mean(np.abs(df)))
+    energy_mae = float(np.mean(np.abs(de_per_atom)))
+    return {
+        "force_rmse": force_rmse,
+        "force_mae": force_mae,
+        "force_rmse_rel": force_rmse / force_std,
+        "force_rmse_meV_A": force_rmse * KJ_MOL_NM_TO_MEV_A,
+        "force_mae_meV_A": force_mae * KJ_MOL_NM_TO_MEV_A,
+        "force_std_test": force_std,
+        "force_std_ratio": float(f_pred.std() / force_std),
+        "force_corr": float(np.corrcoef(f_true, f_pred)[0, 1]),
+        "energy_mae_per_atom": energy_mae,
+        "energy_mae_per_atom_meV": energy_mae * KJ_MOL_TO_MEV,
+        "energy_rmse_per_atom": float(np.sqrt(np.mean(de_per_atom**2))),
+    }
+
+
+def finite_difference_errors(
+    energies: Callable[[np.ndarray], np.ndarray],
+    positions_nm: np.ndarray,
+    forces: np.ndarray,
+    samples: np.ndarray,
+    steps_nm: Sequence[float],
+) -> np.ndarray:
+    """Relative error of central-difference forces for every sample and step size.
+
+    energies: maps a stack of configurations [M, N, 3] (nm) to energies [M] (kJ/mol), float64.
+    positions_nm [N, 3]; forces [N, 3] the forces to check at `positions_nm`.
+    samples [S, 2]: (atom, component) pairs. Returns [len(steps_nm), S]:
+    |F_fd - F| / rms(F over the samples), where F_fd = -(E(x + h) - E(x - h)) / 2h.
+    """
+    steps = np.asarray(steps_nm, dtype=np.float64)
+    n_steps, n_samples = len(steps), len(samples)
+    displaced = np.repeat(positions_nm[None].astype(np.float64), 2 * n_steps * n_samples, axis=0)
+    displaced = displaced.reshape(n_steps, n_samples, 2, *positions_nm.shape)
+    for s, (atom, component) in enumerate(samples):
+        displaced[:, s, 0, atom, component] += steps
+        displaced[:, s, 1, atom, component] -= steps
+    e = np.asarray(energies(displaced.reshape(-1, *positions_nm.shape)), dtype=np.float64)
+    e = e.reshape(n_steps, n_samples, 2)
+    f_fd = -(e[..., 0] - e[..., 1]) / (2 * steps[:, None])
+    f_ref = forces[samples[:, 0], samples[:, 1]]
+    scale = np.sqrt(np.mean(f_ref**2))
+    return np.abs(f_fd - f_ref[None]) / scale
+
+
+def fd_samples(rng: np.random.Generator, n_atoms: int, n_samples: int) -> np.ndarray:
+    """[S, 2] distinct (atom, component) pairs drawn with `rng`."""
+    flat = rng.choice(n_atoms * 3, size=min(n_samples, n_atoms * 3), replace=False)
+    return np.stack([flat // 3, flat % 3], axis=1)
+
+
+def summarise_fd(steps_nm: Sequence[float], errors: np.ndarray) -> tuple[dict, list[dict]]:
+    """errors [H, S_total] -> (metrics at the best step, one CSV row per step)."""
+    worst = errors.max(axis=1)
+    best = int(np.argmin(worst))
+    rows = [
+        {
+            "step_nm": float(h),
+            "max_rel_error": float(worst[k]),
+            "median_rel_error": float(np.median(errors[k])),
+        }
+        for k, h in enumerate(steps_nm)
+    ]
+    return {"fd_max_rel_error": float(worst[best]), "fd_best_step_nm": float(steps_nm[best])}, rows
+
+
+def u_per_atom_eps(energy_kJ_mol: np.ndarray, n_atoms: int, epsilon_kJ_mol: float, n_blocks: int = 10):
+    """Mean potential energy per atom in units of epsilon, and its block-average standard error."""
+    u = np.asarray(energy_kJ_mol, dtype=np.float64) / n_atoms / epsilon_kJ_mol
+    blocks = np.array([b.mean() for b in np.array_split(u, min(n_blocks, len(u)))])
+    sem = float(blocks.std(ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
+    return float(u.mean()), sem
+
+
+# ---------------------------------------------------------------------------------------------
+# I/O at the edges
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    for key, value in payload.items():
+        if isinstance(value, float) and not np.isfinite(value) and not key.endswith("_sem"):
+            raise ForcematchError(f"{path}: metric '{key}' is {value}")
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def _net_force_rows(forces: np.ndarray) -> tuple[dict, list[dict]]:
+    net = net_force(forces)
+    rows = [{"frame": t, "net_force_kJ_mol_nm": float(v)} for t, v in enumerate(net)]
+    return {"net_force_max": float(net.max()), "net_force_mean": float(net.mean())}, rows
+
+
+def _parity_rows(traj: Trajectory, energy_pred: np.ndarray, forces_pred: np.ndarray, rng):
+    n = traj.n_atoms
+    energy_rows = [
+        {"energy_true_kJ_mol_per_atom": float(t / n), "energy_pred_kJ_mol_per_atom": float(p / n)}
+        for t, p in zip(traj.potential_energy_kJ_mol, energy_pred, strict=True)
+    ]
+    f_true, f_pred = traj.forces_kJ_mol_nm.ravel(), np.asarray(forces_pred).ravel()
+    keep = np.sort(rng.choice(f_true.size, size=min(20000, f_true.size), replace=False))
+    force_rows = [
+        {"force_true_kJ_mol_nm": float(t), "force_pred_kJ_mol_nm": float(p)}
+        for t, p in zip(f_true[keep], f_pred[keep], strict=True)
+    ]
+    return energy_rows, force_rows
+
+
+def validate_reference(
+    config: dict[str, Any],
+    split_paths: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    n_accuracy_frames: int = 50,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Validate the reference data (the dataset splits) against physics and OpenMM's Reference
+    platform. The last path is taken as the test split for the per-frame checks."""
+    from forcematch.simulate import energy_and_forces, lj_system_from_config
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vcfg = config["validate"]
+    rng = np.random.default_rng(vcfg["seed"])
+    lj = lj_system_from_config(config)
+    trajectories = [read_h5md(p) for p in split_paths]
+    test = trajectories[-1]
+
+    energies_all = np.concatenate([t.potential_energy_kJ_mol for t in trajectories])
+    u_mean, u_sem = u_per_atom_eps(energies_all, test.n_atoms, lj.epsilon_kJ_mol)
+    progress(f"U/N = {u_mean:.4f} +- {u_sem:.4f} eps over {len(energies_all)} frames "
+             f"(expected {U_PER_ATOM_EPS_EXPECTED} +- {U_PER_ATOM_EPS_TOLERANCE})")
+
+    # Stored (CPU platform, single-precision forces) against the double-precision Reference.
+    frames = np.sort(rng.choice(test.n_frames, size=min(n_accuracy_frames, test.n_frames),
+                                replace=False))
+    sub = test.select(frames)
+    e_ref, f_ref = energy_and_forces(lj, sub.positions_nm, sub.box_nm, platform="Reference")
+    metrics: dict[str, Any] = {"name": "reference", "n_test_frames": int(test.n_frames)}
+    metrics |= accuracy(e_ref, sub.potential_energy_kJ_mol, f_ref, sub.forces_kJ_mol_nm)
+
+    fd_frames = frames[: vcfg["fd_frames"]]
+    errors = []
+    for t in fd_frames:
+        box = test.box_nm[t]
+        samples = fd_samples(rng, test.n_atoms, vcfg["fd_samples_per_frame"])
+        _, forces = energy_and_forces(lj, test.positions_nm[t], box, platform="Reference")
+
+        def energies(stack, box=box):
+            return energy_and_forces(lj, stack, np.broadcast_to(box, (len(stack), 3)),
+                                     platform="Reference")[0]
+
+        errors.append(finite_difference_errors(energies, test.positions_nm[t], forces, samples,
+                                               vcfg["fd_steps_nm"]))
+    fd_metrics, fd_rows = summarise_fd(vcfg["fd_steps_nm"], np.concatenate(errors, axis=1))
+    metrics |= fd_metrics
+    progress(f"FD (Reference platform): best max rel error {fd_metrics['fd_max_rel_error']:.2e} "
+             f"at h = {fd_metrics['fd_best_step_nm']:g} nm")
+
+    net_metrics, net_rows = _net_force_rows(test.forces_kJ_mol_nm)
+    metrics |= net_metrics
+    metrics |= {
+        "u_per_atom_eps": u_mean,
+        "u_per_atom_eps_sem": u_sem,
+        "u_per_atom_eps_expected": U_PER_ATOM_EPS_EXPECTED,
+        "u_per_atom_within_tolerance": bool(
+            abs(u_mean - U_PER_ATOM_EPS_EXPECTED) <= U_PER_ATOM_EPS_TOLERANCE
+        ),
+        "accuracy_compared_with": "OpenMM Reference platform (double precision), "
+        f"{len(frames)} test frames",
+        "units": UNITS,
+    }
+    energy_rows, force_rows = _parity_rows(sub, e_ref, f_ref, rng)
+    _write_csv(out_dir / "fd.csv", fd_rows)
+    _write_csv(out_dir / "net_force.csv", net_rows)
+    _write_csv(out_dir / "parity_energy.csv", energy_rows)
+    _write_csv(out_dir / "parity_force.csv", force_rows)
+    _write_json(out_dir / "metrics.json", metrics)
+    progress(f"net force max {net_metrics['net_force_max']:.2e} kJ/mol/nm; "
+             f"wrote {out_dir / 'metrics.json'}")
+    return metrics
+
+
+def validate_model(
+    config: dict[str, Any],
+    model_dir: str | Path,
+    test_path: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Validate a trained model on the test split: accuracy, FD in float64, net force."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)  # finite differences need float64 energies
+    from forcematch.train import load_checkpoint
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    vcfg = config["validate"]
+    rng = np.random.default_rng(vcfg["seed"])
+    model = load_checkpoint(model_dir)
+    test = read_h5md(test_path)
+    if test.n_atoms != model.n_atoms:
+        raise ForcematchError(
+            f"{test_path}: holds {test.n_atoms} atoms but the model in {model_dir} was trained "
+            f"on {model.n_atoms}"
+        )
+
+    energy_pred, forces_pred = model.predict(test.positions_nm, test.box_nm)
+    energy_pred, forces_pred = np.asarray(energy_pred), np.asarray(forces_pred)
+    metrics: dict[str, Any] = {
+        "name": Path(model_dir).parent.name if Path(model_dir).name == "model" else
+        Path(model_dir).name,
+        "model": model.model_name,
+        "n_test_frames": int(test.n_frames),
+    }
+    metrics |= model.describe()
+    metrics |= accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
+                        forces_pred)
+    progress(f"test force RMSE {metrics['force_rmse']:.4f} kJ/mol/nm "
+             f"({100 * metrics['force_rmse_rel']:.3f} % of the force std), energy MAE "
+             f"{metrics['energy_mae_per_atom_meV']:.4f} meV/atom")
+
+    energies64 = jax.jit(jax.vmap(model.energy_fn_float64, in_axes=(0, None)))
+    forces64 = jax.jit(jax.grad(model.energy_fn_float64))
+    errors = []
+    for t in rng.choice(test.n_frames, size=min(vcfg["fd_frames"], test.n_frames), replace=False):
+        box = np.asarray(test.box_nm[t], dtype=np.float64)
+        positions = np.asarray(test.positions_nm[t], dtype=np.float64)
+        forces = -np.asarray(forces64(positions, box))
+        samples = fd_samples(rng, test.n_atoms, vcfg["fd_samples_per_frame"])
+        errors.append(finite_difference_errors(
+            lambda stack, box=box: np.asarray(energies64(stack, box)),
+            positions, forces, samples, vcfg["fd_steps_nm"]))
+    fd_metrics, fd_rows = summarise_fd(vcfg["fd_steps_nm"], np.concatenate(errors, axis=1))
+    metrics |= fd_metrics
+    progress(f"FD (float64): best max rel error {fd_metrics['fd_max_rel_error']:.2e} "
+             f"at h = {fd_metrics['fd_best_step_nm']:g} nm")
+
+    net_metrics, net_rows = _net_force_rows(forces_pred)
+    metrics |= net_metrics | {"units": UNITS}
+    energy_rows, force_rows = _parity_rows(test, energy_pred, forces_pred, rng)
+    _write_csv(out_dir / "fd.csv", fd_rows)
+    _write_csv(out_dir / "net_force.csv", net_rows)
+    _write_csv(out_dir / "parity_energy.csv", energy_rows)
+    _write_csv(out_dir / "parity_force.csv", force_rows)
+    _write_json(out_dir / "metrics.json", metrics)
+    progress(f"net force max {net_metrics['net_force_max']:.2e} kJ/mol/nm; "
+             f"wrote {out_dir / 'metrics.json'}")
+    return metrics

@@ -1,0 +1,21 @@
+rule dataset:
+    """Check every replica file and split them by replica into train/val/test."""
+    input:
+        config=STAGE_CONFIG["dataset"],
+        replicas=expand("results/simulate/replica_{replica}.h5", replica=REPLICAS),
+    output:
+        train="results/dataset/train.h5",
+        val="results/dataset/val.h5",
+        test="results/dataset/test.h5",
+        stats="results/dataset/stats.json",
+    log:
+        "results/logs/dataset.log",
+    benchmark:
+        "results/benchmarks/dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "forcematch dataset --config {input.config} --inputs {input.replicas}"
+        " --out-dir results/dataset > {log} 2>&1"

@@ -1,0 +1,31 @@
+FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "fd_error", "net_force"]
+
+
+rule figures:
+    """Paper figures (PNG + PDF + CSV) from what training and validation wrote."""
+    input:
+        validate=["results/validate/reference/metrics.json"]
+        + expand("results/validate/{run}/metrics.json", run=RUNS),
+        train=expand("results/train/{run}/metrics.csv", run=RUNS),
+    output:
+        png=[
+            report(f"results/figures/{name}.png", caption=f"../report/{name}.rst",
+                   category="Figures")
+            for name in FIGURE_NAMES
+        ],
+        pdf=[f"results/figures/{name}.pdf" for name in FIGURE_NAMES],
+        csv=[f"results/figures/{name}.csv" for name in FIGURE_NAMES],
+    params:
+        validate_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.validate],
+        train_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.train],
+    log:
+        "results/logs/figures.log",
+    benchmark:
+        "results/benchmarks/figures.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    shell:
+        "forcematch figures --validate-dirs {params.validate_dirs}"
+        " --train-dirs {params.train_dirs} --out-dir results/figures > {log} 2>&1"
