@@ -1,0 +1,275 @@
+"""H5MD writer/reader: round trip, layout, MDAnalysis interoperability and error messages."""
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from forcematch import __version__
+from forcematch.errors import ForcematchError
+from forcematch.h5md import Trajectory, n_frames, read_h5md, read_parameters, write_h5md
+
+T, N = 6, 5
+PARAMS = {
+    "config": {"system": {"n_atoms": N, "cutoff_nm": 0.8}, "list": [1, 2.5, "x", None, True]},
+    "replica": 3,
+    "openmm_version": "8.6.1",
+}
+
+
+def make_traj(velocities: bool = True, seed: int = 0) -> Trajectory:
+    rng = np.random.default_rng(seed)
+    step = 100 + 20 * np.arange(T)
+    return Trajectory(
+        positions_nm=rng.uniform(0, 2.0, (T, N, 3)),
+        forces_kJ_mol_nm=rng.normal(0, 50, (T, N, 3)),
+        potential_energy_kJ_mol=rng.normal(-500, 5, T),
+        box_nm=np.tile([2.0, 2.1, 2.2], (T, 1)),
+        step=step,
+        time_ps=step * 0.005,
+        species=np.arange(N) % 2,
+        masses_amu=np.full(N, 39.948),
+        velocities_nm_ps=rng.normal(0, 0.2, (T, N, 3)) if velocities else None,
+    )
+
+
+def assert_traj_equal(a: Trajectory, b: Trajectory) -> None:
+    for name in [
+        "positions_nm",
+        "forces_kJ_mol_nm",
+        "potential_energy_kJ_mol",
+        "box_nm",
+        "step",
+        "time_ps",
+        "species",
+        "velocities_nm_ps",
+    ]:
+        x, y = getattr(a, name), getattr(b, name)
+        if x is None or y is None:
+            assert x is None and y is None, name
+        else:
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+    assert np.array_equal(a.masses_amu, b.masses_amu, equal_nan=True)
+
+
+@pytest.fixture
+def written(tmp_path):
+    path = tmp_path / "traj.h5"
+    traj = make_traj()
+    write_h5md(path, traj, PARAMS)
+    return path, traj
+
+
+def test_round_trip_and_parameters(written):
+    path, traj = written
+    back = read_h5md(path)
+    assert_traj_equal(back, traj)
+    assert back.positions_nm.dtype == np.float64 and back.species.dtype == np.int32
+    assert back.n_frames == T and back.n_atoms == N
+    assert read_parameters(path) == json.loads(json.dumps(PARAMS))
+    assert n_frames(path) == T
+    assert [p.name for p in path.parent.iterdir()] == ["traj.h5"]  # no *.tmp* leftovers
+
+
+def test_round_trip_without_velocities_and_nested_dir(tmp_path):
+    path = tmp_path / "a" / "b" / "traj.h5"
+    traj = make_traj(velocities=False)
+    write_h5md(path, traj, {})
+    back = read_h5md(path)
+    assert back.velocities_nm_ps is None
+    assert_traj_equal(back, traj)
+    assert read_parameters(path) == {}
+
+
+def test_layout(written):
+    path, _ = written
+    with h5py.File(path, "r") as f:
+        assert list(f["h5md"].attrs["version"]) == [1, 1]
+        assert f["h5md/author"].attrs["name"] == "forcematch"
+        assert f["h5md/creator"].attrs["name"] == "forcematch"
+        assert f["h5md/creator"].attrs["version"] == __version__
+        part = f["particles/all"]
+        assert part["position/value"].attrs["unit"] == "nm"
+        assert part["position/time"].attrs["unit"] == "ps"
+        assert part["force/value"].attrs["unit"] == "kJ mol-1 nm-1"
+        assert part["velocity/value"].attrs["unit"] == "nm ps-1"
+        assert part["position/value"].chunks == (1, N, 3)
+        assert part["position/value"].dtype == np.float64
+        assert part["position/step"].dtype == np.int64
+        for grp in ["force", "velocity", "box/edges"]:  # hard links, not copies
+            assert part[f"{grp}/step"] == part["position/step"]
+            assert part[f"{grp}/time"] == part["position/time"]
+        box = part["box"]
+        assert box.attrs["dimension"] == 3
+        assert box.attrs["boundary"].dtype == np.dtype("S8")
+        assert list(box.attrs["boundary"]) == [b"periodic"] * 3
+        assert box["edges/value"].shape == (T, 3) and box["edges/value"].attrs["unit"] == "nm"
+        assert part["species"].dtype == np.int32 and part["species"].shape == (N,)
+        assert part["mass"].attrs["unit"] == "u"
+        energy = f["observables/potential_energy/value"]
+        assert energy.shape == (T,) and energy.attrs["unit"] == "kJ mol-1"
+        assert json.loads(f["parameters"].attrs["json"]) == json.loads(json.dumps(PARAMS))
+
+
+def test_frame_subsets(written):
+    path, traj = written
+    assert_traj_equal(read_h5md(path, slice(1, 4)), traj.select(slice(1, 4)))
+    assert_traj_equal(read_h5md(path, slice(None, None, 2)), traj.select(slice(None, None, 2)))
+    idx = np.array([0, 2, 3, 5])
+    assert_traj_equal(read_h5md(path, idx), traj.select(idx))
+    unsorted = np.array([4, 1, 1, -1])
+    assert_traj_equal(read_h5md(path, unsorted), traj.select(unsorted))
+    assert read_h5md(path, np.array([], dtype=int)).n_frames == 0
+    with pytest.raises(ForcematchError, match="frame 6 out of range"):
+        read_h5md(path, [0, 6])
+
+
+def test_select_and_concatenate():
+    a, b = make_traj(seed=1), make_traj(seed=2)
+    both = Trajectory.concatenate([a, b])
+    assert both.n_frames == 2 * T
+    assert_traj_equal(both.select(np.arange(T, 2 * T)), b)
+    other = Trajectory(**{**a.__dict__, "species": np.zeros(N)})
+    with pytest.raises(ForcematchError, match="species"):
+        Trajectory.concatenate([a, other])
+    with pytest.raises(ForcematchError, match="velocities"):
+        Trajectory.concatenate([a, make_traj(velocities=False)])
+    with pytest.raises(ForcematchError, match="forces_kJ_mol_nm"):
+        Trajectory(**{**a.__dict__, "forces_kJ_mol_nm": np.zeros((T, N + 1, 3))})
+
+
+def test_mdanalysis_reads_with_units(written):
+    mda = pytest.importorskip("MDAnalysis")
+    path, traj = written
+    u = mda.Universe.empty(N, trajectory=True)
+    u.load_new(str(path), format="H5MD")  # convert_units=True is the default
+    assert u.trajectory.n_frames == T
+    assert u.trajectory.units["length"] == "nm" and u.trajectory.units["force"] == "kJ/(mol*nm)"
+    for i in [0, 4]:
+        ts = u.trajectory[i]
+        np.testing.assert_allclose(ts.positions, 10 * traj.positions_nm[i], rtol=1e-6)  # Å
+        np.testing.assert_allclose(ts.forces, traj.forces_kJ_mol_nm[i] / 10, rtol=1e-6)
+        np.testing.assert_allclose(ts.velocities, 10 * traj.velocities_nm_ps[i], rtol=1e-6)
+        np.testing.assert_allclose(ts.dimensions[:3], 10 * traj.box_nm[i], rtol=1e-6)
+        np.testing.assert_allclose(ts.dimensions[3:], 90.0)
+        assert ts.time == pytest.approx(traj.time_ps[i])
+        assert ts.data["potential_energy"] == pytest.approx(traj.potential_energy_kJ_mol[i])
+
+
+def test_reads_file_from_another_tool(tmp_path):
+    """Fixed [3] box edges, scalar H5MD step/time, no species/mass, another particle group."""
+    path = tmp_path / "other.h5"
+    rng = np.random.default_rng(3)
+    pos, frc = rng.uniform(0, 3, (4, N, 3)), rng.normal(size=(4, N, 3))
+    with h5py.File(path, "w") as f:
+        f.create_group("h5md").attrs["version"] = [1, 1]
+        part = f.create_group("particles/argon")
+        for name, value, unit in [("position", pos, "nm"), ("force", frc, "kJ mol-1 nm-1")]:
+            g = part.create_group(name)
+            g["value"] = value.astype(np.float32)
+            g["value"].attrs["unit"] = unit
+            g["step"] = 10
+            g["step"].attrs["offset"] = 5
+            g["time"] = 0.5
+            g["time"].attrs["unit"] = "ps"
+        part.create_group("box").attrs["dimension"] = 3
+        part["box/edges"] = [3.0, 3.0, 3.5]
+        part["box/edges"].attrs["unit"] = "nm"
+        e = f.create_group("observables/potential_energy")
+        e["value"] = np.arange(4.0)
+        e["value"].attrs["unit"] = "kJ mol-1"
+    traj = read_h5md(path)
+    assert traj.box_nm.shape == (4, 3) and np.all(traj.box_nm == [3.0, 3.0, 3.5])
+    assert np.array_equal(traj.step, [5, 15, 25, 35])
+    assert np.allclose(traj.time_ps, [0, 0.5, 1.0, 1.5])
+    assert np.array_equal(traj.species, np.zeros(N)) and np.all(np.isnan(traj.masses_amu))
+    assert np.array_equal(traj.positions_nm, pos.astype(np.float32).astype(np.float64))
+    assert np.array_equal(read_h5md(path, [1, 3]).step, [15, 35])
+    assert read_parameters(path) == {}
+
+
+# ----------------------------------------------------------------------------------- errors
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.h5"
+    for fn in (read_h5md, read_parameters, n_frames):
+        with pytest.raises(ForcematchError, match="nope.h5: file not found"):
+            fn(path)
+
+
+@pytest.mark.parametrize("fraction", [0.5, 0.97])
+def test_truncated_file(written, fraction):
+    path, _ = written
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(ForcematchError, match="traj.h5.*(corrupt|truncated)"):
+        read_h5md(path)
+
+
+def test_not_hdf5(tmp_path):
+    path = tmp_path / "text.h5"
+    path.write_text("not hdf5\n")
+    with pytest.raises(ForcematchError, match="text.h5: not a readable HDF5 file"):
+        read_h5md(path)
+
+
+def test_hdf5_without_h5md(tmp_path):
+    path = tmp_path / "plain.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(ForcematchError, match=r"plain.h5: not an H5MD file \(no /h5md group\)"):
+        read_h5md(path)
+
+
+def test_missing_dataset(written):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        del f["particles/all/force/value"]
+    with pytest.raises(ForcematchError, match="traj.h5: missing .*/particles/all/force/value"):
+        read_h5md(path)
+
+
+def test_missing_unit(written):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        del f["particles/all/position/value"].attrs["unit"]
+    with pytest.raises(ForcematchError, match="traj.h5: .*position/value has no 'unit'.*'nm'"):
+        read_h5md(path)
+
+
+def test_wrong_unit(written):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        f["particles/all/force/value"].attrs["unit"] = "kJ mol-1 Angstrom-1"
+    msg = r"traj.h5: .*force/value has unit 'kJ mol-1 Angstrom-1', expected 'kJ mol-1 nm-1'"
+    with pytest.raises(ForcematchError, match=msg):
+        read_h5md(path)
+
+
+def test_shape_mismatch(written):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        del f["observables/potential_energy/value"]
+        f["observables/potential_energy/value"] = np.zeros(T - 1)
+        f["observables/potential_energy/value"].attrs["unit"] = "kJ mol-1"
+    with pytest.raises(ForcematchError, match="traj.h5: .*potential_energy/value has shape"):
+        read_h5md(path)
+
+
+def test_nan_force_names_frame(written):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        f["particles/all/force/value"][3, 2, 1] = np.nan
+    with pytest.raises(ForcematchError, match="traj.h5: non-finite force at frame 3"):
+        read_h5md(path)
+    assert read_h5md(path, slice(0, 3)).n_frames == 3  # frames before the bad one still read
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    path = tmp_path / "out.h5"
+    bad = {"ok": 1, "not_json": {1, 2}}  # a set: fails after the arrays are written
+    with pytest.raises(ForcematchError, match="out.h5: parameters are not JSON-serializable"):
+        write_h5md(path, make_traj(), bad)
+    assert list(tmp_path.iterdir()) == []
