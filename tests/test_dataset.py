@@ -1,0 +1,95 @@
+"""Dataset stage: checks against the config, split by replica, statistics."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from forcematch.config import box_length_nm, validate_config
+from forcematch.dataset import build_dataset, split_replicas
+from forcematch.errors import ForcematchError
+from forcematch.h5md import Trajectory, read_h5md, read_parameters, write_h5md
+
+N_ATOMS = 32
+
+
+@pytest.fixture
+def config():
+    return validate_config({
+        "system": {"n_atoms": N_ATOMS, "cutoff_nm": 0.55, "switch_nm": 0.45},
+        "simulate": {"replicas": 4, "frames_per_replica": 5},
+        "split": {"val_replicas": 1, "test_replicas": 1},
+        "train": {"batch_size": 2},
+    })
+
+
+def synthetic_replica(config, replica, n_frames=5, n_atoms=N_ATOMS):
+    rng = np.random.default_rng(replica)
+    box = box_length_nm(config)
+    steps = np.arange(1, n_frames + 1, dtype=np.int64)
+    return Trajectory(
+        positions_nm=rng.uniform(0, box, size=(n_frames, n_atoms, 3)),
+        forces_kJ_mol_nm=rng.normal(scale=100, size=(n_frames, n_atoms, 3)),
+        potential_energy_kJ_mol=-5.6 * n_atoms + rng.normal(size=n_frames),
+        box_nm=np.full((n_frames, 3), box),
+        step=steps,
+        time_ps=0.1 * steps,
+        species=np.zeros(n_atoms, dtype=np.int32),
+        masses_amu=np.full(n_atoms, 39.948),
+    )
+
+
+def write_replicas(tmp_path, config, overrides=None):
+    overrides = overrides or {}
+    paths = []
+    for k in range(config["simulate"]["replicas"]):
+        traj = overrides.get(k) or synthetic_replica(config, k)
+        path = tmp_path / f"replica_{k}.h5"
+        write_h5md(path, traj, {"replica": k})
+        paths.append(path)
+    return paths
+
+
+def test_split_is_by_whole_replica():
+    assert split_replicas(5, 1, 1) == {"train": [0, 1, 2], "val": [3], "test": [4]}
+    with pytest.raises(ForcematchError, match="too few"):
+        split_replicas(2, 1, 1)
+
+
+def test_build_dataset_writes_splits_and_stats(tmp_path, config):
+    paths = write_replicas(tmp_path, config)
+    stats = build_dataset(config, paths, tmp_path / "dataset", progress=lambda _: None)
+    train = read_h5md(tmp_path / "dataset" / "train.h5")
+    assert train.n_frames == 10
+    assert np.array_equal(train.positions_nm[5:], read_h5md(paths[1]).positions_nm)
+    assert read_parameters(tmp_path / "dataset" / "test.h5")["replicas"] == [3]
+    on_disk = json.loads((tmp_path / "dataset" / "stats.json").read_text())
+    assert on_disk == json.loads(json.dumps(stats))
+    forces = train.forces_kJ_mol_nm
+    assert on_disk["train"]["force_std_kJ_mol_nm"] == pytest.approx(forces.std())
+    assert on_disk["train"]["energy_per_atom_mean_kJ_mol"] == pytest.approx(
+        np.mean(train.potential_energy_kJ_mol) / N_ATOMS)
+
+
+def test_atom_count_mismatch_names_the_file(tmp_path, config):
+    paths = write_replicas(tmp_path, config, {2: synthetic_replica(config, 2, n_atoms=30)})
+    with pytest.raises(ForcematchError, match=r"replica_2\.h5: holds 30 atoms but system\.n_atoms"):
+        build_dataset(config, paths, tmp_path / "dataset", progress=lambda _: None)
+    assert not (tmp_path / "dataset" / "train.h5").exists()
+
+
+def test_wrong_box_names_file_and_frame(tmp_path, config):
+    traj = synthetic_replica(config, 1)
+    box = traj.box_nm.copy()
+    box[3] *= 1.1
+    bad = dataclasses.replace(traj, box_nm=box)
+    paths = write_replicas(tmp_path, config, {1: bad})
+    with pytest.raises(ForcematchError, match=r"replica_1\.h5: frame 3 has box"):
+        build_dataset(config, paths, tmp_path / "dataset", progress=lambda _: None)
+
+
+def test_wrong_number_of_replicas(tmp_path, config):
+    paths = write_replicas(tmp_path, config)[:3]
+    with pytest.raises(ForcematchError, match="got 3 replica files but simulate.replicas is 4"):
+        build_dataset(config, paths, tmp_path / "dataset", progress=lambda _: None)
