@@ -5,8 +5,13 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
-from forcematch.cli import run_name
-from forcematch.config import STAGE_SECTIONS, stage_config, validate_config, write_if_changed
+from forcematch.config import (
+    STAGE_SECTIONS,
+    run_name,
+    stage_config,
+    validate_config,
+    write_if_changed,
+)
 from forcematch.errors import ForcematchError
 
 

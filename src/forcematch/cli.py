@@ -11,9 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+from forcematch.config import LOSSES, loss_label, run_name
 from forcematch.errors import ForcematchError
-
-LOSSES = ("joint", "force", "energy")
 
 
 def limit_threads(threads: int) -> None:
@@ -30,22 +29,6 @@ def limit_threads(threads: int) -> None:
         ).strip()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
-
-
-def loss_label(train_config: dict) -> str:
-    """'energy', 'force' or 'joint' from the loss weights."""
-    if train_config["energy_weight"] == 0:
-        return "force"
-    if train_config["force_weight"] == 0:
-        return "energy"
-    return "joint"
-
-
-def run_name(config: dict) -> str:
-    """Directory name of the training run the config describes: {model}-{loss}-n{n_train|all}."""
-    train = config["train"]
-    n = train["n_train"] if train["n_train"] is not None else "all"
-    return f"{train['model']}-{loss_label(train)}-n{n}"
 
 
 def apply_run(config: dict, model: str | None, loss: str | None, n_train: str | None) -> dict:

@@ -30,6 +30,9 @@ STAGE_SECTIONS = {
 }
 
 
+LOSSES = ("joint", "force", "energy")
+
+
 @cache
 def schema() -> dict:
     text = resources.files("forcematch").joinpath("schemas/config.schema.yaml").read_text()
@@ -88,7 +91,8 @@ def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
     box_nm = box_length_nm(config)
     if system["cutoff_nm"] >= box_nm / 2:
         raise ForcematchError(
-            f"{source}: system.cutoff_nm = {system['cutoff_nm']} nm must be less than half the box: "
+            f"{source}: system.cutoff_nm = {system['cutoff_nm']} nm must be less than half the "
+            f"box: "
             f"{system['n_atoms']} atoms at {system['density_g_cm3']} g/cm3 give a box of "
             f"{box_nm:.4f} nm, so the largest allowed cutoff is {box_nm / 2:.4f} nm"
         )
@@ -119,7 +123,8 @@ def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
     usable = train["n_train"] or n_train_frames
     if train["batch_size"] > usable:
         raise ForcematchError(
-            f"{source}: train.batch_size = {train['batch_size']} exceeds the {usable} training frames"
+            f"{source}: train.batch_size = {train['batch_size']} exceeds the {usable} "
+            f"training frames"
         )
 
 
@@ -166,3 +171,19 @@ def write_if_changed(path: str | Path, config: dict[str, Any]) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def loss_label(train_config: dict[str, Any]) -> str:
+    """'energy', 'force' or 'joint' from the loss weights."""
+    if train_config["energy_weight"] == 0:
+        return "force"
+    if train_config["force_weight"] == 0:
+        return "energy"
+    return "joint"
+
+
+def run_name(config: dict[str, Any]) -> str:
+    """Directory name of the training run a config describes: {model}-{loss}-n{n_train|all}."""
+    train = config["train"]
+    n = train["n_train"] if train["n_train"] is not None else "all"
+    return f"{train['model']}-{loss_label(train)}-n{n}"

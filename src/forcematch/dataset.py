@@ -61,7 +61,7 @@ def check_replica(path: str | Path, config: dict[str, Any]) -> Trajectory:
 
 
 def statistics(traj: Trajectory) -> dict[str, float]:
-    """Normalisation statistics of a split: energy per atom (kJ/mol) and force spread (kJ/mol/nm)."""
+    """Statistics of a split: energy per atom (kJ/mol) and force spread (kJ/mol/nm)."""
     energy_per_atom = traj.potential_energy_kJ_mol / traj.n_atoms
     forces = traj.forces_kJ_mol_nm
     return {

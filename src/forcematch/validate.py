@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from forcematch.config import loss_label
 from forcematch.errors import ForcematchError
 from forcematch.h5md import Trajectory, read_h5md
 from forcematch.units import KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
@@ -143,7 +144,9 @@ def summarise_fd(steps_nm: Sequence[float], errors: np.ndarray) -> tuple[dict, l
     return {"fd_max_rel_error": float(worst[best]), "fd_best_step_nm": float(steps_nm[best])}, rows
 
 
-def u_per_atom_eps(energy_kJ_mol: np.ndarray, n_atoms: int, epsilon_kJ_mol: float, n_blocks: int = 10):
+def u_per_atom_eps(
+    energy_kJ_mol: np.ndarray, n_atoms: int, epsilon_kJ_mol: float, n_blocks: int = 10
+) -> tuple[float, float]:
     """Mean potential energy per atom in units of epsilon, and its block-average standard error."""
     u = np.asarray(energy_kJ_mol, dtype=np.float64) / n_atoms / epsilon_kJ_mol
     blocks = np.array([b.mean() for b in np.array_split(u, min(n_blocks, len(u)))])
@@ -303,7 +306,13 @@ def validate_model(
         "model": model.model_name,
         "n_test_frames": int(test.n_frames),
     }
-    metrics |= model.describe()
+    train_config = model.train_config
+    metrics |= {
+        "loss": loss_label(train_config),
+        "energy_weight": train_config["energy_weight"],
+        "force_weight": train_config["force_weight"],
+        "n_train": model.info.get("n_train_frames"),
+    }
     metrics |= accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
                         forces_pred)
     progress(f"test force RMSE {metrics['force_rmse']:.4f} kJ/mol/nm "
