@@ -1,0 +1,253 @@
+"""Training on synthetic Lennard-Jones data: learning, metrics, checkpoints, resume, failures."""
+
+import csv
+import itertools
+import json
+import math
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from forcematch.errors import ForcematchError
+from forcematch.train import (
+    TRAIN_DEFAULTS,
+    TrainData,
+    dataset_stats,
+    load_checkpoint,
+    resolve_train_config,
+    train,
+)
+
+BOX = 1.2  # nm, 32 atoms: close to liquid argon's density
+CUTOFF = 0.55  # nm
+SIGMA, EPS = 0.3405, 0.99607  # argon, nm and kJ/mol
+N = 32
+
+
+def lj_energy_forces(pos, box, r_on=0.45, r_c=CUTOFF):
+    """Lennard-Jones with OpenMM's switch on [r_on, r_c]; O(N²) minimum image, numpy float64.
+
+    pos [N,3] nm, box [3] nm -> (energy kJ/mol, forces [N,3] kJ/mol/nm).
+    """
+    d = pos[:, None, :] - pos[None, :, :]
+    d -= box * np.round(d / box)
+    r = np.linalg.norm(d, axis=-1)
+    pair = ~np.eye(len(pos), dtype=bool) & (r < r_c)
+    r = np.where(pair, r, 1.0)
+    s6 = (SIGMA / r) ** 6
+    u = 4 * EPS * (s6 * s6 - s6)
+    du = 4 * EPS * (-12 * s6 * s6 + 6 * s6) / r
+    x = np.clip((r - r_on) / (r_c - r_on), 0.0, 1.0)
+    sw = 1 - 10 * x**3 + 15 * x**4 - 6 * x**5
+    dsw = (-30 * x**2 + 60 * x**3 - 30 * x**4) / (r_c - r_on)
+    phi = np.where(pair, u * sw, 0.0)
+    dphi = np.where(pair, du * sw + u * dsw, 0.0)
+    energy = 0.5 * phi.sum()
+    forces = -np.sum((dphi / r)[:, :, None] * d, axis=1)
+    return energy, forces
+
+
+def lj_frames(n_frames: int, seed: int) -> TrainData:
+    """Jittered FCC frames of 32 atoms in a 1.2 nm box with their LJ energies and forces."""
+    cell = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
+    lattice = (np.array(list(itertools.product(range(2), repeat=3)))[:, None] + cell).reshape(
+        -1, 3) * BOX / 2
+    rng = np.random.default_rng(seed)
+    box = np.full(3, BOX)
+    pos = (lattice + rng.normal(0, 0.025, (n_frames, N, 3))) % BOX
+    ef = [lj_energy_forces(p, box) for p in pos]
+    return TrainData(pos, box, np.array([f for _, f in ef]), np.array([e for e, _ in ef]),
+                     np.zeros(N, np.int32))
+
+
+TRAIN_CFG = {"epochs": 24, "batch_size": 8, "learning_rate": 1e-2, "val_frames": 16,
+             "checkpoint_every_steps": 5, "energy_weight": 0.01}
+MODEL_CFG = {"n_basis": 12, "hidden": [16, 16]}
+
+
+@pytest.fixture(scope="module")
+def data():
+    return lj_frames(64, 0), lj_frames(24, 1)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    lines = []
+    metrics = train(*data, TRAIN_CFG, MODEL_CFG, CUTOFF, out, progress=lines.append)
+    return out, metrics, lines
+
+
+def read_metrics(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def params_of(directory):
+    return flax.serialization.msgpack_restore((directory / "state.msgpack").read_bytes())["params"]
+
+
+def test_reference_forces_are_minus_energy_gradient():
+    frames = lj_frames(1, 5)
+    pos, box = frames.positions_nm[0], frames.box_nm[0]
+    h = 1e-6
+    for atom, axis in ((0, 0), (7, 2), (31, 1)):
+        p, m = pos.copy(), pos.copy()
+        p[atom, axis] += h
+        m[atom, axis] -= h
+        fd = -(lj_energy_forces(p, box)[0] - lj_energy_forces(m, box)[0]) / (2 * h)
+        assert abs(fd - frames.forces_kJ_mol_nm[0, atom, axis]) < 1e-5 * np.abs(
+            frames.forces_kJ_mol_nm).max()
+
+
+def test_dataset_stats(data):
+    stats = dataset_stats(data[0])
+    f = data[0].forces_kJ_mol_nm
+    assert stats["force_std_kJ_mol_nm"] == pytest.approx(f.std())
+    assert stats["force_rms_kJ_mol_nm"] == pytest.approx(np.sqrt((f**2).mean()))
+    assert stats["energy_per_atom_mean_kJ_mol"] == pytest.approx(data[0].energy_kJ_mol.mean() / N)
+    assert stats["energy_per_atom_std_kJ_mol"] == pytest.approx(data[0].energy_kJ_mol.std() / N)
+    assert stats["n_frames"] == 64 and stats["n_atoms"] == N
+
+
+def test_train_config_defaults_and_errors():
+    cfg = resolve_train_config({})
+    assert cfg == TRAIN_DEFAULTS
+    with pytest.raises(ForcematchError, match="known: .*batch_size"):
+        resolve_train_config({"batchsize": 4})
+    with pytest.raises(ForcematchError, match="learning_rate"):
+        resolve_train_config({"learning_rate": -1.0})
+    with pytest.raises(ForcematchError, match="both 0"):
+        resolve_train_config({"energy_weight": 0, "force_weight": 0})
+
+
+def test_training_reduces_force_error_and_writes_metrics(trained, data):
+    out, metrics, lines = trained
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 25))
+    for r in rows:
+        assert all(math.isfinite(float(v)) for v in r.values())
+    # untrained: zero forces (the output layer starts at 0), so RMSE/std ≈ 1
+    first, last = float(rows[0]["val_force_rmse_rel"]), float(rows[-1]["val_force_rmse_rel"])
+    assert last < 0.3 and last < 0.5 * first  # reached about 0.1 when written
+    assert float(rows[-1]["val_force_corr"]) > 0.95
+    assert metrics["val_force_rmse_rel"] < 0.3
+    assert json.loads((out / "final_metrics.json").read_text()) == metrics
+    assert any(line.startswith("epoch 24/24") for line in lines)
+
+
+def test_checkpoint_round_trip_predictions(trained, data):
+    out, metrics, _ = trained
+    val = data[1]
+    model = load_checkpoint(out / "model")
+    assert model.model_name == "pair" and model.model_config["hidden"] == [16, 16]
+    assert model.train_config["epochs"] == 24 and model.n_atoms == N
+    e, f = model.predict(val.positions_nm, val.box_nm)
+    assert e.shape == (24,) and f.shape == (24, N, 3)
+    # the metrics computed in training from in-memory parameters, reproduced from disk
+    rmse = np.sqrt(np.mean((f - val.forces_kJ_mol_nm) ** 2))
+    assert rmse == pytest.approx(metrics["val_force_rmse_kJ_mol_nm"], rel=1e-6)
+    mae = np.mean(np.abs(e - val.energy_kJ_mol)) / N
+    assert mae == pytest.approx(metrics["val_energy_mae_per_atom_kJ_mol"], rel=1e-4, abs=1e-7)
+    # single-frame functions agree with the batched ones; the last checkpoint holds the same
+    # parameters (the model differs only by the refitted energy shift)
+    np.testing.assert_allclose(model.forces(val.positions_nm[3], val.box_nm[3]), f[3],
+                               rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(float(model.energy(val.positions_nm[3], val.box_nm[3])), e[3],
+                               rtol=1e-6)
+    last = load_checkpoint(out / "checkpoint")
+    _, f2 = last.predict(val.positions_nm, val.box_nm)
+    np.testing.assert_array_equal(f2, f)
+    assert model.norm.energy_scale == last.norm.energy_scale
+
+
+def test_float64_energy_matches_and_finite_differences(trained, data):
+    out, _, _ = trained
+    model = load_checkpoint(out / "model")
+    pos, box = data[1].positions_nm[0], data[1].box_nm[0]
+    with pytest.raises(ForcematchError, match="x64"):
+        model.energy_fn_float64(pos, box)
+    with jax.enable_x64(True):
+        e64 = model.energy_fn_float64(pos, box)
+        assert e64.dtype == jnp.float64
+        assert float(e64) == pytest.approx(float(model.energy(pos, box)), rel=1e-5)
+        grad = np.asarray(jax.grad(model.energy_fn_float64)(jnp.asarray(pos), jnp.asarray(box)))
+        h = 1e-5
+        step = np.zeros_like(pos)
+        step[4, 1] = h
+        fd = (float(model.energy_fn_float64(pos + step, box))
+              - float(model.energy_fn_float64(pos - step, box))) / (2 * h)
+        assert fd == pytest.approx(grad[4, 1], rel=1e-6, abs=1e-9 * np.abs(grad).max())
+
+
+class Killed(Exception):
+    """Stands in for a job killed after the end-of-epoch checkpoint."""
+
+
+def test_resume_after_kill_equals_uninterrupted_run(trained, data, tmp_path):
+    out_full, metrics_full, _ = trained
+
+    def kill_after_epoch_5(line):
+        if line.startswith("epoch 5/"):
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(*data, TRAIN_CFG, MODEL_CFG, CUTOFF, tmp_path, progress=kill_after_epoch_5)
+    assert not (tmp_path / "model").exists()
+    assert len(read_metrics(tmp_path / "metrics.csv")) == 5
+    lines = []
+    metrics = train(*data, TRAIN_CFG, MODEL_CFG, CUTOFF, tmp_path, progress=lines.append)
+    assert lines[0].startswith("resuming") and "step 40/192" in lines[0]
+    # bitwise equal parameters: same batches, same compiled step, same optimiser state on CPU
+    full, resumed = params_of(out_full / "model"), params_of(tmp_path / "model")
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert metrics["val_force_rmse_kJ_mol_nm"] == metrics_full["val_force_rmse_kJ_mol_nm"]
+    rows_full, rows = read_metrics(out_full / "metrics.csv"), read_metrics(tmp_path / "metrics.csv")
+    assert len(rows) == 24
+    for a, b in zip(rows_full, rows, strict=True):
+        assert {k: v for k, v in a.items() if k != "wall_s"} == {
+            k: v for k, v in b.items() if k != "wall_s"}
+
+
+def test_resume_refuses_other_config(data, tmp_path):
+    cfg = dict(TRAIN_CFG, epochs=1)
+    train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path, progress=lambda _: None)
+    with pytest.raises(ForcematchError, match="model_config"):
+        train(*data, cfg, {"n_basis": 8, "hidden": [16, 16]}, CUTOFF, tmp_path)
+    with pytest.raises(ForcematchError, match="train_config.epochs"):
+        train(*data, dict(cfg, epochs=2), MODEL_CFG, CUTOFF, tmp_path)
+    with pytest.raises(ForcematchError, match="data"):
+        train(lj_frames(64, 7), data[1], cfg, MODEL_CFG, CUTOFF, tmp_path)
+    # a setting that does not change the parameters may differ
+    metrics = train(*data, dict(cfg, checkpoint_every_steps=3), MODEL_CFG, CUTOFF, tmp_path,
+                    progress=lambda _: None)
+    assert math.isfinite(metrics["val_force_rmse_rel"])
+
+
+def test_divergence_raises_naming_epoch_and_step(data, tmp_path):
+    cfg = dict(TRAIN_CFG, epochs=2, learning_rate=1e6, grad_clip_norm=None,
+               checkpoint_every_steps=100)
+    with pytest.raises(ForcematchError, match=r"epoch 1, step \d+"):
+        train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path, progress=lambda _: None)
+    assert not (tmp_path / "model").exists()
+
+
+def test_non_finite_data_raises_naming_frame(data, tmp_path):
+    bad = data[0].subset(slice(None))  # a copy
+    bad.forces_kJ_mol_nm[17, 3, 1] = np.inf
+    with pytest.raises(ForcematchError, match="training data: non-finite forces in frame 17"):
+        train(bad, data[1], TRAIN_CFG, MODEL_CFG, CUTOFF, tmp_path)
+
+
+def test_n_train_subset_is_seeded(data, tmp_path):
+    cfg = dict(TRAIN_CFG, epochs=1, n_train=20, batch_size=4)
+    m1 = train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path / "a", progress=lambda _: None)
+    m2 = train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path / "b", progress=lambda _: None)
+    assert m1["n_train_frames"] == 20 and m1["steps"] == 5
+    assert m1["val_force_rmse_kJ_mol_nm"] == m2["val_force_rmse_kJ_mol_nm"]
+    with pytest.raises(ForcematchError, match="n_train"):
+        train(*data, dict(cfg, n_train=65), MODEL_CFG, CUTOFF, tmp_path / "c")
