@@ -62,7 +62,7 @@ def test_missing_and_unparsable_config_files(tmp_path):
         load_config(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("system: [unclosed\n")
-    with pytest.raises(ForcematchError, match="not valid YAML"):
+    with pytest.raises(ForcematchError, match="not valid YAML or JSON"):
         load_config(bad)
 
 

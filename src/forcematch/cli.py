@@ -113,10 +113,21 @@ def _cmd_dataset(args) -> None:
 def _cmd_train(args) -> None:
     limit_threads(args.threads)
     from forcematch.config import load_config
-    from forcematch.train import train_from_dataset
+    from forcematch.h5md import read_h5md
+    from forcematch.train import TrainData, train
 
     config = apply_run(load_config(args.config), args.model, args.loss, args.n_train)
-    train_from_dataset(config, args.dataset_dir, args.out_dir)
+    splits = {}
+    for name in ("train", "val"):
+        path = Path(args.dataset_dir) / f"{name}.h5"
+        if not path.is_file():
+            raise ForcematchError(f"dataset split not found: {path}")
+        traj = read_h5md(path)
+        splits[name] = TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
+                                 traj.potential_energy_kJ_mol, traj.species)
+    model_name = config["train"]["model"]
+    train(splits["train"], splits["val"], config["train"], config["model"].get(model_name, {}),
+          config["system"]["cutoff_nm"], args.out_dir)
 
 
 def _cmd_validate(args) -> None:

@@ -139,9 +139,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ForcematchError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ForcematchError(f"{path}: not valid YAML: {err}") from err
+        # JSON through its own parser: PyYAML (YAML 1.1) reads JSON's 3e-05 as a string.
+        raw = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(
+            path.read_text())
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
+        raise ForcematchError(f"{path}: not valid YAML or JSON: {err}") from err
     return validate_config(raw, source=str(path))
 
 
