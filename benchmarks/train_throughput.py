@@ -1,0 +1,62 @@
+"""Training throughput (frames/s inside the jitted training step) of the pair model.
+
+Simulates one short replica of the default system, then trains each model size for one epoch in
+this process and prints frames/s with the ratio to the first (baseline) configuration, plus the
+frames/s of plain inference (energies and forces) of the same model.
+
+    python benchmarks/train_throughput.py [--frames 1200] [--batch-size 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from forcematch.config import validate_config
+from forcematch.h5md import read_h5md
+from forcematch.simulate import run_replica
+from forcematch.train import TrainData, load_checkpoint, train
+
+SIZES = {"hidden [32, 32]": [32, 32], "hidden [16, 16]": [16, 16], "hidden [64, 64]": [64, 64]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=1200)
+    parser.add_argument("--batch-size", type=int, default=16)
+    args = parser.parse_args()
+    config = validate_config({"simulate": {"frames_per_replica": args.frames + 200,
+                                           "equilibration_steps": 2000}})
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run_replica(config, 0, tmp / "replica.h5", progress=None)
+        traj = read_h5md(tmp / "replica.h5")
+        data = TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
+                         traj.potential_energy_kJ_mol, traj.species)
+        train_data, val_data = data.subset(slice(0, args.frames)), data.subset(slice(-200, None))
+        print(f"{args.frames} frames of 100 atoms, batch {args.batch_size}, one epoch, "
+              f"force + energy loss")
+        baseline = None
+        for label, hidden in SIZES.items():
+            out = tmp / label.replace(" ", "_")
+            final = train(train_data, val_data,
+                          config["train"] | {"epochs": 1, "batch_size": args.batch_size,
+                                             "val_frames": 64},
+                          {"hidden": hidden}, config["system"]["cutoff_nm"], out,
+                          progress=lambda _: None)
+            model = load_checkpoint(out / "model")
+            model.predict(val_data.positions_nm[:64], val_data.box_nm[:64])  # compile
+            t0 = time.perf_counter()
+            model.predict(train_data.positions_nm, train_data.box_nm)
+            inference = args.frames / (time.perf_counter() - t0)
+            baseline = baseline or final["frames_per_s"]
+            print(f"  pair {label:16s} train {final['frames_per_s']:7.0f} frames/s "
+                  f"(x{final['frames_per_s'] / baseline:.2f} vs first)   "
+                  f"inference {inference:7.0f} frames/s   "
+                  f"val force RMSE {100 * final['val_force_rmse_rel']:.2f} % after 1 epoch")
+
+
+if __name__ == "__main__":
+    main()
