@@ -4,7 +4,7 @@ Simulates one short replica of the default system, then trains each model size f
 this process and prints frames/s with the ratio to the first (baseline) configuration, plus the
 frames/s of plain inference (energies and forces) of the same model.
 
-    python benchmarks/train_throughput.py [--frames 1200] [--batch-size 16]
+    python benchmarks/train_throughput.py [--frames 1200] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ from forcematch.h5md import read_h5md
 from forcematch.simulate import run_replica
 from forcematch.train import TrainData, load_checkpoint, train
 
-SIZES = {"hidden [32, 32]": [32, 32], "hidden [16, 16]": [16, 16], "hidden [64, 64]": [64, 64]}
+SIZES = {"hidden [16, 16]": [16, 16], "hidden [32, 32]": [32, 32], "hidden [64, 64]": [64, 64]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=1200)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
     args = parser.parse_args()
     config = validate_config({"simulate": {"frames_per_replica": args.frames + 200,
                                            "equilibration_steps": 2000}})

@@ -62,10 +62,11 @@ def _long(tables: dict[str, dict[str, np.ndarray]], keys: Sequence[str]) -> dict
 
 def parity_figure(runs: dict[str, Path], out_dir: Path, quantity: str) -> None:
     """Predicted against reference forces or energies per atom, one panel per model."""
-    x_key, y_key, unit = {
-        "force": ("force_true_kJ_mol_nm", "force_pred_kJ_mol_nm", "kJ mol$^{-1}$ nm$^{-1}$"),
+    x_key, y_key, unit, plain_unit = {
+        "force": ("force_true_kJ_mol_nm", "force_pred_kJ_mol_nm", "kJ mol$^{-1}$ nm$^{-1}$",
+                  "kJ/mol/nm"),
         "energy": ("energy_true_kJ_mol_per_atom", "energy_pred_kJ_mol_per_atom",
-                   "kJ mol$^{-1}$ per atom"),
+                   "kJ mol$^{-1}$ per atom", "kJ/mol per atom"),
     }[quantity]
     tables = {name: read_csv(d / f"parity_{quantity}.csv") for name, d in runs.items()}
     fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 4), squeeze=False)
@@ -75,7 +76,7 @@ def parity_figure(runs: dict[str, Path], out_dir: Path, quantity: str) -> None:
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
         ax.scatter(x, y, s=2, alpha=0.4, rasterized=True)
         rmse = np.sqrt(np.mean((y - x) ** 2))
-        ax.set(title=f"{name}\nRMSE {rmse:.3g} {unit.split('$')[0].strip() or ''}",
+        ax.set(title=f"{name}\nRMSE {rmse:.3g} {plain_unit}",
                xlabel=f"reference {quantity} ({unit})", ylabel=f"predicted {quantity} ({unit})")
         ax.set_aspect("equal")
     _save(fig, out_dir, f"parity_{quantity}", _long(tables, [x_key, y_key]))
@@ -85,7 +86,7 @@ def learning_curve_figure(train_dirs: dict[str, Path], out_dir: Path) -> None:
     """Validation force RMSE (fraction of the force std) and training loss per epoch."""
     keys = ["epoch", "train_loss", "val_force_rmse_rel", "val_force_std_ratio", "val_force_corr"]
     tables = {name: read_csv(d / "metrics.csv") for name, d in train_dirs.items()}
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(9, 3.6))
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
     for name, t in tables.items():
         ax_loss.semilogy(t["epoch"], t["train_loss"], marker="o", ms=3, label=name)
         ax_err.semilogy(t["epoch"], 100 * t["val_force_rmse_rel"], marker="o", ms=3, label=name)
@@ -101,8 +102,10 @@ def fd_figure(runs: dict[str, Path], out_dir: Path) -> None:
     tables = {name: read_csv(d / "fd.csv") for name, d in runs.items()}
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for name, t in tables.items():
-        ax.loglog(t["step_nm"], t["max_rel_error"], marker="o", ms=3, label=f"{name} (max)")
-        ax.loglog(t["step_nm"], t["median_rel_error"], ls="--", lw=1, label=f"{name} (median)")
+        (line,) = ax.loglog(t["step_nm"], t["max_rel_error"], marker="o", ms=3,
+                            label=f"{name} (max)")
+        ax.loglog(t["step_nm"], t["median_rel_error"], ls="--", lw=1, color=line.get_color(),
+                  label=f"{name} (median)")
     ax.set(xlabel="finite-difference step h (nm)",
            ylabel="|F$_{FD}$ − F| / rms F", title="central differences vs forces (float64)")
     ax.legend(fontsize=8)

@@ -13,23 +13,34 @@ every file written to a temporary name and renamed. The whole training step (ene
 as -∇E, the loss, its parameter gradient through the forces, the optax update) is one jitted
 function compiled once, with static shapes (the last incomplete batch of an epoch is dropped).
 
-Training configuration (`train_config`; missing keys take these defaults, unknown keys raise):
+Training configuration (`train_config`; missing keys take these defaults, unknown keys raise).
+The defaults reach a test force RMSE of about 0.2 % of the force std on 100-atom LJ argon
+(6,000 frames, pair model) in 1-2 minutes on 2 CPU cores:
 
-    model                       "pair"   model family (see `forcematch.models.MODELS`)
-    epochs                      8        passes over the training frames
-    batch_size                  16       frames per optimiser step
-    energy_weight               0.01     weight of mean((ΔE/N / std(E/N))²)
-    force_weight                1.0      weight of mean((ΔF / std(F))²)
-    seed                        0        parameter init, n_train subset, batch order, val subset
-    learning_rate               3e-3     peak learning rate (Adam)
-    final_learning_rate_factor  0.01     the schedule ends at learning_rate × this factor
-    schedule                    "cosine" decay over all steps: "cosine" or "exponential"
-    warmup_steps                0        linear warm-up from 0 to the peak (steps)
-    grad_clip_norm              10.0     optax.clip_by_global_norm threshold (None: off)
-    checkpoint_every_steps      200      also checkpointed at the end of every epoch
-    val_frames                  256      fixed seeded subset of validation frames evaluated
-                                         every epoch (None: all)
-    n_train                     None     None: all training frames; n: a seeded random subset
+    model                       "pair"    model family (see `forcematch.models.MODELS`)
+    epochs                      8         passes over the training frames
+    batch_size                  8         frames per optimiser step (8 is also the fastest
+                                          per frame on CPU: intermediates stay in cache)
+    energy_weight               0.01      weight of the energy-per-atom term (0: force only)
+    force_weight                1.0       weight of mean((ΔF / std(F))²) (0: energy only)
+    energy_loss                 "centred" "centred": mean over the batch of
+                                          ((ΔE/N − batch mean of ΔE/N) / std(E/N))², i.e.
+                                          energy differences between frames; the constant
+                                          per-atom energy is refitted by least squares on the
+                                          training energies at the end (as after force-only
+                                          training). "absolute": no centring; ~10x worse
+                                          forces in trials (Adam's ~lr-sized steps on the
+                                          energy constant swamp a loss scaled by std(E/N)).
+    seed                        0         parameter init, n_train subset, batch order, val subset
+    learning_rate               1e-2      peak learning rate (Adam)
+    final_learning_rate_factor  0.01      the schedule ends at learning_rate × this factor
+    schedule                    "cosine"  decay over all steps: "cosine" or "exponential"
+    warmup_steps                0         linear warm-up from 0 to the peak (steps)
+    grad_clip_norm              10.0      optax.clip_by_global_norm threshold (None: off)
+    checkpoint_every_steps      200       also checkpointed at the end of every epoch
+    val_frames                  256       fixed seeded subset of validation frames evaluated
+                                          every epoch (None: all); the final metrics use all
+    n_train                     None      None: all training frames; n: a seeded random subset
 
 Resuming: a later `train()` with the same data, model and configuration (all keys except
 `checkpoint_every_steps`) continues from `out_dir/checkpoint/` at the saved step with the same
@@ -57,6 +68,7 @@ import numpy as np
 import optax
 
 from forcematch import __version__, losses, space
+from forcematch.config import schema
 from forcematch.errors import ForcematchError
 from forcematch.models import (
     EnergyModel,
@@ -68,22 +80,9 @@ from forcematch.models import (
 )
 from forcematch.units import KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
 
+# The defaults are the config schema's (one place): the `train` section's defaults.
 TRAIN_DEFAULTS: dict = {
-    "model": "pair",
-    "epochs": 8,
-    "batch_size": 16,
-    "energy_weight": 0.01,
-    "force_weight": 1.0,
-    "energy_loss": "centred",
-    "seed": 0,
-    "learning_rate": 3e-3,
-    "final_learning_rate_factor": 0.01,
-    "schedule": "cosine",
-    "warmup_steps": 0,
-    "grad_clip_norm": 10.0,
-    "checkpoint_every_steps": 200,
-    "val_frames": 256,
-    "n_train": None,
+    key: spec["default"] for key, spec in schema()["properties"]["train"]["properties"].items()
 }
 # Keys that do not change the trained parameters: a checkpoint may be resumed across them.
 _RESUME_IGNORED = ("checkpoint_every_steps",)

@@ -306,12 +306,12 @@ def validate_model(
         "model": model.model_name,
         "n_test_frames": int(test.n_frames),
     }
-    train_config = model.train_config
-    metrics |= {
-        "loss": loss_label(train_config),
-        "energy_weight": train_config["energy_weight"],
-        "force_weight": train_config["force_weight"],
-        "n_train": model.info.get("n_train_frames"),
+    metrics |= model.describe() | {
+        "loss": loss_label(model.train_config),
+        "n_train": model.info["final_metrics"]["n_train_frames"],
+        # Training refits the per-atom energy constant by least squares on the training
+        # energies: forces (and the centred energy loss) leave it undetermined.
+        "energy_offset_fitted": True,
     }
     metrics |= accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
                         forces_pred)

@@ -16,7 +16,7 @@ rule train:
         model=r"[a-z_]+",
         loss=r"joint|force|energy",
         n_train=r"all|\d+",
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=240,

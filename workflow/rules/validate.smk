@@ -36,7 +36,7 @@ rule validate_model:
         "results/benchmarks/validate/{run}.tsv"
     wildcard_constraints:
         run=r"(?!reference$)[\w.-]+",
-    threads: 2
+    threads: 1
     resources:
         mem_mb=6000,
         runtime=30,

@@ -89,7 +89,7 @@ class PairModel:
     name = "pair"
     DEFAULTS: dict = {
         "n_basis": 16,  # radial basis functions
-        "hidden": [32, 32],  # widths of the hidden layers
+        "hidden": [16, 16],  # widths of the hidden layers
         "activation": "silu",  # one of ACTIVATIONS
         "basis": "gaussian",  # one of BASES
         "r_min_nm": 0.0,  # first Gaussian centre (nm); the last is at the cutoff
