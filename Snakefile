@@ -7,7 +7,7 @@ from snakemake.exceptions import WorkflowError
 
 from forcematch.config import (
     STAGE_SECTIONS,
-    run_name,
+    sweep_runs,
     stage_config,
     validate_config,
     write_if_changed,
@@ -35,7 +35,7 @@ STAGE_CONFIG = {
     for stage in STAGE_SECTIONS
 }
 REPLICAS = list(range(CONFIG["simulate"]["replicas"]))
-RUNS = [run_name(CONFIG)]
+RUNS = sweep_runs(CONFIG)
 
 
 include: "workflow/rules/simulate.smk"

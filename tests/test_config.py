@@ -88,3 +88,23 @@ def test_cli_reports_config_error_and_exits_2(tmp_path):
     assert result.returncode == 2
     assert "system.switch_nm = 0.9 nm must be less than system.cutoff_nm" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sweep_runs_and_run_overrides():
+    from forcematch.config import run_config, sweep_runs
+
+    config = validate_config({"sweep": {"models": ["pair"], "losses": ["energy", "force"],
+                                        "n_train": [60, "all"]}})
+    assert sweep_runs(config) == ["pair-energy-n60", "pair-energy-nall", "pair-force-n60",
+                                  "pair-force-nall"]
+    force = run_config(config, "pair", "force", "60")["train"]
+    assert force["energy_weight"] == 0 and force["force_weight"] == 1.0
+    # 6,000 frames in all: a 60-frame subset gets 100x the epochs, capped at max_epochs.
+    assert force["n_train"] == 60 and force["epochs"] == 200
+    assert run_config(config, "pair", "energy", "all")["train"]["force_weight"] == 0
+    with pytest.raises(ForcematchError, match="unknown loss 'both'"):
+        run_config(config, "pair", "both", "all")
+    with pytest.raises(ForcematchError, match="'joint' needs"):
+        run_config(validate_config({"train": {"energy_weight": 0}}), "pair", "joint", "all")
+    with pytest.raises(ForcematchError, match="sweep.losses"):
+        validate_config({"sweep": {"losses": ["forces"]}})

@@ -34,6 +34,13 @@ def test_tiny_workflow_end_to_end(tmp_path):
     run = "pair-joint-nall"
     reference = json.loads((results / "validate" / "reference" / "metrics.json").read_text())
     model = json.loads((results / "validate" / run / "metrics.json").read_text())
+    for loss in ("energy", "force", "joint"):
+        for n, expected in (("16", 16), ("all", 40)):
+            sweep = json.loads((results / "validate" / f"pair-{loss}-n{n}" / "metrics.json")
+                               .read_text())
+            assert (sweep["model"], sweep["loss"], sweep["n_train"]) == ("pair", loss, expected)
+            assert sweep["energy_offset_fitted"] is True
+            assert math.isfinite(sweep["force_std_ratio"])
     for metrics in (reference, model):
         for key in ("force_rmse", "force_rmse_rel", "force_mae", "energy_mae_per_atom",
                     "fd_max_rel_error", "net_force_max"):
@@ -47,7 +54,8 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert model["fd_max_rel_error"] < 1e-6
     epochs = np.genfromtxt(results / "train" / run / "metrics.csv", delimiter=",", names=True)
     assert len(np.atleast_1d(epochs["epoch"])) == 2
-    for name in ("parity_force", "parity_energy", "learning_curve", "fd_error", "net_force"):
+    for name in ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size",
+                 "fd_error", "net_force"):
         for ext in ("png", "pdf", "csv"):
             path = results / "figures" / f"{name}.{ext}"
             assert path.is_file() and path.stat().st_size > 0, path

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from forcematch.config import LOSSES, loss_label, run_name
+from forcematch.config import LOSSES, run_config, run_name
 from forcematch.errors import ForcematchError
 
 
@@ -29,28 +29,6 @@ def limit_threads(threads: int) -> None:
         ).strip()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
-
-
-def apply_run(config: dict, model: str | None, loss: str | None, n_train: str | None) -> dict:
-    """Override the config's model, loss weights and training-set size (a sweep's wildcards)."""
-    from forcematch.config import validate_config
-
-    train = dict(config["train"])
-    if model is not None:
-        train["model"] = model
-    if loss is not None:
-        if loss not in LOSSES:
-            raise ForcematchError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
-        if loss == "force":
-            train["energy_weight"] = 0.0
-        elif loss == "energy":
-            train["force_weight"] = 0.0
-        elif loss_label(train) != "joint":
-            raise ForcematchError("loss 'joint' needs train.energy_weight and "
-                                  "train.force_weight both > 0")
-    if n_train is not None:
-        train["n_train"] = None if n_train == "all" else int(n_train)
-    return validate_config(config | {"train": train}, source="run overrides")
 
 
 def _cmd_info(args) -> None:
@@ -116,7 +94,7 @@ def _cmd_train(args) -> None:
     from forcematch.h5md import read_h5md
     from forcematch.train import TrainData, train
 
-    config = apply_run(load_config(args.config), args.model, args.loss, args.n_train)
+    config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
     splits = {}
     for name in ("train", "val"):
         path = Path(args.dataset_dir) / f"{name}.h5"

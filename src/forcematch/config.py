@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -189,3 +190,55 @@ def run_name(config: dict[str, Any]) -> str:
     train = config["train"]
     n = train["n_train"] if train["n_train"] is not None else "all"
     return f"{train['model']}-{loss_label(train)}-n{n}"
+
+
+def run_config(
+    config: dict[str, Any], model: str | None, loss: str | None, n_train: str | int | None
+) -> dict[str, Any]:
+    """The config of one training run of a sweep: model, loss and training-set size overridden.
+
+    loss 'force' zeroes train.energy_weight, 'energy' zeroes train.force_weight, 'joint' keeps
+    both. A training subset of n frames trains for train.epochs x (all frames / n) epochs,
+    capped at train.max_epochs, so small sets get a comparable number of optimiser steps.
+    """
+    train = dict(config["train"])
+    if model is not None:
+        train["model"] = model
+    if loss is not None:
+        if loss not in LOSSES:
+            raise ForcematchError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
+        if loss == "force":
+            train["energy_weight"] = 0.0
+        elif loss == "energy":
+            train["force_weight"] = 0.0
+        elif loss_label(train) != "joint":
+            raise ForcematchError(
+                "loss 'joint' needs train.energy_weight and train.force_weight both > 0"
+            )
+    if n_train is not None and n_train != "all":
+        n = int(n_train)
+        simulate, split = config["simulate"], config["split"]
+        n_all = (simulate["replicas"] - split["val_replicas"] - split["test_replicas"]) * (
+            simulate["frames_per_replica"])
+        train["n_train"] = n
+        if n < n_all:
+            train["epochs"] = min(math.ceil(train["epochs"] * n_all / n), train["max_epochs"])
+            train["epochs"] = max(train["epochs"], config["train"]["epochs"])
+    elif n_train == "all":
+        train["n_train"] = None
+    return validate_config(config | {"train": train}, source=f"run {model}-{loss}-n{n_train}")
+
+
+def sweep_runs(config: dict[str, Any]) -> list[str]:
+    """Run names of the sweep (models x losses x training-set sizes); each one validated."""
+    sweep = config["sweep"]
+    train = config["train"]
+    models = sweep["models"] or [train["model"]]
+    losses = sweep["losses"] or [loss_label(train)]
+    sizes = sweep["n_train"] or [train["n_train"] if train["n_train"] is not None else "all"]
+    names = []
+    for model in models:
+        for loss in losses:
+            for n in sizes:
+                names.append(run_name(run_config(config, model, loss, n)))
+    return names

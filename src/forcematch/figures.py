@@ -7,6 +7,7 @@ here recomputes a result.
 from __future__ import annotations
 
 import csv
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np  # noqa: E402
 
 from forcematch.errors import ForcematchError  # noqa: E402
 
-FIGURES = ("parity_force", "parity_energy", "learning_curve", "fd_error", "net_force")
+FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
+           "net_force")
 
 
 def read_csv(path: Path) -> dict[str, np.ndarray]:
@@ -69,8 +71,13 @@ def parity_figure(runs: dict[str, Path], out_dir: Path, quantity: str) -> None:
                    "kJ mol$^{-1}$ per atom", "kJ/mol per atom"),
     }[quantity]
     tables = {name: read_csv(d / f"parity_{quantity}.csv") for name, d in runs.items()}
-    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 4), squeeze=False)
-    for ax, (name, table) in zip(axes[0], tables.items(), strict=True):
+    n_cols = min(3, len(tables))
+    n_rows = -(-len(tables) // n_cols)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4 * n_rows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.ravel()[len(tables):]:
+        ax.set_visible(False)
+    for ax, (name, table) in zip(axes.ravel(), tables.items(), strict=False):
         x, y = table[x_key], table[y_key]
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
@@ -86,14 +93,37 @@ def learning_curve_figure(train_dirs: dict[str, Path], out_dir: Path) -> None:
     """Validation force RMSE (fraction of the force std) and training loss per epoch."""
     keys = ["epoch", "train_loss", "val_force_rmse_rel", "val_force_std_ratio", "val_force_corr"]
     tables = {name: read_csv(d / "metrics.csv") for name, d in train_dirs.items()}
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(9, 3.6), layout="constrained")
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for name, t in tables.items():
-        ax_loss.semilogy(t["epoch"], t["train_loss"], marker="o", ms=3, label=name)
-        ax_err.semilogy(t["epoch"], 100 * t["val_force_rmse_rel"], marker="o", ms=3, label=name)
+        ax_loss.semilogy(t["epoch"], t["train_loss"], marker="o", ms=2, label=name)
+        ax_err.loglog(t["epoch"], 100 * t["val_force_rmse_rel"], marker="o", ms=2, label=name)
     ax_loss.set(xlabel="epoch", ylabel="training loss (normalised)")
     ax_err.set(xlabel="epoch", ylabel="validation force RMSE (% of force std)")
-    ax_err.legend(fontsize=8)
+    ax_err.legend(fontsize=7)
     _save(fig, out_dir, "learning_curve", _long(tables, keys))
+
+
+def accuracy_vs_size_figure(metrics: dict[str, dict], out_dir: Path) -> None:
+    """Test force RMSE (% of the force std) against training-set size, per model and loss."""
+    groups: dict[str, list[tuple[int, float, float]]] = {}
+    for m in metrics.values():
+        groups.setdefault(f"{m['model']} {m['loss']}", []).append(
+            (int(m["n_train"]), 100 * m["force_rmse_rel"], m["energy_mae_per_atom_meV"]))
+    fig, (ax_f, ax_e) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    columns: dict[str, list] = {"series": [], "n_train": [], "force_rmse_percent_of_std": [],
+                                "energy_mae_meV_per_atom": []}
+    for label, points in sorted(groups.items()):
+        n, f, e = (np.array(v) for v in zip(*sorted(points), strict=True))
+        ax_f.loglog(n, f, marker="o", label=label)
+        ax_e.loglog(n, e, marker="o", label=label)
+        columns["series"] += [label] * len(n)
+        columns["n_train"] += n.tolist()
+        columns["force_rmse_percent_of_std"] += f.tolist()
+        columns["energy_mae_meV_per_atom"] += e.tolist()
+    ax_f.set(xlabel="training frames", ylabel="test force RMSE (% of force std)")
+    ax_e.set(xlabel="training frames", ylabel="test energy MAE (meV/atom)")
+    ax_f.legend(fontsize=7)
+    _save(fig, out_dir, "accuracy_vs_size", columns)
 
 
 def fd_figure(runs: dict[str, Path], out_dir: Path) -> None:
@@ -136,19 +166,28 @@ def make_figures(
     *,
     progress: Callable[[str], None] = print,
 ) -> list[Path]:
-    """All figures. Series are named after their directories; 'reference' is the reference data."""
+    """All figures. Series are named after their directories; 'reference' is the reference data.
+
+    Per-run panels (parity, learning curves, FD, net force) show the runs trained on all frames;
+    the accuracy-vs-size figure shows every run.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = {Path(d).name: Path(d) for d in validate_dirs}
-    models = {name: d for name, d in runs.items() if name != "reference"}
-    trains = {Path(d).name: Path(d) for d in train_dirs}
-    if not models:
+    metrics = {name: json.loads((d / "metrics.json").read_text())
+               for name, d in runs.items() if name != "reference"}
+    if not metrics:
         raise ForcematchError("figures need at least one validated model")
-    parity_figure(models, out_dir, "force")
-    parity_figure(models, out_dir, "energy")
+    n_max = max(int(m["n_train"]) for m in metrics.values())
+    full = {name: runs[name] for name, m in metrics.items() if int(m["n_train"]) == n_max}
+    trains = {Path(d).name: Path(d) for d in train_dirs if Path(d).name in full}
+    parity_figure(full, out_dir, "force")
+    parity_figure(full, out_dir, "energy")
     learning_curve_figure(trains, out_dir)
-    fd_figure(runs, out_dir)
-    net_force_figure(runs, out_dir)
+    accuracy_vs_size_figure(metrics, out_dir)
+    with_reference = ({"reference": runs["reference"]} if "reference" in runs else {}) | full
+    fd_figure(with_reference, out_dir)
+    net_force_figure(with_reference, out_dir)
     written = [out_dir / f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf", "csv")]
     progress(f"wrote {len(written)} files to {out_dir}")
     return written

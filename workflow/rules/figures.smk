@@ -1,4 +1,5 @@
-FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "fd_error", "net_force"]
+FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
+                "net_force"]
 
 
 rule figures:
