@@ -42,6 +42,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/validate.smk"
+include: "workflow/rules/diagnose.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -127,10 +127,23 @@ def _cmd_validate(args) -> None:
         validate_model(config, args.model, splits[-1], args.out_dir)
 
 
+def _cmd_diagnose_collapse(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.config import load_config
+    from forcematch.diagnose import collapse_study
+
+    config = load_config(args.config)
+    for name in ("train", "val", "test"):
+        if not (Path(args.dataset_dir) / f"{name}.h5").is_file():
+            raise ForcematchError(f"dataset split not found: {Path(args.dataset_dir) / name}.h5")
+    collapse_study(config, args.dataset_dir, args.out_dir)
+
+
 def _cmd_figures(args) -> None:
     from forcematch.figures import make_figures
 
-    make_figures(args.validate_dirs, args.train_dirs, args.out_dir)
+    make_figures(args.validate_dirs, args.train_dirs, args.out_dir,
+                 diagnose_dir=args.diagnose_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,9 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_validate)
 
+    p = sub.add_parser("diagnose-collapse",
+                       help="training runs that show why force-only training can collapse")
+    p.add_argument("--config", required=True)
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=_cmd_diagnose_collapse)
+
     p = sub.add_parser("figures", help="draw the paper figures from validation and training")
     p.add_argument("--validate-dirs", nargs="+", required=True)
     p.add_argument("--train-dirs", nargs="+", required=True)
+    p.add_argument("--diagnose-dir", help="output of diagnose-collapse (adds the collapse figure)")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_cmd_figures)
     return parser

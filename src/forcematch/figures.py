@@ -159,11 +159,34 @@ def net_force_figure(runs: dict[str, Path], out_dir: Path) -> None:
     _save(fig, out_dir, "net_force", _long(tables, keys))
 
 
+def collapse_figure(diagnose_dir: Path, out_dir: Path) -> None:
+    """Force spread ratio and correlation per epoch of the collapse diagnostic runs."""
+    summary = json.loads((diagnose_dir / "summary.json").read_text())
+    keys = ["epoch", "val_force_std_ratio", "val_force_corr", "val_force_rmse_rel"]
+    tables = {name: read_csv(diagnose_dir / name / "metrics.csv") for name in summary["runs"]}
+    fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    for name, t in tables.items():
+        (line,) = ax_t.plot(t["epoch"], t["val_force_std_ratio"], marker="o", ms=3,
+                            label=f"{name}: spread ratio")
+        ax_t.plot(t["epoch"], t["val_force_corr"], ls="--", color=line.get_color(), lw=1)
+        ax_r.plot(t["val_force_corr"], t["val_force_std_ratio"], marker="o", ms=3,
+                  color=line.get_color(), label=name)
+    ax_t.set(xlabel="epoch", ylabel="std(F pred) / std(F label)  (dashed: correlation)",
+             title=f"{summary['n_train']} training frames; validation labels")
+    ax_r.plot([-1, 1], [-1, 1], color="0.6", lw=1, label="ratio = correlation")
+    ax_r.set(xlabel="force correlation with labels", ylabel="force spread ratio",
+             xlim=(-1.05, 1.05), ylim=(-0.05, 1.3))
+    ax_t.legend(fontsize=7)
+    ax_r.legend(fontsize=7)
+    _save(fig, out_dir, "collapse", _long(tables, keys))
+
+
 def make_figures(
     validate_dirs: Sequence[str | Path],
     train_dirs: Sequence[str | Path],
     out_dir: str | Path,
     *,
+    diagnose_dir: str | Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[Path]:
     """All figures. Series are named after their directories; 'reference' is the reference data.
@@ -188,6 +211,10 @@ def make_figures(
     with_reference = ({"reference": runs["reference"]} if "reference" in runs else {}) | full
     fd_figure(with_reference, out_dir)
     net_force_figure(with_reference, out_dir)
-    written = [out_dir / f"{name}.{ext}" for name in FIGURES for ext in ("png", "pdf", "csv")]
+    names = list(FIGURES)
+    if diagnose_dir is not None:
+        collapse_figure(Path(diagnose_dir), out_dir)
+        names.append("collapse")
+    written = [out_dir / f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
     progress(f"wrote {len(written)} files to {out_dir}")
     return written

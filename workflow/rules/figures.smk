@@ -1,5 +1,5 @@
 FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
-                "net_force"]
+                "net_force", "collapse"]
 
 
 rule figures:
@@ -8,6 +8,7 @@ rule figures:
         validate=["results/validate/reference/metrics.json"]
         + expand("results/validate/{run}/metrics.json", run=RUNS),
         train=expand("results/train/{run}/metrics.csv", run=RUNS),
+        diagnose=rules.diagnose_collapse.output,
     output:
         png=[
             report(f"results/figures/{name}.png", caption=f"../report/{name}.rst",
@@ -29,4 +30,5 @@ rule figures:
         runtime=10,
     shell:
         "forcematch figures --validate-dirs {params.validate_dirs}"
-        " --train-dirs {params.train_dirs} --out-dir results/figures > {log} 2>&1"
+        " --train-dirs {params.train_dirs} --diagnose-dir results/diagnose/collapse"
+        " --out-dir results/figures > {log} 2>&1"

@@ -1,0 +1,124 @@
+"""Diagnostic training runs that answer "my force-only training collapses to zero forces — why?".
+
+Under a mean-squared force loss, the best rescaling of predicted forces that correlate with the
+labels only by ρ is ρ times the label spread: a model that cannot fit the forces shrinks them
+towards their mean, zero. Every run here logs, per epoch, the ratio of predicted to true force
+spread and their correlation (metrics.csv), so the collapse shows as ratio ≈ correlation ≪ 1.
+
+Runs, all on the same training subset and budget:
+- `pair-force`: an invariant pair sum with a smooth cutoff, force-only: no collapse.
+- `global_readout-force`: raw displacement features, hard cutoff, one global readout
+  (`models.global_readout`) and no output scaling (raw output in kJ/mol), force-only.
+- `pair-joint-flipped`: joint loss (energy weight 1) on force labels of the wrong sign
+  (F = +dE/dx): energies and forces contradict each other.
+- `pair-force-flipped`: force-only on flipped labels: fits them by learning -E (energy
+  correlation -1 with the reference).
+For each, finite differences of the reference energy against the labels given: a relative error
+of 2 exposes flipped labels before any training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from forcematch.config import run_config
+from forcematch.h5md import read_h5md
+from forcematch.validate import accuracy, fd_samples, finite_difference_errors, summarise_fd
+
+RUNS = {
+    # name: (model, loss, sign of the force labels, normalised output, energy weight or None)
+    "pair-force": ("pair", "force", 1.0, True, None),
+    "global_readout-force": ("global_readout", "force", 1.0, False, None),
+    "pair-joint-flipped": ("pair", "joint", -1.0, True, 1.0),
+    "pair-force-flipped": ("pair", "force", -1.0, True, None),
+}
+
+
+def _train_data(traj, sign: float):
+    from forcematch.train import TrainData
+
+    return TrainData(traj.positions_nm, traj.box_nm, sign * traj.forces_kJ_mol_nm,
+                     traj.potential_energy_kJ_mol, traj.species)
+
+
+def collapse_study(
+    config: dict[str, Any],
+    dataset_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the diagnostic runs and write `summary.json` and one directory per run."""
+    from forcematch.simulate import energy_and_forces, lj_system_from_config
+    from forcematch.train import dataset_stats, load_checkpoint, train
+
+    dcfg = config["diagnose"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dataset_dir = Path(dataset_dir)
+    splits = {name: read_h5md(dataset_dir / f"{name}.h5") for name in ("train", "val", "test")}
+    test = splits["test"].select(slice(0, min(dcfg["test_frames"], splits["test"].n_frames)))
+    rng = np.random.default_rng(config["validate"]["seed"])
+
+    n_train = min(dcfg["n_train"], splits["train"].n_frames)
+    summary: dict[str, Any] = {"n_train": n_train, "epochs": dcfg["epochs"], "runs": {}}
+    lj = lj_system_from_config(config)
+    for name, (model_name, loss, sign, normalised, energy_weight) in RUNS.items():
+        cfg = run_config(config, model_name, loss, n_train)
+        train_cfg = cfg["train"] | {"epochs": dcfg["epochs"]}
+        if energy_weight is not None:
+            train_cfg["energy_weight"] = energy_weight
+        train_data = _train_data(splits["train"], sign)
+        # "No output scaling": the network's raw output is the energy in kJ/mol.
+        stats = None if normalised else dataset_stats(train_data) | {"force_rms_kJ_mol_nm": 1.0}
+        progress(f"{name}: {model_name}, {loss} loss (energy weight "
+                 f"{train_cfg['energy_weight']}), force labels x {sign:+.0f}, output "
+                 f"{'scaled by the force RMS' if normalised else 'unscaled'}, {n_train} frames, "
+                 f"{dcfg['epochs']} epochs")
+        train(train_data, _train_data(splits["val"], sign), train_cfg,
+              cfg["model"].get(model_name, {}), cfg["system"]["cutoff_nm"], out_dir / name,
+              stats=stats, progress=progress)
+        model = load_checkpoint(out_dir / name / "model")
+        energy_pred, forces_pred = model.predict(test.positions_nm, test.box_nm)
+        true = accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
+                        forces_pred)
+        result = {
+            "model": model_name,
+            "loss": loss,
+            "energy_weight": train_cfg["energy_weight"],
+            "force_label_sign": sign,
+            "output_scaled_by_force_rms": normalised,
+            "force_rmse_rel": true["force_rmse_rel"],
+            "force_std_ratio": true["force_std_ratio"],
+            "force_corr": true["force_corr"],
+            "energy_corr": float(np.corrcoef(test.potential_energy_kJ_mol, energy_pred)[0, 1]),
+        }
+        # Finite differences of the reference energy (OpenMM, double precision) against the
+        # force labels the run was given: the check that catches a sign error in the data.
+        positions = np.asarray(test.positions_nm[0], np.float64)
+        box = np.asarray(test.box_nm[0], np.float64)
+        samples = fd_samples(rng, test.n_atoms, config["validate"]["fd_samples_per_frame"])
+        errors = finite_difference_errors(
+            lambda stack, b=box: energy_and_forces(
+                lj, stack, np.broadcast_to(b, (len(stack), 3)), platform="Reference")[0],
+            positions, sign * test.forces_kJ_mol_nm[0], samples,
+            config["validate"]["fd_steps_nm"])
+        result["fd_reference_energy_vs_labels"] = summarise_fd(
+            config["validate"]["fd_steps_nm"], errors)[0]["fd_max_rel_error"]
+        summary["runs"][name] = result
+        progress(f"{name}: test force RMSE {100 * result['force_rmse_rel']:.2f} % of std, "
+                 f"spread ratio {result['force_std_ratio']:.3f}, correlation "
+                 f"{result['force_corr']:.3f}, energy correlation {result['energy_corr']:+.3f}, "
+                 f"FD of the reference energy vs the labels "
+                 f"{result['fd_reference_energy_vs_labels']:.2e}")
+
+    tmp = out_dir / f"summary.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(out_dir / "summary.json")
+    return summary
