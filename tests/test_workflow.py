@@ -52,10 +52,14 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert model["net_force_max"] < 1e-2
     assert reference["fd_max_rel_error"] < 1e-6
     assert model["fd_max_rel_error"] < 1e-6
+    # Finite differences of the reference energy expose force labels of the wrong sign.
+    collapse = json.loads((results / "diagnose" / "collapse" / "summary.json").read_text())
+    assert collapse["runs"]["pair-force"]["fd_reference_energy_vs_labels"] < 1e-3
+    assert collapse["runs"]["pair-force-flipped"]["fd_reference_energy_vs_labels"] > 1.0
     epochs = np.genfromtxt(results / "train" / run / "metrics.csv", delimiter=",", names=True)
     assert len(np.atleast_1d(epochs["epoch"])) == 2
     for name in ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size",
-                 "fd_error", "net_force"):
+                 "fd_error", "net_force", "collapse"):
         for ext in ("png", "pdf", "csv"):
             path = results / "figures" / f"{name}.{ext}"
             assert path.is_file() and path.stat().st_size > 0, path
