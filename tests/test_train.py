@@ -226,6 +226,11 @@ def test_resume_refuses_other_config(data, tmp_path):
     metrics = train(*data, dict(cfg, checkpoint_every_steps=3), MODEL_CFG, CUTOFF, tmp_path,
                     progress=lambda _: None)
     assert math.isfinite(metrics["val_force_rmse_rel"])
+    # The workflow's choice: a changed config starts afresh, keeping the old checkpoint aside.
+    metrics = train(*data, dict(cfg, epochs=2), MODEL_CFG, CUTOFF, tmp_path,
+                    restart_stale=True, progress=lambda _: None)
+    assert metrics["epochs"] == 2
+    assert (tmp_path / "checkpoint.stale" / "config.json").is_file()
 
 
 def test_divergence_raises_naming_epoch_and_step(data, tmp_path):

@@ -105,7 +105,7 @@ def _cmd_train(args) -> None:
                                  traj.potential_energy_kJ_mol, traj.species)
     model_name = config["train"]["model"]
     train(splits["train"], splits["val"], config["train"], config["model"].get(model_name, {}),
-          config["system"]["cutoff_nm"], args.out_dir)
+          config["system"]["cutoff_nm"], args.out_dir, restart_stale=args.restart_stale)
 
 
 def _cmd_validate(args) -> None:
@@ -183,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="override train.model")
     p.add_argument("--loss", choices=LOSSES, help="override the loss weights")
     p.add_argument("--n-train", help="override train.n_train ('all' or a frame count)")
+    p.add_argument("--restart-stale", action="store_true",
+                   help="move a checkpoint of another config aside instead of refusing to start")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_train)
 

@@ -423,6 +423,7 @@ def train(
     out_dir,
     *,
     stats: dict | None = None,
+    restart_stale: bool = False,
     progress: Callable[[str], object] = print,
 ) -> dict:
     """Train (or resume training) a model; returns the final metrics (also in final_metrics.json).
@@ -435,6 +436,8 @@ def train(
         out_dir: directory for checkpoint/, model/, metrics.csv, final_metrics.json.
         stats: normalisation statistics (`dataset_stats` keys); default: of the training frames
             actually used (after the n_train subset).
+        restart_stale: a checkpoint in out_dir from another run (different config or data) is
+            moved to checkpoint.stale and training starts afresh, instead of raising.
         progress: called with one human-readable line per event (start, epoch, end).
     """
     cfg = resolve_train_config(train_config)
@@ -522,7 +525,7 @@ def train(
 
     ckpt = out / "checkpoint"
     metrics_path = out / "metrics.csv"
-    resumed = _resume(ckpt, info, state)
+    resumed = _resume(ckpt, info, state, restart_stale, progress)
     if resumed is not None:
         state = resumed
         progress(f"resuming from {ckpt} at step {state['step']}/{total_steps}")
@@ -650,8 +653,12 @@ def train(
                    wall0 + time.perf_counter(), train_s, progress)
 
 
-def _resume(ckpt: Path, info: dict, target: dict) -> dict | None:
-    """The saved state if `ckpt` holds a matching checkpoint; None if there is none."""
+def _resume(ckpt: Path, info: dict, target: dict, restart_stale: bool = False,
+            progress: Callable[[str], object] = print) -> dict | None:
+    """The saved state if `ckpt` holds a matching checkpoint; None if there is none.
+
+    A checkpoint of another run raises, or with `restart_stale` is moved aside.
+    """
     config_path = ckpt / "config.json"
     if not config_path.exists():
         return None
@@ -660,6 +667,13 @@ def _resume(ckpt: Path, info: dict, target: dict) -> dict | None:
     except (OSError, ValueError) as exc:
         raise ForcematchError(f"cannot read checkpoint {config_path}: {exc}") from exc
     diffs = _config_differences(old, info)
+    if diffs and restart_stale:
+        stale = ckpt.with_name(ckpt.name + ".stale")
+        shutil.rmtree(stale, ignore_errors=True)
+        ckpt.rename(stale)
+        progress(f"{ckpt} belonged to another run (differs in {', '.join(diffs)}): moved to "
+                 f"{stale}; starting afresh")
+        return None
     if diffs:
         raise ForcematchError(
             f"{ckpt} belongs to another run (differs in {', '.join(diffs)}); "

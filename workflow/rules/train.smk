@@ -24,4 +24,4 @@ rule train:
         "forcematch train --config {input.config} --dataset-dir results/dataset"
         " --out-dir results/train/{wildcards.model}-{wildcards.loss}-n{wildcards.n_train}"
         " --model {wildcards.model} --loss {wildcards.loss} --n-train {wildcards.n_train}"
-        " --threads {threads} > {log} 2>&1"
+        " --restart-stale --threads {threads} > {log} 2>&1"
