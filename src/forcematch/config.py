@@ -26,9 +26,10 @@ from forcematch.units import cubic_box_length_nm
 STAGE_SECTIONS = {
     "simulate": ("system", "simulate"),
     "dataset": ("system", "simulate", "split"),
-    "train": ("system", "simulate", "split", "train", "model"),
-    "validate": ("system", "simulate", "split", "train", "model", "validate"),
-    "diagnose": ("system", "simulate", "split", "train", "model", "validate", "diagnose"),
+    "train": ("system", "simulate", "split", "train", "train_by_model", "model"),
+    "validate": ("system", "simulate", "split", "train", "train_by_model", "model", "validate"),
+    "diagnose": ("system", "simulate", "split", "train", "train_by_model", "model", "validate",
+                 "diagnose"),
 }
 
 
@@ -218,6 +219,7 @@ def run_config(
     train = dict(config["train"])
     if model is not None:
         train["model"] = model
+    train.update(config["train_by_model"].get(train["model"], {}))
     if loss is not None:
         if loss not in LOSSES:
             raise ForcematchError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
@@ -236,8 +238,9 @@ def run_config(
             simulate["frames_per_replica"])
         train["n_train"] = n
         if n < n_all:
+            base_epochs = train["epochs"]
             train["epochs"] = min(math.ceil(train["epochs"] * n_all / n), train["max_epochs"])
-            train["epochs"] = max(train["epochs"], config["train"]["epochs"])
+            train["epochs"] = max(train["epochs"], base_epochs)
     elif n_train == "all":
         train["n_train"] = None
     return validate_config(config | {"train": train}, source=f"run {model}-{loss}-n{n_train}")
