@@ -24,6 +24,9 @@ import jax
 import jax.numpy as jnp
 
 from forcematch.errors import ForcematchError
+from forcematch.models.atomic import AtomicModel
+from forcematch.models.global_readout import GlobalReadoutModel
+from forcematch.models.mpnn import MPNNModel
 from forcematch.models.pair import PairModel
 
 Params = Any
@@ -48,7 +51,13 @@ class EnergyModel(Protocol):
         ...
 
 
-MODELS: dict[str, type] = {"pair": PairModel}
+MODELS: dict[str, type] = {
+    "pair": PairModel,
+    "atomic": AtomicModel,
+    "mpnn": MPNNModel,
+    # A deliberately poor network, kept to demonstrate the force-only collapse.
+    "global_readout": GlobalReadoutModel,
+}
 
 
 def build_model(

@@ -1,0 +1,182 @@
+"""The `mpnn` model: a SchNet-like message-passing network with continuous filters.
+
+    h_i⁰ = embedding(s_i)                                    [F] per atom
+    W_ijᵗ = MLPᵗ(radial basis(r_ij)) × smooth_cutoff(r_ij)    [F] per pair and interaction t
+    h_iᵗ⁺¹ = h_iᵗ + Dense(σ(Dense(Σ_j Dense(h_jᵗ) ⊙ W_ijᵗ / n̄)))  (residual, atom-wise)
+    E = Σ_i ε_i,   ε_i = readout MLP(h_i^T) + b_{s_i}          (model units, see `models`)
+
+The filter networks of all interactions are one MLP with T·F outputs, evaluated once per pair
+of the half neighbour list; each pair then sends its message both ways (i ← j and j ← i, one
+gather and one scatter-add each). The envelope makes every filter, hence every message and the
+energy, C2 at the cutoff. n̄ is the mean over atoms of Σ_j smooth_cutoff(r_ij) in the frame
+given to `init`, stored with the parameters and never trained, so message sums are O(1)
+whatever the density. σ is a smooth activation (shifted softplus by default).
+
+The per-atom constants b (initially 0) play the role of `pair`'s `atom_energy`; the readout's
+last layer starts at zero, so the untrained model predicts zero forces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from forcematch import space
+from forcematch.errors import ForcematchError
+from forcematch.models.pair import ACTIVATIONS, BASES, MLP, merge_config
+
+
+def shifted_softplus(x):
+    """SchNet's ssp(x) = softplus(x) − log 2 (smooth, ssp(0) = 0)."""
+    return jax.nn.softplus(x) - jnp.log(2.0).astype(jnp.result_type(x))
+
+
+MPNN_ACTIVATIONS: dict[str, Callable] = {"ssp": shifted_softplus, **ACTIVATIONS}
+
+
+class _Network(nn.Module):
+    """Embedding, T interactions and readout: per-atom energies [N] (without b_s)."""
+
+    features: int
+    n_interactions: int
+    filter_hidden: tuple[int, ...]
+    readout_hidden: tuple[int, ...]
+    n_species: int
+    activation: Callable
+
+    @nn.compact
+    def __call__(self, atom_type, basis, envelope, i, j, inv_norm):
+        """atom_type [N] int, basis [P,K], envelope [P] (0 on padded pairs), i, j [P]."""
+        f, t = self.features, self.n_interactions
+        h = nn.Embed(self.n_species, f, name="embedding")(atom_type)  # [N, F]
+        w = basis
+        for k, width in enumerate(self.filter_hidden):
+            w = self.activation(nn.Dense(width, name=f"filter_{k}")(w))
+        w = nn.Dense(t * f, name="filter_out")(w) * (envelope * inv_norm)[:, None]  # [P, T·F]
+        for it in range(t):
+            w_t = w[:, it * f : (it + 1) * f]
+            x = nn.Dense(f, use_bias=False, name=f"in_{it}")(h)
+            m = jnp.zeros_like(x).at[i].add(x[j] * w_t).at[j].add(x[i] * w_t)
+            v = self.activation(nn.Dense(f, name=f"update_{it}_0")(m))
+            h = h + nn.Dense(f, name=f"update_{it}_1")(v)
+        out = MLP(self.readout_hidden, 1, self.activation, name="readout")(h)
+        return out[:, 0]
+
+
+class MPNNModel:
+    """SchNet-like message passing; see the module docstring. Implements `models.EnergyModel`."""
+
+    name = "mpnn"
+    DEFAULTS: dict = {
+        "features": 16,  # atom feature width F
+        "n_interactions": 2,  # message-passing steps T
+        "n_basis": 16,  # radial basis functions
+        "basis": "gaussian",  # one of pair.BASES
+        "r_min_nm": 0.0,  # first Gaussian centre (nm); the last is at the cutoff
+        "filter_hidden": [16],  # hidden widths of the (shared) filter MLP
+        "readout_hidden": [16],  # hidden widths of the per-atom readout MLP
+        "activation": "ssp",  # one of MPNN_ACTIVATIONS (smooth only)
+        "n_species": 1,  # 1: species ignored; S: species must be 0 … S−1
+    }
+
+    def __init__(self, config: dict, cutoff_nm: float, capacity: int | None = None):
+        cfg = merge_config(self.name, self.DEFAULTS, config)
+        try:
+            for key in ("features", "n_interactions", "n_basis", "n_species"):
+                cfg[key] = int(cfg[key])
+            for key in ("filter_hidden", "readout_hidden"):
+                cfg[key] = [int(h) for h in cfg[key]]
+            cfg["r_min_nm"] = float(cfg["r_min_nm"])
+        except (TypeError, ValueError) as exc:
+            raise ForcematchError(f"bad mpnn model option: {exc}") from exc
+        if cfg["activation"] not in MPNN_ACTIVATIONS:
+            raise ForcematchError(
+                f"unknown activation {cfg['activation']!r}; known: {', '.join(MPNN_ACTIVATIONS)}"
+            )
+        if cfg["basis"] not in BASES:
+            raise ForcematchError(f"unknown basis {cfg['basis']!r}; known: {', '.join(BASES)}")
+        sizes = [cfg[k] for k in ("features", "n_interactions", "n_basis", "n_species")]
+        if min(sizes + cfg["filter_hidden"] + cfg["readout_hidden"]) < 1:
+            raise ForcematchError(f"mpnn model sizes must be positive, got {cfg}")
+        if not 0.0 <= cfg["r_min_nm"] < cutoff_nm:
+            raise ForcematchError(f"r_min_nm must lie in [0, cutoff), got {cfg['r_min_nm']}")
+        self.config = cfg
+        self.cutoff_nm = float(cutoff_nm)
+        self.capacity = None if capacity is None else int(capacity)
+        self._net = _Network(
+            features=cfg["features"],
+            n_interactions=cfg["n_interactions"],
+            filter_hidden=tuple(cfg["filter_hidden"]),
+            readout_hidden=tuple(cfg["readout_hidden"]),
+            n_species=cfg["n_species"],
+            activation=MPNN_ACTIVATIONS[cfg["activation"]],
+        )
+        self._basis = BASES[cfg["basis"]]
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _capacity(self, n_atoms: int) -> int:
+        return self.capacity if self.capacity is not None else max(1, n_atoms * (n_atoms - 1) // 2)
+
+    def _atom_type(self, species, n_atoms: int):
+        if self.config["n_species"] == 1:
+            return jnp.zeros(n_atoms, jnp.int32)
+        return jnp.asarray(species, jnp.int32)
+
+    def _graph(self, positions_nm, box_nm):
+        """Pairs (i, j [P]), radial basis [P,K], envelope [P] (0 on padding), overflow."""
+        cap = self._capacity(positions_nm.shape[0])
+        i, j, mask, overflow = space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)
+        r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
+        basis = self._basis(r, self.config["n_basis"], self.config["r_min_nm"], self.cutoff_nm)
+        env = jnp.where(mask, space.smooth_cutoff(r, self.cutoff_nm), jnp.zeros_like(r))
+        return i, j, basis, env, overflow
+
+    # -- EnergyModel interface -------------------------------------------------------------
+    def init(self, rng, positions_nm, box_nm, species):
+        """Parameters (float32) for frames shaped like `positions_nm` [N,3]; n̄ from this frame.
+
+        Returns {"net": flax variables, "atom_energy": [S], "inv_neighbours": scalar 1/n̄}.
+        """
+        return jax.jit(self._init)(rng, jnp.asarray(positions_nm, jnp.float32),
+                                   jnp.asarray(box_nm, jnp.float32),
+                                   jnp.asarray(species, jnp.int32))
+
+    def _init(self, rng, positions_nm, box_nm, species):
+        n_atoms = positions_nm.shape[0]
+        # n̄ = mean over atoms of Σ_j envelope(r_ij), over all pairs (whatever the capacity)
+        d = space.displacement(positions_nm[:, None, :], positions_nm[None, :, :], box_nm)
+        r2 = jnp.sum(d * d, axis=-1)
+        pair = ~jnp.eye(n_atoms, dtype=bool) & (r2 < self.cutoff_nm**2)
+        r = jnp.sqrt(jnp.where(pair, r2, self.cutoff_nm**2))
+        n_bar = jnp.sum(jnp.where(pair, space.smooth_cutoff(r, self.cutoff_nm), 0.0)) / n_atoms
+        inv = jnp.where(n_bar > 0, 1.0 / jnp.maximum(n_bar, 1e-6), 1.0).astype(jnp.float32)
+        i, j, basis, env, _ = self._graph(positions_nm, box_nm)
+        net = self._net.init(rng, self._atom_type(species, n_atoms), basis, env, i, j, inv)
+        return {
+            "net": net,
+            "atom_energy": jnp.zeros(self.config["n_species"], jnp.float32),
+            "inv_neighbours": inv,
+        }
+
+    def atom_energies(self, params, positions_nm, box_nm, species):
+        """Per-atom energies ε_i + b_{s_i} [N] (model units); they sum to `energy`. NaN on
+        neighbour overflow."""
+        n_atoms = positions_nm.shape[0]
+        i, j, basis, env, overflow = self._graph(positions_nm, box_nm)
+        atom_type = self._atom_type(species, n_atoms)
+        inv = jax.lax.stop_gradient(params["inv_neighbours"]).astype(basis.dtype)
+        eps = self._net.apply(params["net"], atom_type, basis, env, i, j, inv)
+        eps = eps + params["atom_energy"][atom_type]
+        # Never silently wrong: an overflowing list poisons the energies and their gradients.
+        return eps + jnp.where(overflow, jnp.nan, 0.0).astype(eps.dtype) * jnp.sum(positions_nm)
+
+    def energy(self, params, positions_nm, box_nm, species):
+        """Σ_i (ε_i + b_{s_i}) (model units, scalar); NaN (and NaN gradient) on overflow."""
+        return jnp.sum(self.atom_energies(params, positions_nm, box_nm, species))
+
+    def overflow(self, positions_nm, box_nm):
+        cap = self._capacity(positions_nm.shape[0])
+        return space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)[3]

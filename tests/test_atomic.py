@@ -1,0 +1,363 @@
+"""The atomic (Behler–Parrinello-style) model: harmonics, invariances and smoothness in float64,
+finite-difference forces, per-atom energies, zero net force (with a non-invariant
+counter-example), and a short training run."""
+
+import csv
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_models import BOX, CUTOFF, N, liquid_like
+from test_train import lj_frames
+
+from forcematch.errors import ForcematchError
+from forcematch.models import (
+    MODELS,
+    Normalisation,
+    build_model,
+    cast_params,
+    energy_and_forces_fn,
+    energy_fn,
+    forces_fn,
+)
+from forcematch.models.atomic import AtomicModel, real_harmonics
+from forcematch.models.pair import MLP
+from forcematch.train import load_checkpoint, train
+
+SMALL = {"n_radial": 8, "n_angular": 3, "l_max": 3, "hidden": [16, 16]}
+
+
+@pytest.fixture
+def x64():
+    """Run a test body with 64-bit JAX, restoring the global setting afterwards."""
+    with jax.enable_x64(True):
+        yield
+
+
+def random_params(model, seed=0, scale=0.3, n_atoms=N):
+    """Parameters initialised on a liquid-like frame, network weights and per-species
+    constants replaced by N(0, scale²) noise (the descriptor standardisation is kept)."""
+    params = model.init(jax.random.PRNGKey(seed), jnp.asarray(liquid_like(seed)),
+                        jnp.full(3, BOX), jnp.zeros(n_atoms, jnp.int32))
+    keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 64))
+
+    def noise(tree):
+        return jax.tree.map(lambda x: scale * jax.random.normal(next(keys), x.shape, x.dtype),
+                            tree)
+
+    return dict(params, mlp=noise(params["mlp"]), atom_energy=noise(params["atom_energy"]))
+
+
+def setup64(seed=0, model_config=None):
+    model = build_model("atomic", {**SMALL, **(model_config or {})}, CUTOFF)
+    params = cast_params(random_params(model, seed), jnp.float64)
+    pos = jnp.asarray(liquid_like(seed + 10), jnp.float64)
+    box = jnp.full(3, BOX, jnp.float64)
+    species = jnp.zeros(N, jnp.int32)
+    ef = jax.jit(energy_and_forces_fn(model, Normalisation(41.0, -5.0)))
+    return model, params, pos, box, species, ef
+
+
+def rel_net_force(f) -> float:
+    """|Σ_i F_i| / Σ_i |F_i|: 0 for forces that cancel, 1 if all point the same way."""
+    f = np.asarray(f, np.float64)
+    return float(np.linalg.norm(f.sum(axis=0)) / np.linalg.norm(f, axis=1).sum())
+
+
+# ---------------------------------------------------------------------------------------------
+# registry, configuration, descriptors
+
+
+def test_registry_defaults_and_config_errors():
+    assert MODELS["atomic"] is AtomicModel
+    model = build_model("atomic", {"hidden": [8]}, CUTOFF)
+    assert model.name == "atomic" and model.cutoff_nm == CUTOFF and model.capacity is None
+    assert model.config == {**AtomicModel.DEFAULTS, "hidden": [8]}
+    c = AtomicModel.DEFAULTS["n_angular"]
+    assert model.n_descriptors == AtomicModel.DEFAULTS["n_radial"] + c * (c + 1) // 2 * (
+        AtomicModel.DEFAULTS["l_max"])
+    with pytest.raises(ForcematchError, match="known: .*n_radial"):
+        build_model("atomic", {"n_radiall": 8}, CUTOFF)
+    with pytest.raises(ForcematchError, match="activation"):
+        build_model("atomic", {"activation": "relu"}, CUTOFF)
+    with pytest.raises(ForcematchError, match="l_max"):
+        build_model("atomic", {"l_max": 5}, CUTOFF)
+    with pytest.raises(ForcematchError, match="r_min_nm"):
+        build_model("atomic", {"r_min_nm": CUTOFF}, CUTOFF)
+
+
+def test_real_harmonics_addition_theorem(x64):
+    """Σ_m Y_lm(u) Y_lm(v) = P_l(u·v), so Σ_m M_a M_b are exact Legendre moments of cos θ."""
+    rng = np.random.default_rng(0)
+    u, v = (x / np.linalg.norm(x, axis=1, keepdims=True) for x in rng.normal(size=(2, 40, 3)))
+    c = np.sum(u * v, axis=1)
+    legendre = [c, (3 * c**2 - 1) / 2, (5 * c**3 - 3 * c) / 2, (35 * c**4 - 30 * c**2 + 3) / 8]
+    ys_u, ys_v = real_harmonics(jnp.asarray(u), 4), real_harmonics(jnp.asarray(v), 4)
+    for deg, (yu, yv, p) in enumerate(zip(ys_u, ys_v, legendre, strict=True), start=1):
+        assert yu.shape == (40, 2 * deg + 1)
+        np.testing.assert_allclose(np.sum(np.asarray(yu) * np.asarray(yv), axis=1), p,
+                                   atol=1e-12)
+
+
+def test_descriptors_match_brute_force_triplets(x64):
+    """Radial sums and Σ_{j,k} R_a(r_ij) R_b(r_ik) P_l(cos θ_jik) from explicit loops."""
+    model = build_model("atomic", {"n_radial": 4, "n_angular": 2, "l_max": 2}, CUTOFF)
+    pos = liquid_like(3, n_cells=1, box=0.8, jitter=0.05)  # 4 atoms, many images within cutoff
+    box = np.full(3, 0.8)
+    # all 4·3/2 = 6 pairs are within the cutoff in the minimum image; check by brute force
+    raw, _ = jax.jit(model.descriptors)(jnp.asarray(pos), jnp.asarray(box),
+                                        jnp.zeros(4, jnp.int32))
+    mu = np.linspace(model.config["r_min_nm"], CUTOFF, 4)
+    w4 = (CUTOFF - model.config["r_min_nm"]) / 3
+    mu2 = np.linspace(model.config["r_min_nm"], CUTOFF, 2)
+    w2 = CUTOFF - model.config["r_min_nm"]
+
+    def env(r):
+        x = r / CUTOFF
+        return (1 - 28 * x**6 + 48 * x**7 - 21 * x**8) * (x < 1)
+
+    expected = np.zeros((4, 4 + 3 * 2))
+    for i in range(4):
+        vecs = []
+        for j in range(4):
+            if j != i:
+                d = pos[j] - pos[i]
+                d -= box * np.round(d / box)
+                r = np.linalg.norm(d)
+                if r < CUTOFF:
+                    vecs.append((d / r, r))
+        for _, r in vecs:
+            expected[i, :4] += np.exp(-0.5 * ((r - mu) / w4) ** 2) * env(r)
+        for deg, p in ((1, lambda c: c), (2, lambda c: (3 * c * c - 1) / 2)):
+            acc = np.zeros((2, 2))
+            for u1, r1 in vecs:
+                for u2, r2 in vecs:
+                    ra = np.exp(-0.5 * ((r1 - mu2) / w2) ** 2) * env(r1)
+                    rb = np.exp(-0.5 * ((r2 - mu2) / w2) ** 2) * env(r2)
+                    acc += np.outer(ra, rb) * p(float(u1 @ u2))
+            expected[i, 4 + 3 * (deg - 1): 4 + 3 * deg] = acc[np.triu_indices(2)]
+    np.testing.assert_allclose(np.asarray(raw), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_init_standardises_descriptors_and_keeps_them_fixed():
+    model = build_model("atomic", SMALL, CUTOFF)
+    pos, box, species = jnp.asarray(liquid_like(0)), jnp.full(3, BOX), jnp.zeros(N, jnp.int32)
+    params = model.init(jax.random.PRNGKey(0), pos, box, species)
+    raw, _ = jax.jit(model.descriptors)(pos, box, species)
+    z = (raw - params["descriptor_mean"]) * params["descriptor_scale"]
+    assert np.all(np.isfinite(np.asarray(z))) and np.all(np.asarray(params["descriptor_scale"]) > 0)
+    np.testing.assert_allclose(np.mean(np.asarray(z), axis=0), 0.0, atol=1e-4)
+    assert 0.5 < float(np.std(np.asarray(z))) <= 1.0 + 1e-4
+    # untrained: output layer at zero, so E = Σ b_s = 0 and forces vanish
+    e, f = jax.jit(energy_and_forces_fn(model, Normalisation()))(params, pos, box, species)
+    assert float(e) == 0.0 and float(jnp.abs(f).max()) == 0.0
+    # the standardisation is held fixed: no gradient reaches it
+    def force_loss(p):
+        return jnp.sum(forces_fn(model, Normalisation())(p, pos, box, species) ** 2)
+
+    grads = jax.jit(jax.grad(force_loss))(random_params(model))
+    assert float(jnp.abs(grads["descriptor_mean"]).max()) == 0.0
+    assert float(jnp.abs(grads["descriptor_scale"]).max()) == 0.0
+    assert float(jnp.abs(grads["mlp"]["params"]["Dense_0"]["kernel"]).max()) > 0
+    # a degenerate frame (all atoms on one point) falls back to mean 0, scale 1
+    params0 = model.init(jax.random.PRNGKey(0), jnp.zeros((N, 3)), box, species)
+    assert float(jnp.abs(params0["descriptor_mean"]).max()) == 0.0
+    np.testing.assert_array_equal(params0["descriptor_scale"], 1.0)
+
+
+def test_overflow_poisons_energy_and_forces():
+    model = build_model("atomic", SMALL, CUTOFF, capacity=8)
+    pos, box = jnp.asarray(liquid_like(3)), jnp.full(3, BOX)
+    params = random_params(build_model("atomic", SMALL, CUTOFF))
+    assert bool(model.overflow(pos, box))
+    ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
+    e, f = ef(params, pos, box, jnp.zeros(N, jnp.int32))
+    assert np.isnan(float(e)) and np.isnan(np.asarray(f)).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# physics (float64)
+
+
+def test_translation_invariance_and_zero_net_force(x64):
+    _, params, pos, box, species, ef = setup64()
+    e0, f0 = ef(params, pos, box, species)
+    assert f0.dtype == jnp.float64 and float(jnp.abs(f0).max()) > 1.0
+    e1, f1 = ef(params, pos + jnp.array([0.31, -0.77, 1.9]), box, species)
+    np.testing.assert_allclose(e1, e0, rtol=1e-12)
+    np.testing.assert_allclose(f1, f0, atol=1e-10 * float(jnp.abs(f0).max()))
+    assert rel_net_force(f0) < 1e-10 and rel_net_force(f1) < 1e-10
+
+
+def test_rotation_invariance_cubic_box(x64):
+    _, params, pos, box, species, ef = setup64(1)
+    e0, f0 = ef(params, pos, box, species)
+    for axis in range(3):  # 90° about each box axis maps the cubic lattice of images onto itself
+        rot = np.eye(3)
+        a, b = [k for k in range(3) if k != axis]
+        rot[[a, a, b, b], [a, b, a, b]] = [0.0, -1.0, 1.0, 0.0]
+        rot = jnp.asarray(rot)
+        e1, f1 = ef(params, pos @ rot.T, box, species)
+        np.testing.assert_allclose(e1, e0, rtol=1e-12)
+        np.testing.assert_allclose(f1, f0 @ rot.T, atol=1e-10 * float(jnp.abs(f0).max()))
+
+
+def test_permutation_and_periodic_image_invariance(x64):
+    _, params, pos, box, species, ef = setup64(2)
+    e0, f0 = ef(params, pos, box, species)
+    perm = np.random.default_rng(0).permutation(N)
+    e1, f1 = ef(params, pos[perm], box, species)
+    np.testing.assert_allclose(e1, e0, rtol=1e-12)
+    np.testing.assert_allclose(f1, f0[perm], atol=1e-10 * float(jnp.abs(f0).max()))
+    shifted = pos.at[5].add(jnp.array([BOX, -2 * BOX, 0.0])).at[17].add(jnp.array([0, 0, BOX]))
+    e2, f2 = ef(params, shifted, box, species)
+    np.testing.assert_allclose(e2, e0, rtol=1e-12)
+    np.testing.assert_allclose(f2, f0, atol=1e-10 * float(jnp.abs(f0).max()))
+
+
+def test_species_resolved_descriptors(x64):
+    model, params, pos, box, _, _ = setup64(3, {"n_species": 2})
+    assert model.n_descriptors == 2 * 8 + 21 * 3
+    species = jnp.asarray(np.arange(N) % 2, jnp.int32)
+    ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
+    e0, f0 = ef(params, pos, box, species)
+    perm = np.random.default_rng(1).permutation(N)
+    e1, f1 = ef(params, pos[perm], box, species[perm])
+    np.testing.assert_allclose(e1, e0, rtol=1e-12)
+    np.testing.assert_allclose(f1, f0[perm], atol=1e-10 * float(jnp.abs(f0).max()))
+    assert rel_net_force(f0) < 1e-10
+    e2, _ = ef(params, pos, box, 1 - species)  # swapping the species labels changes the energy
+    assert abs(float(e2 - e0)) > 1e-6 * abs(float(e0))
+
+
+def test_energy_smooth_as_atom_crosses_cutoff(x64):
+    """A third atom leaves the cutoff sphere of atom 0 (with an angle to atom 1): C2 there."""
+    model = build_model("atomic", SMALL, CUTOFF)
+    params = cast_params(random_params(model, 4, scale=1.0), jnp.float64)
+    box = jnp.full(3, 3.0, jnp.float64)
+    species = jnp.zeros(3, jnp.int32)
+    ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
+    direction = jnp.array([0.5, math.sqrt(3) / 2, 0.0])  # 60° from the 0 → −1 axis
+
+    def at(r):  # energy relative to the third atom far away, and the forces
+        pos = jnp.stack([jnp.array([1.0, 1.0, 1.0]), jnp.array([0.7, 1.0, 1.0]),
+                         jnp.array([1.0, 1.0, 1.0]) + r * direction])
+        e, f = ef(params, pos, box, species)
+        return e - e_far, f
+
+    e_far = 0.0
+    e_far = at(1.4)[0]
+    e_in, f_in = {}, {}
+    for delta in (1e-3, 1e-4):
+        e_in[delta], f = at(CUTOFF - delta)
+        f_in[delta] = float(jnp.abs(f[2]).max())
+        e_out, f_out = at(CUTOFF + delta)
+        assert float(e_out) == 0.0 and float(jnp.abs(f_out[2]).max()) == 0.0
+    # C2 envelope: E ∝ δ³ and F ∝ δ² as the atom approaches the cutoff from inside
+    assert 500 < float(e_in[1e-3] / e_in[1e-4]) < 2000
+    assert 50 < f_in[1e-3] / f_in[1e-4] < 200
+    rs = np.linspace(0.45, 0.65, 401)
+    es = np.array([float(at(r)[0]) for r in rs])
+    # no jump or kink anywhere on a fine grid across the cutoff: second differences stay small
+    assert np.max(np.abs(np.diff(es, 2))) < 0.1 * np.max(np.abs(np.diff(es)))
+
+
+def test_finite_differences_match_autodiff_forces(x64):
+    model, params, pos, box, species, _ = setup64(5)
+    norm = Normalisation(41.0, -5.0)
+    e = jax.jit(energy_fn(model, norm))
+    f = np.asarray(jax.jit(forces_fn(model, norm))(params, pos, box, species))
+    h = 1e-5
+    rng = np.random.default_rng(0)
+    for atom, axis in zip(rng.integers(0, N, 6), rng.integers(0, 3, 6), strict=True):
+        step = jnp.zeros_like(pos).at[atom, axis].set(h)
+        fd = -(float(e(params, pos + step, box, species))
+               - float(e(params, pos - step, box, species))) / (2 * h)
+        assert abs(fd - f[atom, axis]) < 1e-6 * max(abs(f[atom, axis]), 1e-3 * np.abs(f).max())
+
+
+def test_atom_energies_sum_and_isolated_atoms(x64):
+    model, params, pos, box, species, _ = setup64(6, {"n_species": 2})
+    species = jnp.asarray(np.arange(N) % 2, jnp.int32)
+    atom_energies = jax.jit(model.atom_energies)
+    ei = atom_energies(params, pos, box, species)
+    assert ei.shape == (N,)
+    e = jax.jit(model.energy)(params, pos, box, species)
+    np.testing.assert_allclose(jnp.sum(ei), e, rtol=1e-12)
+    # forces from the summed per-atom energies: −∇ Σ E_i, and they sum to zero
+    f = jax.jit(jax.grad(lambda x: -jnp.sum(atom_energies(params, x, box, species))))(pos)
+    f_wrapper = jax.jit(forces_fn(model, Normalisation()))(params, pos, box, species)
+    np.testing.assert_allclose(f, f_wrapper, rtol=1e-12, atol=1e-12 * float(jnp.abs(f).max()))
+    assert rel_net_force(f) < 1e-10
+    # atoms with no neighbour within the cutoff have exactly their species constant
+    far = jnp.array([[0.5, 0.5, 0.5], [2.5, 0.5, 0.5], [0.5, 2.5, 0.5], [0.5, 0.5, 2.5],
+                     [0.5, 0.8, 0.5]])  # the last is 0.3 nm from the first
+    sp = jnp.array([0, 1, 1, 0, 1], jnp.int32)
+    ei = atom_energies(params, far, jnp.full(3, 4.0), sp)
+    b = params["atom_energy"]
+    np.testing.assert_allclose(ei[1:4], b[sp[1:4]], rtol=0, atol=1e-12)
+    assert abs(float(ei[0] - b[0])) > 1e-6  # atom 0 has a neighbour
+
+
+def test_net_force_vanishes_only_for_invariant_energy():
+    """Why the forces sum to zero: E depends only on differences r_i − r_j, so E(r + a) = E(r)
+    and 0 = dE/da = Σ_i ∂E/∂r_i = −Σ_i F_i. A per-atom network fed absolute positions (not
+    translation invariant) has no such identity: its net force is as large as a typical force.
+    """
+    pos32, box32 = jnp.asarray(liquid_like(7), jnp.float32), jnp.full(3, BOX, jnp.float32)
+    species = jnp.zeros(N, jnp.int32)
+
+    mlp = MLP(hidden=(16, 16), n_out=1, activation=jax.nn.silu)
+    toy_params = mlp.init(jax.random.PRNGKey(0), jnp.zeros((1, 3)))
+    toy_params = jax.tree.map(lambda x: x + 0.5, toy_params)  # a non-zero output layer
+
+    def toy_energy(params, positions):  # Σ_i NN(r_i): per-atom, but of absolute positions
+        return jnp.sum(mlp.apply(params, positions))
+
+    f_toy = -jax.jit(jax.grad(toy_energy, argnums=1))(toy_params, pos32)
+    assert float(jnp.abs(f_toy).max()) > 0.1
+    assert rel_net_force(f_toy) > 1e-2
+    assert abs(float(toy_energy(toy_params, pos32 + 0.1) - toy_energy(toy_params, pos32))) > 1e-3
+
+    model = build_model("atomic", SMALL, CUTOFF)
+    params = random_params(model, 7)
+    forces = jax.jit(forces_fn(model, Normalisation(41.0, -5.0)))
+    f32 = forces(params, pos32, box32, species)
+    assert f32.dtype == jnp.float32 and float(jnp.abs(f32).max()) > 1.0
+    assert rel_net_force(f32) < 1e-5  # round-off only: about 1e-7 in float32
+    with jax.enable_x64(True):
+        f64 = forces(cast_params(params, jnp.float64), jnp.asarray(pos32, jnp.float64),
+                     jnp.asarray(box32, jnp.float64), species)
+        assert f64.dtype == jnp.float64
+        assert rel_net_force(f64) < 1e-12  # about 1e-16
+        f64 = np.asarray(f64)
+    np.testing.assert_allclose(f32, f64, atol=1e-4 * np.abs(f64).max())
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+def test_short_training_reduces_validation_force_error(tmp_path):
+    train_data, val_data = lj_frames(48, 0), lj_frames(16, 1)
+    cfg = {"model": "atomic", "epochs": 12, "batch_size": 8, "learning_rate": 1e-2,
+           "val_frames": 16, "energy_weight": 0.01}
+    metrics = train(train_data, val_data, cfg, SMALL, CUTOFF, tmp_path, progress=lambda _: None)
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    first, last = float(rows[0]["val_force_rmse_rel"]), float(rows[-1]["val_force_rmse_rel"])
+    assert last < 0.5 * first and last < 0.3
+    assert metrics["val_force_rmse_rel"] == pytest.approx(last, rel=1e-6)
+    loaded = load_checkpoint(tmp_path / "model")
+    assert loaded.model_name == "atomic" and loaded.model_config == {**AtomicModel.DEFAULTS,
+                                                                     **SMALL}
+    e, f = loaded.predict(val_data.positions_nm[:4], val_data.box_nm[:4])
+    assert np.abs(f.sum(axis=1)).max() < 1e-4 * np.abs(f).max() * N
+    # per-atom energies of the trained model, in kJ/mol, add up to its total energy
+    pos, box = jnp.asarray(val_data.positions_nm[0], jnp.float32), jnp.asarray(val_data.box_nm[0],
+                                                                                 jnp.float32)
+    ei = jax.jit(loaded.model.atom_energies)(loaded.params, pos, box, jnp.asarray(loaded.species))
+    ei_kj = loaded.norm.energy_scale * ei + loaded.norm.energy_shift_per_atom
+    assert float(jnp.sum(ei_kj)) == pytest.approx(e[0], rel=1e-5)
