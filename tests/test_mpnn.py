@@ -37,14 +37,23 @@ def liquid_like(seed: int, n_cells: int = 2, box: float = BOX, jitter: float = 0
 
 def random_params(model, seed=0, scale=0.3):
     """Initialised parameters with every trainable leaf replaced by N(0, scale²) noise."""
-    params = model.init(jax.random.PRNGKey(seed), jnp.asarray(liquid_like(seed)),
-                        jnp.full(3, BOX), jnp.zeros(N, jnp.int32))
+    params = model.init(
+        jax.random.PRNGKey(seed),
+        jnp.asarray(liquid_like(seed)),
+        jnp.full(3, BOX),
+        jnp.zeros(N, jnp.int32),
+    )
     leaves, tree = jax.tree.flatten(params["net"])
     keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    leaves = [scale * jax.random.normal(k, leaf.shape, leaf.dtype)
-              for k, leaf in zip(keys, leaves, strict=True)]
-    return dict(params, net=jax.tree.unflatten(tree, leaves),
-                atom_energy=jnp.full_like(params["atom_energy"], 0.7))
+    leaves = [
+        scale * jax.random.normal(k, leaf.shape, leaf.dtype)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
+    return dict(
+        params,
+        net=jax.tree.unflatten(tree, leaves),
+        atom_energy=jnp.full_like(params["atom_energy"], 0.7),
+    )
 
 
 @pytest.fixture
@@ -134,8 +143,9 @@ def test_permutation_and_periodic_image_invariance(x64):
     np.testing.assert_allclose(f1, f0[perm], atol=1e-9 * float(jnp.abs(f0).max()))
     atom_energies = jax.jit(model.atom_energies)
     eps = atom_energies(params, pos, box, species)
-    np.testing.assert_allclose(atom_energies(params, pos[perm], box, species), eps[perm],
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        atom_energies(params, pos[perm], box, species), eps[perm], rtol=1e-10
+    )
     shifted = pos.at[5].add(jnp.array([BOX, -2 * BOX, 0.0])).at[17].add(jnp.array([0, 0, BOX]))
     e2, f2 = ef(params, shifted, box, species)
     np.testing.assert_allclose(e2, e0, rtol=1e-12)
@@ -158,8 +168,7 @@ def test_species_embedding(x64):
 def test_energy_smooth_as_atom_crosses_cutoff(x64):
     """A third atom leaving the cutoff of one atom of a bound pair: E ∝ δ³, F ∝ δ² (C2)."""
     model = build_model("mpnn", SMALL, CUTOFF)
-    params = cast_params(random_params(model, seed=4, scale=1.0),
-                         jnp.float64)
+    params = cast_params(random_params(model, seed=4, scale=1.0), jnp.float64)
     box = jnp.full(3, 3.0, jnp.float64)
     species = jnp.zeros(3, jnp.int32)
     ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
@@ -195,8 +204,9 @@ def test_finite_differences_match_autodiff_forces(x64):
     rng = np.random.default_rng(0)
     for atom, axis in zip(rng.integers(0, N, 6), rng.integers(0, 3, 6), strict=True):
         step = jnp.zeros_like(pos).at[atom, axis].set(h)
-        fd = -(float(e(params, pos + step, box, species))
-               - float(e(params, pos - step, box, species))) / (2 * h)
+        fd = -(
+            float(e(params, pos + step, box, species)) - float(e(params, pos - step, box, species))
+        ) / (2 * h)
         assert abs(fd - f[atom, axis]) < 1e-6 * max(abs(f[atom, axis]), 1e-3 * np.abs(f).max())
 
 
@@ -204,16 +214,22 @@ def test_short_training_reduces_validation_force_error(tmp_path):
     from test_train import lj_frames, read_metrics  # synthetic switched-LJ, 32 atoms
 
     data = lj_frames(48, 0)
-    model_config = {"features": 16, "filter_hidden": [], "readout_hidden": [16]}
-    metrics = train(data, lj_frames(16, 1),
-                    {"model": "mpnn", "epochs": 12, "batch_size": 2, "val_frames": 16,
-                     "learning_rate": 1e-2},
-                    model_config, CUTOFF, tmp_path, progress=lambda _: None)
+    model_config = {"features": 16, "n_interactions": 1, "filter_hidden": []}
+    metrics = train(
+        data,
+        lj_frames(16, 1),
+        {"model": "mpnn", "epochs": 12, "batch_size": 2, "val_frames": 16, "learning_rate": 1e-2},
+        model_config,
+        CUTOFF,
+        tmp_path,
+        progress=lambda _: None,
+    )
     rows = read_metrics(tmp_path / "metrics.csv")
     first, last = float(rows[0]["val_force_rmse_rel"]), float(rows[-1]["val_force_rmse_rel"])
     assert last < 0.5 * first and metrics["val_force_rmse_rel"] < 0.4  # 0.17 when written
     # 1/n̄ is a constant of the data, never trained
     params = load_checkpoint(tmp_path / "model").params
     init = build_model("mpnn", model_config, CUTOFF).init(
-        jax.random.PRNGKey(0), data.positions_nm[0], data.box_nm[0], data.species)
+        jax.random.PRNGKey(0), data.positions_nm[0], data.box_nm[0], data.species
+    )
     assert float(params["inv_neighbours"]) == float(init["inv_neighbours"])

@@ -14,6 +14,13 @@ whatever the density. σ is a smooth activation (shifted softplus by default).
 
 The per-atom constants b (initially 0) play the role of `pair`'s `atom_energy`; the readout's
 last layer starts at zero, so the untrained model predicts zero forces.
+
+Trials (100-atom LJ argon, 6,000 training frames, cutoff 0.8 nm, 2 CPU cores): the defaults
+with train settings batch_size 2, learning_rate 0.05, 1 epoch reach a test force RMSE of 0.4 %
+of the force std (2 % after ~1,500 frames, 3-5 s of training steps). Keep batches small: at 8
+frames the per-pair intermediates of the double derivative leave the cache and each frame costs
+~2.4× more; widths 32 cost ~1.4× more for no gain at this budget. learning_rate 0.1 kills the
+network (the residual features grow until the readout's softplus saturates: zero forces).
 """
 
 from __future__ import annotations
@@ -140,9 +147,12 @@ class MPNNModel:
 
         Returns {"net": flax variables, "atom_energy": [S], "inv_neighbours": scalar 1/n̄}.
         """
-        return jax.jit(self._init)(rng, jnp.asarray(positions_nm, jnp.float32),
-                                   jnp.asarray(box_nm, jnp.float32),
-                                   jnp.asarray(species, jnp.int32))
+        return jax.jit(self._init)(
+            rng,
+            jnp.asarray(positions_nm, jnp.float32),
+            jnp.asarray(box_nm, jnp.float32),
+            jnp.asarray(species, jnp.int32),
+        )
 
     def _init(self, rng, positions_nm, box_nm, species):
         n_atoms = positions_nm.shape[0]
