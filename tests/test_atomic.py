@@ -154,10 +154,7 @@ def test_init_standardises_descriptors_and_keeps_them_fixed():
     e, f = jax.jit(energy_and_forces_fn(model, Normalisation()))(params, pos, box, species)
     assert float(e) == 0.0 and float(jnp.abs(f).max()) == 0.0
     # the standardisation is held fixed: no gradient reaches it
-    def force_loss(p):
-        return jnp.sum(forces_fn(model, Normalisation())(p, pos, box, species) ** 2)
-
-    grads = jax.jit(jax.grad(force_loss))(random_params(model))
+    grads = jax.jit(jax.grad(model.energy))(random_params(model), pos, box, species)
     assert float(jnp.abs(grads["descriptor_mean"]).max()) == 0.0
     assert float(jnp.abs(grads["descriptor_scale"]).max()) == 0.0
     assert float(jnp.abs(grads["mlp"]["params"]["Dense_0"]["kernel"]).max()) > 0
@@ -284,13 +281,10 @@ def test_atom_energies_sum_and_isolated_atoms(x64):
     atom_energies = jax.jit(model.atom_energies)
     ei = atom_energies(params, pos, box, species)
     assert ei.shape == (N,)
-    e = jax.jit(model.energy)(params, pos, box, species)
+    # the wrapper's energy is their sum; its forces, −∇ Σ_i E_i by autodiff, sum to zero
+    e, f = jax.jit(energy_and_forces_fn(model, Normalisation()))(params, pos, box, species)
     np.testing.assert_allclose(jnp.sum(ei), e, rtol=1e-12)
-    # forces from the summed per-atom energies: −∇ Σ E_i, and they sum to zero
-    f = jax.jit(jax.grad(lambda x: -jnp.sum(atom_energies(params, x, box, species))))(pos)
-    f_wrapper = jax.jit(forces_fn(model, Normalisation()))(params, pos, box, species)
-    np.testing.assert_allclose(f, f_wrapper, rtol=1e-12, atol=1e-12 * float(jnp.abs(f).max()))
-    assert rel_net_force(f) < 1e-10
+    assert float(jnp.abs(f).max()) > 0.1 and rel_net_force(f) < 1e-10
     # atoms with no neighbour within the cutoff have exactly their species constant
     far = jnp.array([[0.5, 0.5, 0.5], [2.5, 0.5, 0.5], [0.5, 2.5, 0.5], [0.5, 0.5, 2.5],
                      [0.5, 0.8, 0.5]])  # the last is 0.3 nm from the first

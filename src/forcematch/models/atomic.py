@@ -77,8 +77,8 @@ class AtomicModel:
 
     name = "atomic"
     DEFAULTS: dict = {
-        "n_radial": 16,  # radial symmetry functions (Gaussians × cutoff envelope)
-        "n_angular": 4,  # radial channels of the angular moments
+        "n_radial": 24,  # radial symmetry functions (Gaussians × cutoff envelope)
+        "n_angular": 2,  # radial channels of the angular moments
         "l_max": 2,  # highest Legendre degree of the angular moments (0: radial only; ≤ 4)
         "r_min_nm": 0.25,  # first Gaussian centre (nm); the last is at the cutoff
         "hidden": [32, 32],  # widths of the per-atom network's hidden layers
@@ -112,6 +112,7 @@ class AtomicModel:
         self.capacity = None if capacity is None else int(capacity)
         self._mlp = MLP(hidden=tuple(cfg["hidden"]), n_out=cfg["n_species"],
                         activation=ACTIVATIONS[cfg["activation"]])
+        self._descriptors_jit = jax.jit(self.descriptors)  # for init (compiled once per shape)
 
     @property
     def n_descriptors(self) -> int:
@@ -179,8 +180,8 @@ class AtomicModel:
         """Parameters (float32): network, per-species constants, and the descriptor
         standardisation from the atoms of this frame (positions [N,3] nm, box [3] nm)."""
         n_desc = self.n_descriptors
-        raw, overflow = jax.jit(self.descriptors)(jnp.asarray(positions_nm), jnp.asarray(box_nm),
-                                                  jnp.asarray(species, jnp.int32))
+        raw, overflow = self._descriptors_jit(jnp.asarray(positions_nm), jnp.asarray(box_nm),
+                                              jnp.asarray(species, jnp.int32))
         raw = raw.astype(jnp.float32)
         mean, std = jnp.mean(raw, axis=0), jnp.std(raw, axis=0)
         ok = jnp.all(jnp.isfinite(raw)) & ~overflow & (raw.shape[0] > 1)
