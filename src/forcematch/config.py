@@ -83,21 +83,16 @@ def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> di
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ForcematchError(f"{source}: {_describe(errors[0])}")
-    given = set(config)
     _fill_defaults(config, schema())
-    check_derived(config, source=source, given=given)
+    check_derived(config, source=source)
     return config
 
 
-def check_derived(
-    config: dict[str, Any], *, source: str = "config", given: set[str] | None = None
-) -> None:
+def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
     """Limits that involve more than one key (the schema checks one key at a time).
 
-    `given`: the sections the user wrote; a stage's slice of a config leaves out the sections
-    it does not use, and their defaults are not held against it.
+    The diagnostic runs use min(diagnose.n_train, training frames), so need no check here.
     """
-    given = set(config) if given is None else given
     system, simulate, split = config["system"], config["simulate"], config["split"]
     box_nm = box_length_nm(config)
     if system["cutoff_nm"] >= box_nm / 2:
@@ -125,11 +120,6 @@ def check_derived(
             f"{source}: train.energy_weight and train.force_weight are both 0: nothing to fit"
         )
     n_train_frames = (simulate["replicas"] - held_out) * simulate["frames_per_replica"]
-    if "diagnose" in given and config["diagnose"]["n_train"] > n_train_frames:
-        raise ForcematchError(
-            f"{source}: diagnose.n_train = {config['diagnose']['n_train']} exceeds the "
-            f"{n_train_frames} training frames"
-        )
     if train["n_train"] is not None and train["n_train"] > n_train_frames:
         raise ForcematchError(
             f"{source}: train.n_train = {train['n_train']} exceeds the {n_train_frames} training "
