@@ -75,3 +75,15 @@ def test_u_per_atom_in_epsilon():
     energies = np.full(100, -5.6 * 0.99607 * 100)
     mean, sem = u_per_atom_eps(energies, 100, 0.99607)
     assert mean == pytest.approx(-5.6) and sem == pytest.approx(0)
+
+
+def test_collapsed_model_gives_finite_metrics():
+    """A model whose forces collapsed to zero is a result to report, not a NaN."""
+    rng = np.random.default_rng(4)
+    f_true = rng.normal(size=(5, 6, 3))
+    metrics = accuracy(np.zeros(5), np.zeros(5), f_true, np.zeros_like(f_true))
+    assert metrics["force_corr"] == 0.0 and metrics["force_std_ratio"] == 0.0
+    assert metrics["force_rmse_rel"] == pytest.approx(1.0, rel=0.1)
+    errors = finite_difference_errors(lambda stack: np.zeros(len(stack)), rng.normal(size=(6, 3)),
+                                      np.zeros((6, 3)), fd_samples(rng, 6, 4), STEPS)
+    assert np.all(errors == 0.0)

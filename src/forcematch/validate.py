@@ -87,7 +87,8 @@ def accuracy(
         "force_mae_meV_A": force_mae * KJ_MOL_NM_TO_MEV_A,
         "force_std_test": force_std,
         "force_std_ratio": float(f_pred.std() / force_std),
-        "force_corr": float(np.corrcoef(f_true, f_pred)[0, 1]),
+        # A collapsed model predicts constant (zero) forces: no correlation, not NaN.
+        "force_corr": float(np.corrcoef(f_true, f_pred)[0, 1]) if f_pred.std() > 0 else 0.0,
         "energy_mae_per_atom": energy_mae,
         "energy_mae_per_atom_meV": energy_mae * KJ_MOL_TO_MEV,
         "energy_rmse_per_atom": float(np.sqrt(np.mean(de_per_atom**2))),
@@ -120,7 +121,8 @@ def finite_difference_errors(
     f_fd = -(e[..., 0] - e[..., 1]) / (2 * steps[:, None])
     f_ref = forces[samples[:, 0], samples[:, 1]]
     scale = np.sqrt(np.mean(f_ref**2))
-    return np.abs(f_fd - f_ref[None]) / scale
+    # Forces that vanish identically (a collapsed model) are compared in absolute terms.
+    return np.abs(f_fd - f_ref[None]) / (scale if scale > 0 else 1.0)
 
 
 def fd_samples(rng: np.random.Generator, n_atoms: int, n_samples: int) -> np.ndarray:
