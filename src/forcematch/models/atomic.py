@@ -27,7 +27,21 @@ held fixed by `jax.lax.stop_gradient`, so they travel with checkpoints and Adam 
 Only minimum-image displacements enter, through the half neighbour list of `space`; each pair's
 terms are scattered to both atoms (the neighbour direction flips sign, Y_lm(−u) = (−1)^l Y_lm(u)).
 So the energy is invariant to translation, rotation, permutation and periodic images, and C2 at
-the cutoff; the energy is NaN (and its gradient) when the neighbour list overflows.
+the cutoff; the energy is NaN (and its gradient) when the neighbour list overflows. Forces are
+−∇ Σ_i E_i by autodiff (`models.forces_fn`); they sum to zero up to round-off because E depends
+only on differences of positions. `atom_energies` gives the E_i themselves.
+
+Defaults (chosen on the default data, 100 argon atoms, cutoff 0.8 nm): 24 radial Gaussians on
+[0.25 nm, cutoff] (the default sweep's setting; r_min_nm 0.0 measured 0.54 % against 0.62 %),
+2 angular channels with l ≤ 2 (30 descriptors), a [32, 32] silu network. Train
+settings for it: learning_rate 2e-2, batch 8, 2-3 epochs; joint loss (energy_weight 0.01) or
+forces only then give a test force RMSE of 0.54 % (2 epochs) / 0.40 % (3 epochs) of the force
+std, 2 % being reached within the first epoch; it trains about as fast as the default pair
+model. The angular moments cost more than the radial sums: l_max 0 trains ~1.8x faster and is
+as accurate on this pair-potential data; 4 angular channels or l_max 3 (wider per-pair features)
+train 2-4x slower for no gain. Trained on total energies alone (energy_weight 1,
+force_weight 0, energy_loss "centred", 6 epochs) its forces reach 1.3 % of the force std; the
+uncentred ("absolute") energy loss gives 5.6 %.
 """
 
 from __future__ import annotations
