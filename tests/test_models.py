@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from invariance import assert_permutation_and_image_invariant, assert_rotation_invariant
 
 from forcematch import losses, space
 from forcematch.errors import ForcematchError
@@ -208,28 +209,13 @@ def test_translation_invariance_and_zero_net_force(x64):
 
 def test_rotation_invariance_cubic_box(x64):
     _, params, pos, box, species, ef = _setup64(1)
-    e0, f0 = ef(params, pos, box, species)
-    for axis in range(3):  # 90° about each box axis maps the cubic lattice of images onto itself
-        rot = np.eye(3)
-        a, b = [k for k in range(3) if k != axis]
-        rot[[a, a, b, b], [a, b, a, b]] = [0.0, -1.0, 1.0, 0.0]
-        rot = jnp.asarray(rot)
-        e1, f1 = ef(params, pos @ rot.T, box, species)
-        np.testing.assert_allclose(e1, e0, rtol=1e-12)
-        np.testing.assert_allclose(f1, f0 @ rot.T, atol=1e-9 * float(jnp.abs(f0).max()))
+    assert_rotation_invariant(ef, params, pos, box, species, atol_rel=1e-9)
 
 
 def test_permutation_and_periodic_image_invariance(x64):
     _, params, pos, box, species, ef = _setup64(2)
-    e0, f0 = ef(params, pos, box, species)
-    perm = np.random.default_rng(0).permutation(N)
-    e1, f1 = ef(params, pos[perm], box, species)
-    np.testing.assert_allclose(e1, e0, rtol=1e-12)
-    np.testing.assert_allclose(f1, f0[perm], atol=1e-9 * float(jnp.abs(f0).max()))
-    shifted = pos.at[5].add(jnp.array([BOX, -2 * BOX, 0.0])).at[17].add(jnp.array([0, 0, BOX]))
-    e2, f2 = ef(params, shifted, box, species)
-    np.testing.assert_allclose(e2, e0, rtol=1e-12)
-    np.testing.assert_allclose(f2, f0, atol=1e-9 * float(jnp.abs(f0).max()))
+    assert_permutation_and_image_invariant(ef, params, pos, box, species, BOX,
+                                           atol_rel=1e-9)
 
 
 def test_species_pairs_symmetric(x64):
