@@ -31,6 +31,38 @@ def limit_threads(threads: int) -> None:
         os.environ.setdefault(var, str(threads))
 
 
+def _existing_file(path: str | Path, what: str) -> Path:
+    """`path` resolved; ForcematchError naming it when it is missing or not a file."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise ForcematchError(f"{what} not found: {path}")
+    if not resolved.is_file():
+        raise ForcematchError(f"{what} is not a file: {path}")
+    return resolved
+
+
+def _existing_splits(dataset_dir: str | Path, names) -> list[Path]:
+    return [_existing_file(Path(dataset_dir) / f"{name}.h5", "dataset split") for name in names]
+
+
+def _out_dir(path: str | Path) -> Path:
+    """Output directory `path` resolved and created; refuses a path that is an existing file."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved.exists() and not resolved.is_dir():
+        raise ForcematchError(f"output directory {path} exists and is not a directory")
+    resolved.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
+def _out_file(path: str | Path) -> Path:
+    """Output file `path` resolved, its directory created; refuses an existing directory."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved.is_dir():
+        raise ForcematchError(f"output file {path} is an existing directory")
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
 def _cmd_info(args) -> None:
     import jax
     import openmm
@@ -73,7 +105,7 @@ def _cmd_simulate(args) -> None:
     if not 0 <= args.replica < n_replicas:
         raise ForcematchError(f"--replica {args.replica} is outside 0..{n_replicas - 1} "
                               f"(simulate.replicas = {n_replicas})")
-    run_replica(config, args.replica, args.out, threads=args.threads,
+    run_replica(config, args.replica, _out_file(args.out), threads=args.threads,
                 platform=args.platform or config["simulate"]["platform"])
 
 
@@ -82,30 +114,34 @@ def _cmd_dataset(args) -> None:
     from forcematch.dataset import build_dataset
 
     config = load_config(args.config)
-    for path in args.inputs:
-        if not Path(path).is_file():
-            raise ForcematchError(f"input trajectory not found: {path}")
-    build_dataset(config, args.inputs, args.out_dir)
+    inputs = [_existing_file(path, "input trajectory") for path in args.inputs]
+    build_dataset(config, inputs, _out_dir(args.out_dir))
 
 
 def _cmd_train(args) -> None:
     limit_threads(args.threads)
-    from forcematch.config import load_config
-    from forcematch.h5md import read_h5md
+    from forcematch.config import config_hash, load_config, stage_config
+    from forcematch.h5md import read_h5md, read_parameters
+    from forcematch.provenance import provenance, require_same_origin
     from forcematch.train import TrainData, train
 
     config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
+    paths = _existing_splits(args.dataset_dir, ("train", "val"))
+    dataset_hash = require_same_origin(
+        [(str(p), read_parameters(p)) for p in paths],
+        expected=config_hash(stage_config(config, "dataset")))
     splits = {}
-    for name in ("train", "val"):
-        path = Path(args.dataset_dir) / f"{name}.h5"
-        if not path.is_file():
-            raise ForcematchError(f"dataset split not found: {path}")
+    for name, path in zip(("train", "val"), paths, strict=True):
         traj = read_h5md(path)
         splits[name] = TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
                                  traj.potential_energy_kJ_mol, traj.species)
     model_name = config["train"]["model"]
+    record = provenance("train", config_hash(stage_config(config, "train")),
+                        seeds={"train.seed": config["train"]["seed"]},
+                        inputs={"dataset_config_hash": dataset_hash})
     train(splits["train"], splits["val"], config["train"], config["model"].get(model_name, {}),
-          config["system"]["cutoff_nm"], args.out_dir, restart_stale=args.restart_stale)
+          config["system"]["cutoff_nm"], _out_dir(args.out_dir),
+          restart_stale=args.restart_stale, provenance=record)
 
 
 def _cmd_validate(args) -> None:
@@ -114,17 +150,14 @@ def _cmd_validate(args) -> None:
     from forcematch.validate import validate_model, validate_reference
 
     config = load_config(args.config)
-    dataset_dir = Path(args.dataset_dir)
-    splits = [dataset_dir / f"{name}.h5" for name in ("train", "val", "test")]
-    for path in splits:
-        if not path.is_file():
-            raise ForcematchError(f"dataset split not found: {path}")
+    splits = _existing_splits(args.dataset_dir, ("train", "val", "test"))
     if args.model is None:
-        validate_reference(config, splits, args.out_dir)
+        validate_reference(config, splits, _out_dir(args.out_dir))
     else:
-        if not Path(args.model).is_dir():
+        model_dir = Path(args.model).expanduser().resolve()
+        if not model_dir.is_dir():
             raise ForcematchError(f"model directory not found: {args.model}")
-        validate_model(config, args.model, splits[-1], args.out_dir)
+        validate_model(config, model_dir, splits[-1], _out_dir(args.out_dir))
 
 
 def _cmd_diagnose_collapse(args) -> None:
@@ -133,10 +166,8 @@ def _cmd_diagnose_collapse(args) -> None:
     from forcematch.diagnose import collapse_study
 
     config = load_config(args.config)
-    for name in ("train", "val", "test"):
-        if not (Path(args.dataset_dir) / f"{name}.h5").is_file():
-            raise ForcematchError(f"dataset split not found: {Path(args.dataset_dir) / name}.h5")
-    collapse_study(config, args.dataset_dir, args.out_dir)
+    splits = _existing_splits(args.dataset_dir, ("train", "val", "test"))
+    collapse_study(config, splits[0].parent, _out_dir(args.out_dir))
 
 
 def _cmd_figures(args) -> None:

@@ -6,8 +6,6 @@ test set into training: whole replicas go to validation and test instead.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import numpy as np
 from forcematch.config import box_length_nm, config_hash, stage_config
 from forcematch.errors import ForcematchError
 from forcematch.h5md import Trajectory, read_h5md, read_parameters, write_h5md
+from forcematch.provenance import provenance, require_same_origin, write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -93,15 +92,21 @@ def build_dataset(
         raise ForcematchError(
             f"got {len(replica_paths)} replica files but simulate.replicas is {n_expected}"
         )
+    simulate_hash = config_hash(stage_config(config, "simulate"))
     trajectories, sources = [], []
     for k, path in enumerate(replica_paths):
         traj = check_replica(path, config)
-        recorded = read_parameters(path).get("replica")
-        if recorded is not None and recorded != k:
-            raise ForcematchError(f"{path}: holds replica {recorded}, expected replica {k}")
+        recorded = read_parameters(path)
+        if recorded.get("replica") is not None and recorded["replica"] != k:
+            raise ForcematchError(
+                f"{path}: holds replica {recorded['replica']}, expected replica {k}")
+        # Files from outside the pipeline carry no hash; pipeline replicas must match.
+        require_same_origin([(str(path), recorded)], expected=simulate_hash)
         progress(f"checked {path}: {traj.n_frames} frames, {traj.n_atoms} atoms")
         trajectories.append(traj)
-        sources.append({"path": str(path), "replica": k, "n_frames": int(traj.n_frames)})
+        sources.append({"path": str(path), "replica": k, "n_frames": int(traj.n_frames),
+                        "config_hash": recorded.get("config_hash"),
+                        "openmm_seed": recorded.get("seed")})
 
     species = trajectories[0].species
     for path, traj in zip(replica_paths, trajectories, strict=True):
@@ -110,7 +115,9 @@ def build_dataset(
 
     split = config["split"]
     assignment = split_replicas(n_expected, split["val_replicas"], split["test_replicas"])
-    stats: dict[str, Any] = {"config_hash": config_hash(stage_config(config, "dataset"))}
+    dataset_hash = config_hash(stage_config(config, "dataset"))
+    record = provenance("dataset", dataset_hash, inputs={"simulate_config_hash": simulate_hash})
+    stats: dict[str, Any] = {"config_hash": dataset_hash, "provenance": record}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         members = assignment[name]
@@ -121,12 +128,11 @@ def build_dataset(
             "split": name,
             "replicas": members,
             "sources": [sources[k] for k in members],
+            "provenance": record,
         }
         write_h5md(out_dir / f"{name}.h5", traj, parameters)
         stats[name] = statistics(traj) | {"replicas": members}
         progress(f"wrote {out_dir / f'{name}.h5'}: replicas {members}, {traj.n_frames} frames")
 
-    tmp = out_dir / f"stats.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    tmp.replace(out_dir / "stats.json")
+    write_json(out_dir / "stats.json", stats)
     return stats

@@ -19,16 +19,15 @@ of 2 exposes flipped labels before any training.
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from forcematch.config import run_config
+from forcematch.config import config_hash, run_config, stage_config
 from forcematch.h5md import read_h5md
+from forcematch.provenance import provenance, write_json
 from forcematch.validate import accuracy, fd_samples, finite_difference_errors, summarise_fd
 
 RUNS = {
@@ -118,7 +117,8 @@ def collapse_study(
                  f"FD of the reference energy vs the labels "
                  f"{result['fd_reference_energy_vs_labels']:.2e}")
 
-    tmp = out_dir / f"summary.json.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(out_dir / "summary.json")
+    summary["provenance"] = provenance("diagnose", config_hash(stage_config(config, "diagnose")),
+                                       seeds={"train.seed": config["train"]["seed"],
+                                              "validate.seed": config["validate"]["seed"]})
+    write_json(out_dir / "summary.json", summary)
     return summary

@@ -18,7 +18,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from forcematch.config import config_hash  # noqa: E402
 from forcematch.errors import ForcematchError  # noqa: E402
+from forcematch.provenance import provenance, write_json  # noqa: E402
 
 FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
            "net_force")
@@ -216,5 +218,14 @@ def make_figures(
         collapse_figure(Path(diagnose_dir), out_dir)
         names.append("collapse")
     written = [out_dir / f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
-    progress(f"wrote {len(written)} files to {out_dir}")
+    # The figures' provenance: the records of every input they were drawn from.
+    inputs = {f"validate/{name}": json.loads((d / "metrics.json").read_text()).get("provenance")
+              for name, d in runs.items()}
+    if diagnose_dir is not None:
+        inputs["diagnose"] = json.loads((Path(diagnose_dir) / "summary.json").read_text()).get(
+            "provenance")
+    write_json(out_dir / "provenance.json",
+               provenance("figures", config_hash(inputs), inputs=inputs) | {"files": [
+                   p.name for p in written]})
+    progress(f"wrote {len(written)} files and provenance.json to {out_dir}")
     return written

@@ -6,11 +6,15 @@ own seed; with the CPU platform and one thread a replica is bitwise reproducible
 
 from __future__ import annotations
 
+import io
+import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import openmm
@@ -18,6 +22,7 @@ from openmm import unit
 
 from forcematch.errors import ForcematchError
 from forcematch.h5md import Trajectory, write_h5md
+from forcematch.provenance import atomic_write_bytes, provenance, write_json
 from forcematch.units import (
     ARGON_EPSILON_KJ_MOL,
     ARGON_MASS_AMU,
@@ -227,6 +232,87 @@ def _check_energy(context: openmm.Context, replica: int, md_step: int, what: str
     return energy
 
 
+class ReplicaCheckpoint:
+    """Resumable state of one replica: `.<out>.partial/` beside the output file.
+
+    Holds the frames sampled so far in chunk files (`frames_<a>_<b>.npz`, plain arrays, read
+    with allow_pickle=False), OpenMM's own checkpoint of the context (positions, velocities,
+    step count and the integrator's random-number state: `openmm_<frames>.chk`) and
+    `state.json`, the commit record naming both; it is written last, so a kill at any moment
+    leaves the previous consistent state. A resumed replica on the CPU platform continues the
+    same trajectory bit for bit. Removed once the output file is complete.
+    """
+
+    def __init__(self, out_path: Path, identity: dict):
+        self.dir = out_path.with_name(f".{out_path.name}.partial")
+        self.identity = identity  # config hash, replica, platform: must match to resume
+        self.state: dict = {"identity": identity, "frames_done": 0, "chunks": [],
+                            "openmm_checkpoint": None, "resumes": []}
+
+    def load(self, progress) -> bytes | None:
+        """OpenMM checkpoint bytes of a matching partial replica (frames in `self.state`), or
+        None (and a fresh directory) when there is none or it belongs to another config."""
+        state_path = self.dir / "state.json"
+        if state_path.is_file():
+            try:
+                state = json.loads(state_path.read_text())
+                chk = (self.dir / state["openmm_checkpoint"]).read_bytes()
+                ok = state["identity"] == self.identity
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                _emit(progress, f"ignoring unreadable partial replica {self.dir}: {exc}")
+                ok = False
+            if ok:
+                self.state = state
+                return chk
+            _emit(progress, f"discarding {self.dir}: written under another config or platform")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        return None
+
+    def frames(self, n_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Positions [F,N,3], forces [F,N,3] and energies [F] of the committed chunks."""
+        parts = []
+        for name in self.state["chunks"]:
+            try:
+                with np.load(self.dir / name, allow_pickle=False) as chunk:
+                    parts.append((chunk["positions_nm"], chunk["forces_kJ_mol_nm"],
+                                  chunk["energy_kJ_mol"]))
+            except (OSError, ValueError, KeyError) as exc:
+                raise ForcematchError(f"{self.dir / name}: unreadable checkpoint chunk ({exc}); "
+                                      f"delete {self.dir} to start the replica afresh") from exc
+        if not parts:
+            return np.empty((0, n_atoms, 3)), np.empty((0, n_atoms, 3)), np.empty(0)
+        return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore
+
+    def commit(self, context: openmm.Context, positions, forces, energies,
+               frames_done: int) -> bytes:
+        """Save the frames since the last commit and the context after frame `frames_done`;
+        returns the OpenMM checkpoint."""
+        start = self.state["frames_done"]
+        chunks = list(self.state["chunks"])
+        if frames_done > start:
+            name = f"frames_{start:08d}_{frames_done:08d}.npz"
+            buf = io.BytesIO()
+            np.savez(buf, positions_nm=positions[start:frames_done],
+                     forces_kJ_mol_nm=forces[start:frames_done],
+                     energy_kJ_mol=energies[start:frames_done])
+            atomic_write_bytes(self.dir / name, buf.getvalue())
+            chunks.append(name)
+        chk_name = f"openmm_{frames_done:08d}.chk"
+        saved = context.createCheckpoint()
+        atomic_write_bytes(self.dir / chk_name, saved)
+        old_chk = self.state["openmm_checkpoint"]
+        self.state = dict(self.state, frames_done=frames_done, chunks=chunks,
+                          openmm_checkpoint=chk_name)
+        write_json(self.dir / "state.json", self.state)  # the commit point
+        if old_chk and old_chk != chk_name:
+            (self.dir / old_chk).unlink(missing_ok=True)
+        return saved
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 def run_replica(
     config: dict,
     replica: int,
@@ -235,15 +321,19 @@ def run_replica(
     threads: int = 1,
     platform: str = "CPU",
     progress: Callable[[str], object] | None = print,
+    stop_after_frames: int | None = None,
 ) -> None:
     """Sample one replica of ``config`` with OpenMM and write it to the H5MD file `out_path`.
 
     fcc lattice start → energy minimisation → velocities at T → equilibration → frames every
     ``simulate.steps_between_frames`` steps (positions wrapped into the box, forces, total
-    potential energy). Bitwise reproducible on the CPU platform with one thread.
-    `progress` receives about ten status lines (None: silent).
+    potential energy). Bitwise reproducible on the CPU platform with one thread, also across a
+    kill and resume: every ``simulate.checkpoint_every_frames`` frames the replica is
+    checkpointed (see `ReplicaCheckpoint`) and a rerun continues from there.
+    `progress` receives about ten status lines (None: silent). `stop_after_frames` (tests)
+    returns after committing that many frames, as a kill would, without writing the output.
     """
-    from forcematch import __version__
+    from forcematch.config import config_hash, stage_config
 
     sim = config.get("simulate", {})
     try:
@@ -257,34 +347,153 @@ def run_replica(
     friction = float(sim.get("friction_per_ps", 1.0))
     equilibration_steps = int(sim.get("equilibration_steps", 10000))
     minimize = bool(sim.get("minimize", True))
-    if n_frames < 1 or stride < 1 or equilibration_steps < 0:
+    checkpoint_every = int(sim.get("checkpoint_every_frames", 500))
+    if n_frames < 1 or stride < 1 or equilibration_steps < 0 or checkpoint_every < 1:
         raise ForcematchError(
-            "config: simulate.frames_per_replica and steps_between_frames must be >= 1, "
-            "equilibration_steps >= 0"
+            "config: simulate.frames_per_replica, steps_between_frames and "
+            "checkpoint_every_frames must be >= 1, equilibration_steps >= 0"
         )
 
+    out_path = Path(out_path)
+    if not out_path.parent.is_dir():
+        raise ForcematchError(f"output directory does not exist: {out_path.parent}")
     lj = lj_system_from_config(config)
     rseed = replica_seed(seed, replica)
-    rng = np.random.default_rng(rseed)
-    context = make_context(
-        build_system(lj), temperature_K, timestep_fs, friction, rseed, platform, threads
-    )
-    integrator = context.getIntegrator()
-    context.setPositions(lattice_positions_nm(lj, rng))
+    stage_hash = config_hash(stage_config(config, "simulate"))
+    checkpoint = ReplicaCheckpoint(out_path, {"config_hash": stage_hash, "replica": replica,
+                                              "platform": platform})
+    system = build_system(lj)
+
+    def fresh_context(saved: bytes | None = None) -> openmm.Context:
+        context = make_context(system, temperature_K, timestep_fs, friction, rseed, platform,
+                               threads)
+        if saved is not None:
+            context.loadCheckpoint(saved)
+        return context
+
     _emit(
         progress,
         f"replica {replica}: N={lj.n_atoms}, box {lj.box_nm:.6f} nm, T={temperature_K} K, "
         f"dt={timestep_fs} fs, seed {rseed}, platform {platform}, threads {threads}",
     )
+    # The run continues from every checkpoint in a new Context, as a resumed run does: OpenMM's
+    # CPU platform orders its force sums by its own neighbour-list history, which a checkpoint
+    # does not hold, so only a fresh Context keeps a killed-and-resumed replica bitwise equal
+    # to an uninterrupted one (otherwise positions drift apart by ~1e-11 nm within 10 steps).
+    saved = checkpoint.load(progress)
+    if saved is not None:
+        context = fresh_context(saved)
+        done_frames = checkpoint.state["frames_done"]
+        checkpoint.state["resumes"].append(done_frames)
+        _emit(progress, f"replica {replica}: resuming from {checkpoint.dir} at frame "
+                        f"{done_frames}/{n_frames} (MD step {context.getStepCount()})")
+    else:
+        context = fresh_context()
+        try:
+            _equilibrate(context, lj, replica, temperature_K, rseed, minimize,
+                         equilibration_steps, progress)
+        except ForcematchError:
+            checkpoint.remove()
+            raise
+        context = fresh_context(checkpoint.commit(context, None, None, None, 0))
+    integrator = context.getIntegrator()
+
+    positions = np.empty((n_frames, lj.n_atoms, 3))
+    forces = np.empty((n_frames, lj.n_atoms, 3))
+    energies = np.empty(n_frames)
+    start = checkpoint.state["frames_done"]
+    if start:
+        positions[:start], forces[:start], energies[:start] = checkpoint.frames(lj.n_atoms)
+    report_every = max(1, n_frames // 10)
+    t0 = time.perf_counter()
+    i = start
+    try:
+        for i in range(start, n_frames):
+            integrator.step(stride)
+            state = context.getState(
+                getPositions=True, getForces=True, getEnergy=True, enforcePeriodicBox=True
+            )
+            energy = state.getPotentialEnergy().value_in_unit(_KJ_MOL)
+            if not math.isfinite(energy):
+                raise ForcematchError(
+                    f"replica {replica}: potential energy is {energy} at MD step "
+                    f"{equilibration_steps + (i + 1) * stride} (frame {i})"
+                )
+            energies[i] = energy
+            positions[i] = state.getPositions(asNumpy=True).value_in_unit(_NM)
+            forces[i] = state.getForces(asNumpy=True).value_in_unit(_KJ_MOL_NM)
+            if not np.isfinite(forces[i]).all():
+                raise ForcematchError(
+                    f"replica {replica}: non-finite forces at MD step "
+                    f"{equilibration_steps + (i + 1) * stride} (frame {i})"
+                )
+            if (i + 1) % checkpoint_every == 0 and i + 1 < n_frames:
+                context = fresh_context(
+                    checkpoint.commit(context, positions, forces, energies, i + 1))
+                integrator = context.getIntegrator()
+                if stop_after_frames is not None and i + 1 >= stop_after_frames:
+                    return
+            if (i + 1) % report_every == 0 or i + 1 == n_frames:
+                elapsed = time.perf_counter() - t0
+                rate = (i + 1 - start) * stride / elapsed if elapsed > 0 else float("inf")
+                eta = (n_frames - i - 1) * stride / rate if rate > 0 else float("nan")
+                _emit(
+                    progress,
+                    f"replica {replica}: frame {i + 1}/{n_frames}, {rate:.0f} steps/s, "
+                    f"ETA {eta:.0f} s",
+                )
+    except openmm.OpenMMException as exc:
+        checkpoint.remove()
+        raise ForcematchError(
+            f"replica {replica}: OpenMM failed at MD step {context.getStepCount()} "
+            f"(frame {i}): {exc}"
+        ) from exc
+    except ForcematchError:
+        checkpoint.remove()  # a blown-up trajectory would blow up again from its checkpoint
+        raise
+
+    box_vectors = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(_NM)
+    steps = equilibration_steps + stride * np.arange(1, n_frames + 1, dtype=np.int64)
+    traj = Trajectory(
+        positions_nm=positions,
+        forces_kJ_mol_nm=forces,
+        potential_energy_kJ_mol=energies,
+        box_nm=np.tile(np.diagonal(box_vectors), (n_frames, 1)),
+        step=steps,
+        time_ps=steps * (timestep_fs * 1e-3),
+        species=np.zeros(lj.n_atoms, dtype=np.int32),
+        masses_amu=np.full(lj.n_atoms, lj.mass_amu),
+    )
+    parameters = {
+        "config": config,
+        "config_hash": stage_hash,
+        "replica": replica,
+        "seed": rseed,
+        "platform": platform,
+        "threads": threads,
+        "lj": asdict(lj),
+        "resumed_at_frames": checkpoint.state["resumes"],
+        "provenance": provenance("simulate", stage_hash,
+                                 seeds={"simulate.seed": seed, "openmm_seed": rseed}),
+    }
+    write_h5md(out_path, traj, parameters)
+    checkpoint.remove()
+    _emit(progress, f"replica {replica}: wrote {n_frames} frames to {out_path}")
+
+
+def _equilibrate(context, lj: LJSystem, replica: int, temperature_K: float, rseed: int,
+                 minimize: bool, equilibration_steps: int, progress) -> None:
+    """fcc start, energy minimisation, velocities at `temperature_K`, equilibration."""
+    context.setPositions(lattice_positions_nm(lj, np.random.default_rng(rseed)))
     if minimize:
         openmm.LocalEnergyMinimizer.minimize(context)
         energy = _check_energy(context, replica, 0, "after minimisation")
         _emit(progress, f"replica {replica}: minimised, U = {energy:.4f} kJ/mol")
     context.setVelocitiesToTemperature(temperature_K * unit.kelvin, rseed)
-
     t0 = time.perf_counter()
     done = 0
     chunk = 1000
+    integrator = context.getIntegrator()
     try:
         while done < equilibration_steps:
             n = min(chunk, equilibration_steps - done)
@@ -302,71 +511,3 @@ def run_replica(
             progress,
             f"replica {replica}: equilibrated {equilibration_steps} steps in {elapsed:.1f} s",
         )
-
-    positions = np.empty((n_frames, lj.n_atoms, 3))
-    forces = np.empty((n_frames, lj.n_atoms, 3))
-    energies = np.empty(n_frames)
-    report_every = max(1, n_frames // 10)
-    t0 = time.perf_counter()
-    i = 0
-    try:
-        for i in range(n_frames):
-            integrator.step(stride)
-            state = context.getState(
-                getPositions=True, getForces=True, getEnergy=True, enforcePeriodicBox=True
-            )
-            energy = state.getPotentialEnergy().value_in_unit(_KJ_MOL)
-            if not math.isfinite(energy):
-                raise ForcematchError(
-                    f"replica {replica}: potential energy is {energy} at MD step "
-                    f"{equilibration_steps + (i + 1) * stride} (frame {i})"
-                )
-            energies[i] = energy
-            positions[i] = state.getPositions(asNumpy=True).value_in_unit(_NM)
-            forces[i] = state.getForces(asNumpy=True).value_in_unit(_KJ_MOL_NM)
-            if (i + 1) % report_every == 0 or i + 1 == n_frames:
-                elapsed = time.perf_counter() - t0
-                rate = (i + 1) * stride / elapsed if elapsed > 0 else float("inf")
-                eta = (n_frames - i - 1) * stride / rate if rate > 0 else float("nan")
-                _emit(
-                    progress,
-                    f"replica {replica}: frame {i + 1}/{n_frames}, {rate:.0f} steps/s, "
-                    f"ETA {eta:.0f} s",
-                )
-    except openmm.OpenMMException as exc:
-        raise ForcematchError(
-            f"replica {replica}: OpenMM failed at MD step {context.getStepCount()} "
-            f"(frame {i}): {exc}"
-        ) from exc
-
-    bad = ~np.isfinite(forces).reshape(n_frames, -1).all(axis=1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise ForcematchError(
-            f"replica {replica}: non-finite forces at MD step "
-            f"{equilibration_steps + (i + 1) * stride} (frame {i})"
-        )
-    box_vectors = context.getState().getPeriodicBoxVectors(asNumpy=True).value_in_unit(_NM)
-    steps = equilibration_steps + stride * np.arange(1, n_frames + 1, dtype=np.int64)
-    traj = Trajectory(
-        positions_nm=positions,
-        forces_kJ_mol_nm=forces,
-        potential_energy_kJ_mol=energies,
-        box_nm=np.tile(np.diagonal(box_vectors), (n_frames, 1)),
-        step=steps,
-        time_ps=steps * (timestep_fs * 1e-3),
-        species=np.zeros(lj.n_atoms, dtype=np.int32),
-        masses_amu=np.full(lj.n_atoms, lj.mass_amu),
-    )
-    parameters = {
-        "config": config,
-        "replica": replica,
-        "seed": rseed,
-        "openmm_version": openmm.__version__,
-        "forcematch_version": __version__,
-        "platform": platform,
-        "threads": threads,
-        "lj": asdict(lj),
-    }
-    write_h5md(out_path, traj, parameters)
-    _emit(progress, f"replica {replica}: wrote {n_frames} frames to {out_path}")

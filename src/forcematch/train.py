@@ -3,8 +3,9 @@
 Arrays in, files out: `train()` gets frames as arrays (`TrainData`, nm, kJ/mol, kJ/mol/nm) and
 writes only inside the `out_dir` it is given:
 
-    out_dir/metrics.csv          one row per epoch (flushed every epoch)
-    out_dir/checkpoint/          config.json + state.msgpack (params, optimiser, step), resumable
+    out_dir/checkpoint/          config.json + state.msgpack (params, optimiser, step) and
+                                 metrics.csv (one row per epoch, flushed): resumable
+    out_dir/metrics.csv          the per-epoch rows, copied when training completes
     out_dir/model/               the final model: config.json + state.msgpack (params)
     out_dir/final_metrics.json   metrics of the final model on all validation frames
 
@@ -78,6 +79,7 @@ from forcematch.models import (
     forces_fn,
     predict_fn,
 )
+from forcematch.provenance import atomic_write_bytes, write_json
 from forcematch.units import KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
 
 # The defaults are the config schema's (one place): the `train` section's defaults.
@@ -334,19 +336,6 @@ def _epoch_permutation(seed: int, epoch: int, n: int) -> np.ndarray:
 # Files
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
-
-
 def _to_numpy_tree(tree):
     return jax.tree.map(np.asarray, tree)
 
@@ -356,9 +345,9 @@ def _write_model_dir(path: Path, info: dict, params) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _write_json(tmp / "config.json", info)
+    write_json(tmp / "config.json", info)
     state = {"params": _to_numpy_tree(params)}
-    _atomic_write(tmp / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write_bytes(tmp / "state.msgpack", flax.serialization.to_bytes(state))
     old = path.with_name(f".{path.name}.old-{os.getpid()}")
     if path.exists():
         os.replace(path, old)
@@ -375,7 +364,7 @@ def _truncate_metrics(path: Path, completed_epochs: int) -> None:
     keep = [r for r in rows if int(r["epoch"]) <= completed_epochs]
     buf = ",".join(METRICS_COLUMNS) + "\n"
     buf += "".join(",".join(r[c] for c in METRICS_COLUMNS) + "\n" for r in keep)
-    _atomic_write(path, buf.encode())
+    atomic_write_bytes(path, buf.encode())
 
 
 def _append_metrics(path: Path, row: dict) -> None:
@@ -424,6 +413,7 @@ def train(
     *,
     stats: dict | None = None,
     restart_stale: bool = False,
+    provenance: dict | None = None,
     progress: Callable[[str], object] = print,
 ) -> dict:
     """Train (or resume training) a model; returns the final metrics (also in final_metrics.json).
@@ -438,6 +428,9 @@ def train(
             actually used (after the n_train subset).
         restart_stale: a checkpoint in out_dir from another run (different config or data) is
             moved to checkpoint.stale and training starts afresh, instead of raising.
+        provenance: record of where the run came from (`forcematch.provenance.provenance`),
+            stored in the checkpoint, the model and final_metrics.json; it does not take part
+            in the resume check (the configuration and data fingerprints do).
         progress: called with one human-readable line per event (start, epoch, end).
     """
     cfg = resolve_train_config(train_config)
@@ -509,6 +502,7 @@ def train(
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
         "data": {"train_sha256": train.fingerprint(), "val_sha256": val.fingerprint()},
+        "provenance": provenance,
     }
     info = _json_roundtrip(info)
 
@@ -524,7 +518,9 @@ def train(
              "epoch_sums": np.zeros(4)}  # sums of loss, energy loss, force loss; n steps
 
     ckpt = out / "checkpoint"
-    metrics_path = out / "metrics.csv"
+    # Rows accumulate beside the checkpoint (which Snakemake leaves alone when it cleans up an
+    # incomplete job) and are copied to out/metrics.csv when training completes.
+    metrics_path = ckpt / "metrics.csv"
     resumed = _resume(ckpt, info, state, restart_stale, progress)
     if resumed is not None:
         state = resumed
@@ -532,8 +528,8 @@ def train(
     else:
         ckpt.mkdir(exist_ok=True)
         (ckpt / "state.msgpack").unlink(missing_ok=True)
-        _write_json(ckpt / "config.json", info)
-        for stale in (metrics_path, out / "final_metrics.json"):
+        write_json(ckpt / "config.json", info)
+        for stale in (metrics_path, out / "metrics.csv", out / "final_metrics.json"):
             stale.unlink(missing_ok=True)
         shutil.rmtree(out / "model", ignore_errors=True)
     step = int(state["step"])
@@ -709,7 +705,7 @@ def _save_checkpoint(ckpt: Path, params, opt_state, step: int, wall_s: float, tr
         "train_s": float(train_s),
         "epoch_sums": np.asarray(sums, np.float64),
     }
-    _atomic_write(ckpt / "state.msgpack", flax.serialization.to_bytes(state))
+    atomic_write_bytes(ckpt / "state.msgpack", flax.serialization.to_bytes(state))
 
 
 def _raise_divergence(model, data, frames, idx, value, epoch, step, last_saved, ckpt):
@@ -745,10 +741,12 @@ def _finish(out, info, norm, params, train, val, m, shift, wall_s, train_s, prog
         "train_s": train_s,  # inside training steps only
         "frames_per_s": info["total_steps"] * info["batch_size"] / train_s
         if train_s > 0 else math.nan,
+        "provenance": info["provenance"],
     }
     model_info = dict(info, norm=final_norm.to_dict(), final_metrics=final)
     _write_model_dir(out / "model", model_info, params)
-    _write_json(out / "final_metrics.json", final)
+    atomic_write_bytes(out / "metrics.csv", (out / "checkpoint" / "metrics.csv").read_bytes())
+    write_json(out / "final_metrics.json", final)
     progress(
         f"done: val force RMSE {m['force_rmse_kJ_mol_nm']:.4g} kJ/mol/nm "
         f"({100 * m['force_rmse_rel']:.2f} % of std, {m['force_rmse_meV_A']:.3g} meV/Å), "
@@ -803,6 +801,7 @@ class LoadedModel:
             "n_atoms": self.n_atoms,
             "norm": self.norm.to_dict(),
             "forcematch_version": self.info.get("forcematch_version"),
+            "provenance": self.info.get("provenance"),
         }
 
     def _species(self, species):

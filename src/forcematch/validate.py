@@ -14,7 +14,6 @@ the CSV files that the figures are drawn from:
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,9 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from forcematch.config import loss_label
+from forcematch.config import config_hash, loss_label, stage_config
 from forcematch.errors import ForcematchError
-from forcematch.h5md import Trajectory, read_h5md
+from forcematch.h5md import Trajectory, read_h5md, read_parameters
+from forcematch.provenance import provenance, require_same_origin, write_json
 from forcematch.units import KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
 
 # U/N of OpenMM's LJ argon, N = 100, 0.8 nm cutoff switched from 0.7 nm, dispersion correction,
@@ -173,9 +173,7 @@ def _write_json(path: Path, payload: dict) -> None:
     for key, value in payload.items():
         if isinstance(value, float) and not np.isfinite(value) and not key.endswith("_sem"):
             raise ForcematchError(f"{path}: metric '{key}' is {value}")
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_json(path, payload)
 
 
 def _net_force_rows(forces: np.ndarray) -> tuple[dict, list[dict]]:
@@ -216,6 +214,9 @@ def validate_reference(
     vcfg = config["validate"]
     rng = np.random.default_rng(vcfg["seed"])
     lj = lj_system_from_config(config)
+    dataset_hash = require_same_origin(
+        [(str(p), read_parameters(p)) for p in split_paths],
+        expected=config_hash(stage_config(config, "dataset")))
     trajectories = [read_h5md(p) for p in split_paths]
     test = trajectories[-1]
 
@@ -262,6 +263,9 @@ def validate_reference(
         "accuracy_compared_with": "OpenMM Reference platform (double precision), "
         f"{len(frames)} test frames",
         "units": UNITS,
+        "provenance": provenance("validate", config_hash(stage_config(config, "validate")),
+                                 seeds={"validate.seed": vcfg["seed"]},
+                                 inputs={"dataset_config_hash": dataset_hash}),
     }
     energy_rows, force_rows = _parity_rows(sub, e_ref, f_ref, rng)
     _write_csv(out_dir / "fd.csv", fd_rows)
@@ -293,6 +297,11 @@ def validate_model(
     vcfg = config["validate"]
     rng = np.random.default_rng(vcfg["seed"])
     model = load_checkpoint(model_dir)
+    trained_on = ((model.info.get("provenance") or {}).get("inputs") or {}).get(
+        "dataset_config_hash")
+    dataset_hash = require_same_origin(
+        [(f"the model in {model_dir}", {"config_hash": trained_on}),
+         (str(test_path), read_parameters(test_path))])
     test = read_h5md(test_path)
     if test.n_atoms != model.n_atoms:
         raise ForcematchError(
@@ -339,6 +348,11 @@ def validate_model(
 
     net_metrics, net_rows = _net_force_rows(forces_pred)
     metrics |= net_metrics | {"units": UNITS}
+    metrics["provenance"] = provenance(
+        "validate", config_hash(stage_config(config, "validate")),
+        seeds={"validate.seed": vcfg["seed"]},
+        inputs={"dataset_config_hash": dataset_hash,
+                "model": (model.info.get("provenance") or {}).get("config_hash")})
     energy_rows, force_rows = _parity_rows(test, energy_pred, forces_pred, rng)
     _write_csv(out_dir / "fd.csv", fd_rows)
     _write_csv(out_dir / "net_force.csv", net_rows)

@@ -17,6 +17,7 @@ rule figures:
         ],
         pdf=[f"results/figures/{name}.pdf" for name in FIGURE_NAMES],
         csv=[f"results/figures/{name}.csv" for name in FIGURE_NAMES],
+        provenance="results/figures/provenance.json",
     params:
         validate_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.validate],
         train_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.train],
