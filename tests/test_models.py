@@ -9,6 +9,7 @@ import pytest
 from invariance import assert_permutation_and_image_invariant, assert_rotation_invariant
 
 from forcematch import losses, space
+from forcematch.config import schema
 from forcematch.errors import ForcematchError
 from forcematch.models import (
     MODELS,
@@ -153,6 +154,10 @@ def test_smooth_cutoff_envelope_is_c2():
 
 def test_registry_and_config_errors():
     assert "pair" in MODELS
+    # the config schema offers exactly the registered families
+    train_model = schema()["properties"]["train"]["properties"]["model"]["enum"]
+    sweep_models = schema()["properties"]["sweep"]["properties"]["models"]["items"]["enum"]
+    assert sorted(train_model) == sorted(sweep_models) == sorted(MODELS)
     with pytest.raises(ForcematchError, match="known models: .*pair"):
         build_model("nope", {}, CUTOFF)
     with pytest.raises(ForcematchError, match="n_basis"):

@@ -46,11 +46,11 @@ def _existing_splits(dataset_dir: str | Path, names) -> list[Path]:
 
 
 def _out_dir(path: str | Path) -> Path:
-    """Output directory `path` resolved and created; refuses a path that is an existing file."""
+    """Output directory `path` resolved; refuses a path that is an existing file. The stage
+    creates it once its inputs have passed their checks."""
     resolved = Path(path).expanduser().resolve()
     if resolved.exists() and not resolved.is_dir():
         raise ForcematchError(f"output directory {path} exists and is not a directory")
-    resolved.mkdir(parents=True, exist_ok=True)
     return resolved
 
 

@@ -149,7 +149,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raw = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(
             path.read_text())
     except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise ForcematchError(f"{path}: not valid YAML or JSON: {err}") from err
+        detail = " ".join(str(err).split())  # one line
+        raise ForcematchError(f"{path}: not valid YAML or JSON: {detail}") from err
     return validate_config(raw, source=str(path))
 
 

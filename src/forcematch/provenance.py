@@ -89,7 +89,7 @@ def require_same_origin(records: Iterable[tuple[str, dict | None]], key: str = "
     Records that are None (files from outside the pipeline) are skipped. Returns the common
     value, or None when no record has one. Raises ForcematchError naming the first mismatch.
     """
-    common, first = expected, "the config" if expected is not None else None
+    common, first = expected, "the current config" if expected is not None else None
     for name, record in records:
         if record is None or record.get(key) is None:
             continue
@@ -98,7 +98,7 @@ def require_same_origin(records: Iterable[tuple[str, dict | None]], key: str = "
             common, first = value, name
         elif value != common:
             raise ForcematchError(
-                f"{name} was made with {key} {value}, but {first} with {common}: outputs of "
+                f"{name} was made under {key} {value}, {first} under {common}: outputs of "
                 "different configs cannot be mixed (rerun the upstream stage, e.g. delete the "
                 "stale file and run snakemake again)"
             )

@@ -300,7 +300,7 @@ def validate_model(
     trained_on = ((model.info.get("provenance") or {}).get("inputs") or {}).get(
         "dataset_config_hash")
     dataset_hash = require_same_origin(
-        [(f"the model in {model_dir}", {"config_hash": trained_on}),
+        [(f"the training data of the model in {model_dir}", {"config_hash": trained_on}),
          (str(test_path), read_parameters(test_path))])
     test = read_h5md(test_path)
     if test.n_atoms != model.n_atoms:
