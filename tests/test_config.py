@@ -108,3 +108,23 @@ def test_sweep_runs_and_run_overrides():
         run_config(validate_config({"train": {"energy_weight": 0}}), "pair", "joint", "all")
     with pytest.raises(ForcematchError, match="sweep.losses"):
         validate_config({"sweep": {"losses": ["forces"]}})
+
+
+def test_settings_by_model_then_by_run():
+    from forcematch.config import run_config
+
+    config = validate_config({
+        "train": {"learning_rate": 0.01, "batch_size": 8},
+        "train_by_model": {"mpnn": {"learning_rate": 0.02, "batch_size": 2}},
+        "train_by_run": {"mpnn-energy": {"learning_rate": 0.005}},
+    })
+    energy = run_config(config, "mpnn", "energy", "all")["train"]
+    assert (energy["learning_rate"], energy["batch_size"]) == (0.005, 2)
+    joint = run_config(config, "mpnn", "joint", "all")["train"]
+    assert (joint["learning_rate"], joint["batch_size"]) == (0.02, 2)
+    assert run_config(config, "pair", "energy", "all")["train"]["learning_rate"] == 0.01
+    with pytest.raises(ForcematchError, match="'train_by_run': 'mpnn-both' does not match"):
+        validate_config({"train_by_run": {"mpnn-both": {}}})
+    with pytest.raises(ForcematchError, match="train.learning_rate"):
+        run_config(validate_config({"train_by_run": {"pair-force": {"learning_rate": -1}}}),
+                   "pair", "force", "all")

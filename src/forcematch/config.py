@@ -26,10 +26,11 @@ from forcematch.units import cubic_box_length_nm
 STAGE_SECTIONS = {
     "simulate": ("system", "simulate"),
     "dataset": ("system", "simulate", "split"),
-    "train": ("system", "simulate", "split", "train", "train_by_model", "model"),
-    "validate": ("system", "simulate", "split", "train", "train_by_model", "model", "validate"),
-    "diagnose": ("system", "simulate", "split", "train", "train_by_model", "model", "validate",
-                 "diagnose"),
+    "train": ("system", "simulate", "split", "train", "train_by_model", "train_by_run", "model"),
+    "validate": ("system", "simulate", "split", "train", "train_by_model", "train_by_run",
+                 "model", "validate"),
+    "diagnose": ("system", "simulate", "split", "train", "train_by_model", "train_by_run",
+                 "model", "validate", "diagnose"),
 }
 
 
@@ -203,6 +204,7 @@ def run_config(
 ) -> dict[str, Any]:
     """The config of one training run of a sweep: model, loss and training-set size overridden.
 
+    Settings apply in order: train, train_by_model[model], the loss, train_by_run[model-loss].
     loss 'force' zeroes train.energy_weight, 'energy' zeroes train.force_weight, 'joint' keeps
     both. A training subset of n frames trains for train.epochs x (all frames / n) epochs,
     capped at train.max_epochs, so small sets get a comparable number of optimiser steps.
@@ -222,6 +224,7 @@ def run_config(
             raise ForcematchError(
                 "loss 'joint' needs train.energy_weight and train.force_weight both > 0"
             )
+    train.update(config["train_by_run"].get(f"{train['model']}-{loss_label(train)}", {}))
     if n_train is not None and n_train != "all":
         n = int(n_train)
         simulate, split = config["simulate"], config["split"]

@@ -212,7 +212,12 @@ def make_figures(
     accuracy_vs_size_figure(metrics, out_dir)
     with_reference = ({"reference": runs["reference"]} if "reference" in runs else {}) | full
     fd_figure(with_reference, out_dir)
-    net_force_figure(with_reference, out_dir)
+    # Net force: the reference, the per-atom energy model trained on energies only (the user's
+    # question) and every joint model.
+    net_runs = {name: d for name, d in with_reference.items() if name == "reference"
+                or metrics[name]["loss"] == "joint"
+                or (metrics[name]["model"], metrics[name]["loss"]) == ("atomic", "energy")}
+    net_force_figure(net_runs, out_dir)
     names = list(FIGURES)
     if diagnose_dir is not None:
         collapse_figure(Path(diagnose_dir), out_dir)
