@@ -22,10 +22,12 @@ def limit_threads(threads: int) -> None:
     """
     threads = max(1, int(threads))
     flags = os.environ.get("XLA_FLAGS", "")
-    if "intra_op_parallelism_threads" not in flags:
+    if "xla_cpu_multi_thread_eigen" not in flags:
+        # XLA's CPU backend has no thread-count flag; without Eigen's thread pool it runs each
+        # op on one thread. (A bare "intra_op_parallelism_threads=N" token, often suggested, is
+        # not an XLA flag: XLA ignores it and every flag after it.)
         os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
-            f"intra_op_parallelism_threads={threads}"
+            f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
         ).strip()
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(threads))
@@ -120,6 +122,9 @@ def _cmd_dataset(args) -> None:
 
 def _cmd_train(args) -> None:
     limit_threads(args.threads)
+    from contextlib import ExitStack
+
+    from forcematch.batches import H5MDSource
     from forcematch.config import config_hash, load_config, stage_config
     from forcematch.h5md import read_h5md, read_parameters
     from forcematch.provenance import provenance, require_same_origin
@@ -130,18 +135,28 @@ def _cmd_train(args) -> None:
     dataset_hash = require_same_origin(
         [(str(p), read_parameters(p)) for p in paths],
         expected=config_hash(stage_config(config, "dataset")))
-    splits = {}
-    for name, path in zip(("train", "val"), paths, strict=True):
-        traj = read_h5md(path)
-        splits[name] = TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
-                                 traj.potential_energy_kJ_mol, traj.species)
     model_name = config["train"]["model"]
     record = provenance("train", config_hash(stage_config(config, "train")),
                         seeds={"train.seed": config["train"]["seed"]},
                         inputs={"dataset_config_hash": dataset_hash})
-    train(splits["train"], splits["val"], config["train"], config["model"].get(model_name, {}),
-          config["system"]["cutoff_nm"], _out_dir(args.out_dir),
-          restart_stale=args.restart_stale, provenance=record)
+    # Choices of how to run, not of the experiment: in the run's record, not the config hash.
+    train_config = dict(config["train"])
+    if args.stream_from_hdf5:
+        train_config["stream_from_hdf5"] = True
+    if args.devices is not None:
+        train_config["devices"] = args.devices
+    with ExitStack() as stack:
+        splits = {}
+        for name, path in zip(("train", "val"), paths, strict=True):
+            if train_config["stream_from_hdf5"]:
+                splits[name] = stack.enter_context(H5MDSource(path))
+            else:
+                traj = read_h5md(path)
+                splits[name] = TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
+                                         traj.potential_energy_kJ_mol, traj.species)
+        train(splits["train"], splits["val"], train_config, config["model"].get(model_name, {}),
+              config["system"]["cutoff_nm"], _out_dir(args.out_dir),
+              restart_stale=args.restart_stale, provenance=record)
 
 
 def _cmd_validate(args) -> None:
@@ -216,6 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", help="override train.n_train ('all' or a frame count)")
     p.add_argument("--restart-stale", action="store_true",
                    help="move a checkpoint of another config aside instead of refusing to start")
+    p.add_argument("--stream-from-hdf5", action="store_true",
+                   help="read mini-batches from the dataset files instead of loading every "
+                        "frame (train.stream_from_hdf5): flat memory, same parameters")
+    p.add_argument("--devices", type=int,
+                   help="override train.devices: data-parallel over this many local devices")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=_cmd_train)
 

@@ -42,11 +42,33 @@ The defaults reach a test force RMSE of about 0.2 % of the force std on 100-atom
     val_frames                  256       fixed seeded subset of validation frames evaluated
                                           every epoch (None: all); the final metrics use all
     n_train                     None      None: all training frames; n: a seeded random subset
+    devices                     None      data-parallel over this many local JAX devices
+                                          (None: all): each batch is split across them
+                                          (batch_size a multiple of it), parameters and
+                                          optimiser state replicated
+    stream_from_hdf5            False     read by `forcematch train`: pass `train()` H5MD
+                                          frame sources (`batches.H5MDSource`) instead of
+                                          TrainData; `train()` streams whatever it is given
+
+Data: `train` and `val` are TrainData (in memory) or frame sources (`forcematch.batches`:
+mini-batches read from HDF5 by a background thread, memory flat in the number of frames). Both
+paths train the same parameters bit for bit: the same batches (a pure function of seed and
+epoch), the same float32 values, the same statistics (computed in chunks by `batches.scan`).
+When streaming, per-epoch validation holds its `val_frames` frames in memory and the final
+metrics over all validation frames are running sums (equal to the in-memory ones to ~1e-12).
+
+Devices: one `jax.sharding.Mesh` over the devices with one axis "batch"; every batch is placed
+split along it, parameters and optimiser state replicated, and the one jitted step does the
+rest (gradients summed across devices by XLA). With one device nothing is split. Several
+devices reach the same losses as one to float32 round-off (sums in another order), not bitwise.
 
 Resuming: a later `train()` with the same data, model and configuration (all keys except
-`checkpoint_every_steps`) continues from `out_dir/checkpoint/` at the saved step with the same
-batch order (batches are a pure function of seed and epoch), so an interrupted run ends with the
-same parameters as an uninterrupted one; any other checkpoint makes `train()` refuse.
+`checkpoint_every_steps`, `devices`, `stream_from_hdf5`) continues from `out_dir/checkpoint/`
+at the saved step with the same batch order (batches are a pure function of seed and epoch), so
+an interrupted run ends with the same parameters as an uninterrupted one; any other checkpoint
+makes `train()` refuse. A run may resume in the other data mode (streamed or in memory: same
+fingerprints and statistics) or on another device count (the same run, but then not bitwise
+the uninterrupted one).
 """
 
 from __future__ import annotations
@@ -67,8 +89,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from forcematch import __version__, losses, space
+from forcematch import __version__, batches, losses, space
 from forcematch.config import schema
 from forcematch.errors import ForcematchError
 from forcematch.models import (
@@ -87,10 +111,11 @@ TRAIN_DEFAULTS: dict = {
     key: spec["default"] for key, spec in schema()["properties"]["train"]["properties"].items()
 }
 # Keys that do not change the trained parameters: a checkpoint may be resumed across them.
-_RESUME_IGNORED = ("checkpoint_every_steps",)
+_RESUME_IGNORED = ("checkpoint_every_steps", "devices", "stream_from_hdf5")
 _SCHEDULES = ("cosine", "exponential")
 _ENERGY_LOSSES = ("centred", "absolute")
 _EVAL_CHUNK = 64  # frames per jitted prediction call in evaluation
+_PREFETCH_BATCHES = 3  # batches read ahead by the background thread
 
 METRICS_COLUMNS = (
     "epoch",
@@ -293,6 +318,9 @@ def resolve_train_config(train_config: dict | None) -> dict:
     if cfg["grad_clip_norm"] is not None:
         cfg["grad_clip_norm"] = float(cfg["grad_clip_norm"])
     need(isinstance(cfg["model"], str), "model", "a model name")
+    need(cfg["devices"] is None or (is_int(cfg["devices"]) and cfg["devices"] >= 1), "devices",
+         "None or an integer >= 1")
+    need(isinstance(cfg["stream_from_hdf5"], bool), "stream_from_hdf5", "true or false")
     return cfg
 
 
@@ -399,13 +427,130 @@ def _batched(fn, params, positions, box, species, chunk: int) -> tuple[np.ndarra
     return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
+def _predict_chunks(fn, params, source: batches.FrameSource, species, chunk: int):
+    """(frames, outputs as float64 numpy) of a jitted batched `fn` over `source` in chunks of
+    `chunk` frames, the last one padded as in `_batched` (one compiled shape)."""
+    f32 = np.float32
+    for _, frames in batches.chunked(source, chunk):
+        pos, bx = frames.positions_nm.astype(f32), frames.box_nm.astype(f32)
+        k = pos.shape[0]
+        if k < chunk:
+            pos = np.concatenate([pos, np.repeat(pos[-1:], chunk - k, axis=0)])
+            bx = np.concatenate([bx, np.repeat(bx[-1:], chunk - k, axis=0)])
+        res = fn(params, pos, bx, species)
+        res = res if isinstance(res, tuple) else (res,)
+        yield frames, [np.asarray(r, np.float64)[:k] for r in res]
+
+
+class _MetricSums:
+    """Running sums over chunks of frames for `force_energy_metrics` of streamed frames."""
+
+    def __init__(self):
+        self.s = dict.fromkeys(("frames", "values", "sq_err", "f", "f2", "p", "p2", "pf",
+                                "abs_e_err"), 0.0)
+
+    def add(self, pred_E, pred_F, E, F) -> None:
+        """Energies [B] (kJ/mol), forces [B,N,3] (kJ/mol/nm), float64."""
+        s = self.s
+        s["frames"] += len(E)
+        s["values"] += F.size
+        s["sq_err"] += float(np.sum((pred_F - F) ** 2))
+        s["f"] += float(np.sum(F))
+        s["f2"] += float(np.sum(F * F))
+        s["p"] += float(np.sum(pred_F))
+        s["p2"] += float(np.sum(pred_F * pred_F))
+        s["pf"] += float(np.sum(pred_F * F))
+        s["abs_e_err"] += float(np.sum(np.abs(pred_E - E)))
+
+    def metrics(self, n_atoms: int) -> dict:
+        """As `force_energy_metrics` of all frames added (equal to ~1e-12 relative)."""
+        s, m = self.s, self.s["values"]
+        rmse = math.sqrt(s["sq_err"] / m)
+        f_std = math.sqrt(max(s["f2"] / m - (s["f"] / m) ** 2, 0.0))
+        p_std = math.sqrt(max(s["p2"] / m - (s["p"] / m) ** 2, 0.0))
+        cov = s["pf"] / m - (s["p"] / m) * (s["f"] / m)
+        mae = s["abs_e_err"] / s["frames"] / n_atoms
+        return {
+            "force_rmse_kJ_mol_nm": rmse,
+            "force_rmse_rel": rmse / f_std if f_std > 0 else math.nan,
+            "energy_mae_per_atom_kJ_mol": mae,
+            "force_std_ratio": p_std / f_std if f_std > 0 else math.nan,
+            "force_corr": cov / (p_std * f_std) if p_std * f_std > 0 else math.nan,
+            "force_rmse_meV_A": rmse * KJ_MOL_NM_TO_MEV_A,
+            "energy_mae_per_atom_meV": mae * KJ_MOL_TO_MEV,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Data sources and devices
+
+
+def _as_source(data: TrainData | batches.FrameSource) -> batches.FrameSource:
+    """A frame source over `data` (TrainData: its arrays, no copy)."""
+    if isinstance(data, TrainData):
+        return batches.ArraySource(data.positions_nm, data.box_nm, data.energy_kJ_mol,
+                                   data.forces_kJ_mol_nm, data.species)
+    return data
+
+
+def _in_memory(source: batches.FrameSource) -> TrainData:
+    """All frames of `source` as TrainData."""
+    frames = source.read(np.arange(source.n_frames))
+    return TrainData(frames.positions_nm, frames.box_nm, frames.forces_kJ_mol_nm,
+                     frames.energy_kJ_mol, source.species)
+
+
+class _DensestFrame:
+    """Follows the frame with the most pairs within the cutoff over blocks of frames; its
+    `capacity()` is `space.estimate_capacity` of all frames seen (a function of that max)."""
+
+    def __init__(self, cutoff_nm: float):
+        self.cutoff_nm, self.pairs, self.frame = cutoff_nm, -1, None
+
+    def __call__(self, positions_nm: np.ndarray, box_nm: np.ndarray) -> None:
+        """positions [B,N,3] (nm), box [B,3] (nm)."""
+        if positions_nm.shape[0] == 0:
+            return
+        counts = space.count_pairs(positions_nm, box_nm, self.cutoff_nm)
+        i = int(np.argmax(counts))
+        if counts[i] > self.pairs:
+            self.pairs = int(counts[i])
+            self.frame = (np.array(positions_nm[i : i + 1]), np.array(box_nm[i : i + 1]))
+
+    def capacity(self) -> int:
+        return space.estimate_capacity(*self.frame, self.cutoff_nm)
+
+
+def device_mesh(devices: int | None) -> Mesh:
+    """A one-axis ("batch") mesh over the first `devices` local JAX devices (None: all)."""
+    available = jax.local_devices()
+    if devices is not None and devices > len(available):
+        raise ForcematchError(
+            f"train.devices = {devices} but only {len(available)} local JAX device(s) are "
+            f"available ({', '.join(str(d) for d in available)})")
+    return Mesh(np.array(available[:devices]), ("batch",))
+
+
+def _batch_indices(seed: int, n_frames: int, batch_size: int, start_step: int,
+                   total_steps: int):
+    """Frame indices [batch_size] of every step from `start_step`: epoch permutations cut in
+    batches of `batch_size` (the last incomplete batch of an epoch dropped)."""
+    steps_per_epoch = n_frames // batch_size
+    perm, perm_epoch = None, -1
+    for step in range(start_step, total_steps):
+        epoch, b = divmod(step, steps_per_epoch)
+        if epoch != perm_epoch:
+            perm, perm_epoch = _epoch_permutation(seed, epoch, n_frames), epoch
+        yield perm[b * batch_size : (b + 1) * batch_size].astype(np.int32)
+
+
 # --------------------------------------------------------------------------------------------
 # Training
 
 
 def train(
-    train: TrainData,
-    val: TrainData,
+    train: TrainData | batches.FrameSource,
+    val: TrainData | batches.FrameSource,
     train_config: dict | None,
     model_config: dict | None,
     cutoff_nm: float,
@@ -419,7 +564,8 @@ def train(
     """Train (or resume training) a model; returns the final metrics (also in final_metrics.json).
 
     Args:
-        train, val: training and validation frames (same atoms).
+        train, val: training and validation frames (same atoms): TrainData (in memory) or frame
+            sources (`forcematch.batches`, e.g. `H5MDSource`: read in chunks and batches).
         train_config: see the module docstring for keys and defaults.
         model_config: hyper-parameters of the model family `train_config["model"]`.
         cutoff_nm: model cutoff (nm).
@@ -434,14 +580,19 @@ def train(
         progress: called with one human-readable line per event (start, epoch, end).
     """
     cfg = resolve_train_config(train_config)
+    mesh = device_mesh(cfg["devices"])
+    n_devices = int(mesh.devices.size)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train.check_finite("training")
-    val.check_finite("validation")
+    if isinstance(train, TrainData):
+        train.check_finite("training")
+    if isinstance(val, TrainData):
+        val.check_finite("validation")
     if val.n_atoms != train.n_atoms or not np.array_equal(val.species, train.species):
         raise ForcematchError("validation frames hold different atoms from the training frames")
     if val.n_frames == 0:
         raise ForcematchError("validation data has no frames")
+    streamed = not isinstance(train, TrainData)
 
     # Frames: seeded subsets of train (n_train) and val (val_frames).
     train_frames = np.arange(train.n_frames)  # indices into the given training data
@@ -456,16 +607,45 @@ def train(
     if cfg["val_frames"] is not None and cfg["val_frames"] < val.n_frames:
         val_epoch = val.subset(np.sort(_frames_rng(cfg["seed"], 1).choice(
             val.n_frames, cfg["val_frames"], replace=False)))
+        val_epoch = val_epoch if isinstance(val_epoch, TrainData) else _in_memory(val_epoch)
     else:
         val_epoch = val
     n_train, n_atoms = train.n_frames, train.n_atoms
     batch_size = min(cfg["batch_size"], n_train)
+    if batch_size % n_devices:
+        capped = ("" if batch_size == cfg["batch_size"] else
+                  f" (train.batch_size = {cfg['batch_size']} capped at the {n_train} frames)")
+        raise ForcematchError(
+            f"train.batch_size: a batch of {batch_size} frames{capped} cannot be split evenly "
+            f"over {n_devices} devices for data-parallel training; use a multiple of "
+            f"{n_devices} or set train.devices")
     if cfg["energy_loss"] == "centred" and cfg["energy_weight"] > 0 and batch_size < 2:
         raise ForcematchError("energy_loss 'centred' needs batches of at least 2 frames")
     steps_per_epoch = n_train // batch_size
     total_steps = steps_per_epoch * cfg["epochs"]
 
-    stats = dict(stats) if stats is not None else dataset_stats(train)
+    # All-frame quantities: from the arrays, or from one chunked read of a frame source (the
+    # same values bit for bit). The neighbour capacity covers the frames trained and
+    # validated on every epoch.
+    cutoff_nm = float(cutoff_nm)
+    densest = _DensestFrame(cutoff_nm)
+    if isinstance(train, TrainData):
+        train_sha256 = train.fingerprint()
+        stats = dict(stats) if stats is not None else dataset_stats(train)
+        densest(train.positions_nm, train.box_nm)
+    else:
+        train_sha256, scanned = batches.scan(train, "training", stats=stats is None,
+                                             on_positions=densest)
+        stats = dict(stats) if stats is not None else scanned
+    if isinstance(val, TrainData):
+        val_sha256 = val.fingerprint()
+    else:
+        val_sha256, _ = batches.scan(val, "validation",
+                                     on_positions=densest if val_epoch is val else None)
+    if isinstance(val_epoch, TrainData):
+        densest(val_epoch.positions_nm, val_epoch.box_nm)
+    capacity = densest.capacity()
+
     for key in ("energy_per_atom_mean_kJ_mol", "energy_per_atom_std_kJ_mol",
                 "force_std_kJ_mol_nm", "force_rms_kJ_mol_nm"):
         if key not in stats or not math.isfinite(float(stats[key])):
@@ -476,12 +656,6 @@ def train(
     f_scale = float(stats["force_std_kJ_mol_nm"])
     f_scale = f_scale if f_scale > 0 else 1.0
 
-    cutoff_nm = float(cutoff_nm)
-    capacity = space.estimate_capacity(
-        np.concatenate([train.positions_nm, val_epoch.positions_nm]),
-        np.concatenate([train.box_nm, val_epoch.box_nm]),
-        cutoff_nm,
-    )
     model = build_model(cfg["model"], model_config, cutoff_nm, capacity)
     info = {
         "format": CHECKPOINT_FORMAT,
@@ -493,7 +667,7 @@ def train(
         "cutoff_nm": cutoff_nm,
         "capacity": capacity,
         "n_atoms": n_atoms,
-        "species": train.species.tolist(),
+        "species": np.asarray(train.species).tolist(),
         "stats": stats,
         "norm": norm.to_dict(),
         "energy_scale_per_atom_kJ_mol": e_scale,
@@ -501,17 +675,19 @@ def train(
         "batch_size": batch_size,
         "steps_per_epoch": steps_per_epoch,
         "total_steps": total_steps,
-        "data": {"train_sha256": train.fingerprint(), "val_sha256": val.fingerprint()},
+        "data": {"train_sha256": train_sha256, "val_sha256": val_sha256},
         "provenance": provenance,
     }
     info = _json_roundtrip(info)
 
     # Optimiser, parameters, jitted step.
+    train_source = _as_source(train)
     optimizer = make_optimizer(cfg, total_steps)
     schedule = make_schedule(cfg, total_steps)
     species = jnp.asarray(train.species)
-    params = model.init(jax.random.PRNGKey(cfg["seed"]), jnp.asarray(train.positions_nm[0],
-                        jnp.float32), jnp.asarray(train.box_nm[0], jnp.float32), species)
+    first = train_source.read([0])
+    params = model.init(jax.random.PRNGKey(cfg["seed"]), jnp.asarray(first.positions_nm[0],
+                        jnp.float32), jnp.asarray(first.box_nm[0], jnp.float32), species)
     opt_state = optimizer.init(params)
     state = {"params": params, "opt_state": opt_state, "step": 0, "wall_s": 0.0,
              "train_s": 0.0,  # seconds inside training steps (throughput)
@@ -543,110 +719,140 @@ def train(
                            cfg["force_weight"], e_scale, f_scale,
                            center_energy=cfg["energy_loss"] == "centred")
 
-    def train_step(params, opt_state, idx, pos_all, box_all, e_all, f_all):
+    def train_step(params, opt_state, pos, box, energy, forces):
         (total, parts), grads = jax.value_and_grad(loss_of, has_aux=True)(
-            params, pos_all[idx], box_all[idx], e_all[idx], f_all[idx])
+            params, pos, box, energy, forces)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, total, parts["energy"], \
             parts["force"]
 
+    # Data parallel: batches split along the mesh's "batch" axis, the rest replicated.
     f32 = np.float32
-    arrays = tuple(jnp.asarray(a, f32) for a in (train.positions_nm, train.box_nm,
-                                                  train.energy_kJ_mol, train.forces_kJ_mol_nm))
+    replicated, by_frame = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
+    params = jax.device_put(state["params"], replicated)
+    opt_state = jax.device_put(state["opt_state"], replicated)
+    batch_shapes = [jax.ShapeDtypeStruct(shape, f32, sharding=by_frame) for shape in (
+        (batch_size, n_atoms, 3), (batch_size, 3), (batch_size,), (batch_size, n_atoms, 3))]
     t0 = time.perf_counter()
-    step_fn = jax.jit(train_step).lower(
-        state["params"], state["opt_state"], np.zeros(batch_size, np.int32), *arrays).compile()
+    step_fn = jax.jit(train_step, in_shardings=(replicated, replicated) + (by_frame,) * 4,
+                      out_shardings=replicated).lower(params, opt_state, *batch_shapes).compile()
     predict_jit = jax.jit(predict)
     energies_jit = jax.jit(jax.vmap(energy_fn(model, norm), in_axes=(None, 0, 0, None)))
+    device_kind = mesh.devices.flat[0].platform
+    data_line = (f"streamed from {train_source.name}" if streamed else "in memory")
     progress(
         f"training {model.name} model {json.dumps(model.config)} on {n_train} frames of "
-        f"{n_atoms} atoms: batch {batch_size}, {steps_per_epoch} steps/epoch x {cfg['epochs']} "
-        f"epochs, neighbour capacity {capacity}; compiled in {time.perf_counter() - t0:.1f} s"
+        f"{n_atoms} atoms ({data_line}): batch {batch_size} over {n_devices} {device_kind} "
+        f"device{'s' if n_devices > 1 else ''}, {steps_per_epoch} steps/epoch x "
+        f"{cfg['epochs']} epochs, neighbour capacity {capacity}; compiled in "
+        f"{time.perf_counter() - t0:.1f} s"
     )
 
-    def fitted_shift(params, data: TrainData) -> float:
-        """Least-squares energy per atom (kJ/mol): shift + mean((E − Ê)/N) over `data`."""
-        (pe,) = _batched(energies_jit, params, data.positions_nm.astype(f32),
-                         data.box_nm.astype(f32), species, min(_EVAL_CHUNK, data.n_frames))
-        return norm.energy_shift_per_atom + float(np.mean((data.energy_kJ_mol - pe) / n_atoms))
+    def load_batch(idx: np.ndarray):
+        """Frames `idx` as float32 arrays placed split over the devices (background thread)."""
+        frames = train_source.read(idx)
+        arrays = (frames.positions_nm.astype(f32), frames.box_nm.astype(f32),
+                  frames.energy_kJ_mol.astype(f32), frames.forces_kJ_mol_nm.astype(f32))
+        return idx, jax.device_put(arrays, by_frame)
 
-    def evaluate(params, data: TrainData, shift: float) -> dict:
-        pe, pf = _batched(predict_jit, params, data.positions_nm.astype(f32),
-                          data.box_nm.astype(f32), species, min(_EVAL_CHUNK, data.n_frames))
-        pe = pe + n_atoms * (shift - norm.energy_shift_per_atom)
-        return force_energy_metrics(pe, pf, data.energy_kJ_mol, data.forces_kJ_mol_nm, n_atoms)
+    def fitted_shift(params, data) -> float:
+        """Least-squares energy per atom (kJ/mol): shift + mean((E − Ê)/N) over `data`."""
+        source = _as_source(data)
+        pe = np.concatenate([res[0] for _, res in _predict_chunks(
+            energies_jit, params, source, species, min(_EVAL_CHUNK, source.n_frames))])
+        return norm.energy_shift_per_atom + float(np.mean((source.energy_kJ_mol - pe)
+                                                          / n_atoms))
+
+    def evaluate(params, data, shift: float) -> dict:
+        """Metrics of `data`: in memory as `force_energy_metrics`, streamed as running sums."""
+        correction = n_atoms * (shift - norm.energy_shift_per_atom)
+        if isinstance(data, TrainData):
+            pe, pf = _batched(predict_jit, params, data.positions_nm.astype(f32),
+                              data.box_nm.astype(f32), species, min(_EVAL_CHUNK, data.n_frames))
+            return force_energy_metrics(pe + correction, pf, data.energy_kJ_mol,
+                                        data.forces_kJ_mol_nm, n_atoms)
+        sums = _MetricSums()
+        for frames, (pe, pf) in _predict_chunks(predict_jit, params, data, species,
+                                                min(_EVAL_CHUNK, data.n_frames)):
+            sums.add(pe + correction, pf, frames.energy_kJ_mol, frames.forces_kJ_mol_nm)
+        return sums.metrics(n_atoms)
 
     # Energies per epoch are reported with the per-atom constant refitted on a fixed subset
     # of training frames (the centred energy loss leaves it free until the final refit).
     n_fit = min(n_train, cfg["val_frames"] or n_train)
     train_fit = train.subset(np.sort(_frames_rng(cfg["seed"], 3).choice(n_train, n_fit,
                                                                          replace=False)))
+    if not isinstance(train_fit, TrainData) and n_fit < n_train:
+        train_fit = _in_memory(train_fit)
 
-    params, opt_state = state["params"], state["opt_state"]
     sums = np.asarray(state["epoch_sums"], np.float64).copy()
     wall0 = float(state["wall_s"]) - time.perf_counter()
     train_s = float(state["train_s"])
     last_saved = step
     epoch_t0, epoch_frames = time.perf_counter(), 0
-    perm = None
-    while step < total_steps:
-        epoch, b = divmod(step, steps_per_epoch)
-        if perm is None or b == 0:
-            perm = _epoch_permutation(cfg["seed"], epoch, n_train)
-        idx = perm[b * batch_size : (b + 1) * batch_size].astype(np.int32)
-        t_step = time.perf_counter()
-        new_params, new_opt, total, e_loss, f_loss = step_fn(params, opt_state, idx, *arrays)
-        total, e_loss, f_loss = float(total), float(e_loss), float(f_loss)
-        train_s += time.perf_counter() - t_step
-        if not math.isfinite(total):
-            _raise_divergence(model, train, train_frames, idx, total, epoch, step, last_saved,
-                              ckpt)
-        params, opt_state = new_params, new_opt
-        sums += (total, e_loss, f_loss, 1.0)
-        step += 1
-        epoch_frames += batch_size
+    prefetch = batches.Prefetcher(
+        load_batch, _batch_indices(cfg["seed"], n_train, batch_size, step, total_steps),
+        depth=_PREFETCH_BATCHES)
+    try:
+        for idx, batch in prefetch:
+            epoch = step // steps_per_epoch
+            t_step = time.perf_counter()
+            new_params, new_opt, total, e_loss, f_loss = step_fn(params, opt_state, *batch)
+            total, e_loss, f_loss = float(total), float(e_loss), float(f_loss)
+            train_s += time.perf_counter() - t_step
+            if not math.isfinite(total):
+                _raise_divergence(model, train_source.read(idx), train_frames[idx], total,
+                                  epoch, step, last_saved, ckpt)
+            params, opt_state = new_params, new_opt
+            sums += (total, e_loss, f_loss, 1.0)
+            step += 1
+            epoch_frames += batch_size
 
-        if step % steps_per_epoch == 0:
-            epoch_s = time.perf_counter() - epoch_t0
-            m = evaluate(params, val_epoch, fitted_shift(params, train_fit))
-            row = {
-                "epoch": epoch + 1,
-                "step": step,
-                "learning_rate": float(schedule(step)),
-                "train_loss": sums[0] / sums[3],
-                "train_energy_loss": sums[1] / sums[3],
-                "train_force_loss": sums[2] / sums[3],
-                "val_force_rmse_kJ_mol_nm": m["force_rmse_kJ_mol_nm"],
-                "val_force_rmse_rel": m["force_rmse_rel"],
-                "val_energy_mae_per_atom_kJ_mol": m["energy_mae_per_atom_kJ_mol"],
-                "val_force_std_ratio": m["force_std_ratio"],
-                "val_force_corr": m["force_corr"],
-                "wall_s": wall0 + time.perf_counter(),
-            }
-            _append_metrics(metrics_path, row)
-            sums[:] = 0.0
-            _save_checkpoint(ckpt, params, opt_state, step, row["wall_s"], train_s, sums)
-            last_saved = step
-            progress(
-                f"epoch {epoch + 1}/{cfg['epochs']} step {step} lr {row['learning_rate']:.2e} "
-                f"loss {row['train_loss']:.3e} (E {row['train_energy_loss']:.3e}, "
-                f"F {row['train_force_loss']:.3e}) val force RMSE "
-                f"{m['force_rmse_kJ_mol_nm']:.4g} kJ/mol/nm ({100 * m['force_rmse_rel']:.2f} %), "
-                f"E MAE {m['energy_mae_per_atom_kJ_mol']:.2e} kJ/mol/atom, "
-                f"{epoch_frames / epoch_s:.0f} frames/s"
-            )
-            epoch_t0, epoch_frames = time.perf_counter(), 0
-        elif step - last_saved >= cfg["checkpoint_every_steps"]:
-            _save_checkpoint(ckpt, params, opt_state, step, wall0 + time.perf_counter(), train_s,
-                             sums)
-            last_saved = step
+            if step % steps_per_epoch == 0:
+                epoch_s = time.perf_counter() - epoch_t0
+                m = evaluate(params, val_epoch, fitted_shift(params, train_fit))
+                row = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "learning_rate": float(schedule(step)),
+                    "train_loss": sums[0] / sums[3],
+                    "train_energy_loss": sums[1] / sums[3],
+                    "train_force_loss": sums[2] / sums[3],
+                    "val_force_rmse_kJ_mol_nm": m["force_rmse_kJ_mol_nm"],
+                    "val_force_rmse_rel": m["force_rmse_rel"],
+                    "val_energy_mae_per_atom_kJ_mol": m["energy_mae_per_atom_kJ_mol"],
+                    "val_force_std_ratio": m["force_std_ratio"],
+                    "val_force_corr": m["force_corr"],
+                    "wall_s": wall0 + time.perf_counter(),
+                }
+                _append_metrics(metrics_path, row)
+                sums[:] = 0.0
+                _save_checkpoint(ckpt, params, opt_state, step, row["wall_s"], train_s, sums)
+                last_saved = step
+                progress(
+                    f"epoch {epoch + 1}/{cfg['epochs']} step {step} "
+                    f"lr {row['learning_rate']:.2e} loss {row['train_loss']:.3e} "
+                    f"(E {row['train_energy_loss']:.3e}, F {row['train_force_loss']:.3e}) "
+                    f"val force RMSE {m['force_rmse_kJ_mol_nm']:.4g} kJ/mol/nm "
+                    f"({100 * m['force_rmse_rel']:.2f} %), "
+                    f"E MAE {m['energy_mae_per_atom_kJ_mol']:.2e} kJ/mol/atom, "
+                    f"{epoch_frames / epoch_s:.0f} frames/s"
+                )
+                epoch_t0, epoch_frames = time.perf_counter(), 0
+            elif step - last_saved >= cfg["checkpoint_every_steps"]:
+                _save_checkpoint(ckpt, params, opt_state, step, wall0 + time.perf_counter(),
+                                 train_s, sums)
+                last_saved = step
+    finally:
+        prefetch.close()
 
     # The per-atom energy constant is undetermined by forces (and by the centred energy
     # loss): refit it by least squares on all training energies (the mean residual per atom).
     shift = fitted_shift(params, train)
     m = evaluate(params, val, shift)
+    run = {"devices": n_devices, "streamed": streamed}
     return _finish(out, info, norm, params, train, val, m, shift,
-                   wall0 + time.perf_counter(), train_s, progress)
+                   wall0 + time.perf_counter(), train_s, progress, run)
 
 
 def _resume(ckpt: Path, info: dict, target: dict, restart_stale: bool = False,
@@ -708,12 +914,15 @@ def _save_checkpoint(ckpt: Path, params, opt_state, step: int, wall_s: float, tr
     atomic_write_bytes(ckpt / "state.msgpack", flax.serialization.to_bytes(state))
 
 
-def _raise_divergence(model, data, frames, idx, value, epoch, step, last_saved, ckpt):
-    over = jax.vmap(model.overflow)(jnp.asarray(data.positions_nm[idx], jnp.float32),
-                                    jnp.asarray(data.box_nm[idx], jnp.float32))
+def _raise_divergence(model, batch: batches.Frames, frame_ids, value, epoch, step, last_saved,
+                      ckpt):
+    """ForcematchError for a non-finite loss on `batch` (frames `frame_ids` of the training
+    data): a neighbour-list overflow names its frame, anything else is divergence."""
+    over = jax.vmap(model.overflow)(jnp.asarray(batch.positions_nm, jnp.float32),
+                                    jnp.asarray(batch.box_nm, jnp.float32))
     over = np.asarray(over)
     if over.any():
-        frame = int(frames[idx[int(np.argmax(over))]])
+        frame = int(frame_ids[int(np.argmax(over))])
         raise ForcematchError(
             f"neighbour list overflow (capacity {model.capacity}) in training frame {frame} "
             f"at epoch {epoch + 1}, step {step + 1}"
@@ -725,8 +934,10 @@ def _raise_divergence(model, data, frames, idx, value, epoch, step, last_saved, 
     )
 
 
-def _finish(out, info, norm, params, train, val, m, shift, wall_s, train_s, progress) -> dict:
-    """Write model/ (with the refitted shift) and final_metrics.json; return the metrics."""
+def _finish(out, info, norm, params, train, val, m, shift, wall_s, train_s, progress,
+            run: dict) -> dict:
+    """Write model/ (with the refitted shift) and final_metrics.json; return the metrics.
+    `run`: how it ran (devices, streamed), recorded in final_metrics.json."""
     final_norm = Normalisation(norm.energy_scale, shift)
     final = {
         "model": info["model"],
@@ -741,6 +952,7 @@ def _finish(out, info, norm, params, train, val, m, shift, wall_s, train_s, prog
         "train_s": train_s,  # inside training steps only
         "frames_per_s": info["total_steps"] * info["batch_size"] / train_s
         if train_s > 0 else math.nan,
+        **run,
         "provenance": info["provenance"],
     }
     model_info = dict(info, norm=final_norm.to_dict(), final_metrics=final)
