@@ -39,6 +39,7 @@ class EnergyModel(Protocol):
     config: dict  # the full hyper-parameters, defaults filled in (JSON-serialisable)
     cutoff_nm: float
     capacity: int | None  # neighbour-list slots; None = all N(N-1)/2 pairs
+    neighbour_method: str  # space.neighbour_pairs method: "auto" (default), "dense" or "cell"
 
     def init(self, rng, positions_nm, box_nm, species) -> Params: ...
 
@@ -47,7 +48,8 @@ class EnergyModel(Protocol):
         ...
 
     def overflow(self, positions_nm, box_nm) -> jax.Array:
-        """True when the frame has more pairs within the cutoff than `capacity`."""
+        """True when the frame has more pairs within the cutoff than `capacity` (or, with the
+        cell list, a cell holds more atoms than its static capacity)."""
         ...
 
 

@@ -90,6 +90,9 @@ class AtomicModel:
     """Atom-centred network potential; see the module docstring. Implements `EnergyModel`."""
 
     name = "atomic"
+    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
+    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
+    neighbour_method = "auto"
     DEFAULTS: dict = {
         "n_radial": 24,  # radial symmetry functions (Gaussians × cutoff envelope)
         "n_angular": 2,  # radial channels of the angular moments
@@ -144,7 +147,8 @@ class AtomicModel:
         cfg, n = self.config, positions_nm.shape[0]
         s = cfg["n_species"]
         cap = self._capacity(n)
-        i, j, mask, overflow = space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)
+        i, j, mask, overflow = space.neighbour_pairs(
+            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
         d = space.displacement(positions_nm[i], positions_nm[j], box_nm)  # r_i − r_j, [P,3]
         r2 = jnp.where(mask, jnp.sum(d * d, axis=-1), jnp.asarray(self.cutoff_nm**2, d.dtype))
         r = jnp.sqrt(r2)  # masked before the sqrt: padded slots sit at the cutoff
@@ -235,4 +239,5 @@ class AtomicModel:
 
     def overflow(self, positions_nm, box_nm):
         cap = self._capacity(positions_nm.shape[0])
-        return space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)[3]
+        return space.neighbour_pairs(
+            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)[3]

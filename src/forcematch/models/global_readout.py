@@ -44,6 +44,9 @@ class GlobalReadoutModel:
     """Implements `models.EnergyModel`; see the module docstring."""
 
     name = "global_readout"
+    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
+    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
+    neighbour_method = "auto"
     DEFAULTS: dict = {
         "edge_hidden": [16, 16],  # widths of the edge network on raw (dx, dy, dz)
         "readout_hidden": [16],  # widths of the global readout network
@@ -64,7 +67,8 @@ class GlobalReadoutModel:
     def _pairs(self, positions_nm, box_nm):
         n = positions_nm.shape[0]
         cap = self.capacity if self.capacity is not None else n * (n - 1) // 2
-        return space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)
+        return space.neighbour_pairs(
+            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
 
     def init(self, rng, positions_nm, box_nm, species):
         del species

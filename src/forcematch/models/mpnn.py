@@ -77,6 +77,9 @@ class MPNNModel:
     """SchNet-like message passing; see the module docstring. Implements `models.EnergyModel`."""
 
     name = "mpnn"
+    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
+    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
+    neighbour_method = "auto"
     DEFAULTS: dict = {
         "features": 16,  # atom feature width F
         "n_interactions": 2,  # message-passing steps T
@@ -135,7 +138,8 @@ class MPNNModel:
     def _graph(self, positions_nm, box_nm):
         """Pairs (i, j [P]), radial basis [P,K], envelope [P] (0 on padding), overflow."""
         cap = self._capacity(positions_nm.shape[0])
-        i, j, mask, overflow = space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)
+        i, j, mask, overflow = space.neighbour_pairs(
+            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
         r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
         basis = self._basis(r, self.config["n_basis"], self.config["r_min_nm"], self.cutoff_nm)
         env = jnp.where(mask, space.smooth_cutoff(r, self.cutoff_nm), jnp.zeros_like(r))
@@ -156,12 +160,22 @@ class MPNNModel:
 
     def _init(self, rng, positions_nm, box_nm, species):
         n_atoms = positions_nm.shape[0]
-        # n̄ = mean over atoms of Σ_j envelope(r_ij), over all pairs (whatever the capacity)
-        d = space.displacement(positions_nm[:, None, :], positions_nm[None, :, :], box_nm)
-        r2 = jnp.sum(d * d, axis=-1)
-        pair = ~jnp.eye(n_atoms, dtype=bool) & (r2 < self.cutoff_nm**2)
-        r = jnp.sqrt(jnp.where(pair, r2, self.cutoff_nm**2))
-        n_bar = jnp.sum(jnp.where(pair, space.smooth_cutoff(r, self.cutoff_nm), 0.0)) / n_atoms
+        # n̄ = mean over atoms of Σ_j envelope(r_ij): over all pairs (whatever the capacity) for
+        # the dense list; through the cell list for systems too large for N² distances.
+        cap = self._capacity(n_atoms)
+        if space.cell_shape_for(n_atoms, self.cutoff_nm, cap, self.neighbour_method) is None:
+            d = space.displacement(positions_nm[:, None, :], positions_nm[None, :, :], box_nm)
+            r2 = jnp.sum(d * d, axis=-1)
+            pair = ~jnp.eye(n_atoms, dtype=bool) & (r2 < self.cutoff_nm**2)
+            r = jnp.sqrt(jnp.where(pair, r2, self.cutoff_nm**2))
+            env = jnp.where(pair, space.smooth_cutoff(r, self.cutoff_nm), 0.0)
+            n_bar = jnp.sum(env) / n_atoms
+        else:
+            i, j, mask, _ = space.neighbour_pairs(
+                positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
+            r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
+            env = jnp.where(mask, space.smooth_cutoff(r, self.cutoff_nm), 0.0)
+            n_bar = 2.0 * jnp.sum(env) / n_atoms  # each half-list pair counts for both atoms
         inv = jnp.where(n_bar > 0, 1.0 / jnp.maximum(n_bar, 1e-6), 1.0).astype(jnp.float32)
         i, j, basis, env, _ = self._graph(positions_nm, box_nm)
         net = self._net.init(rng, self._atom_type(species, n_atoms), basis, env, i, j, inv)
@@ -189,4 +203,5 @@ class MPNNModel:
 
     def overflow(self, positions_nm, box_nm):
         cap = self._capacity(positions_nm.shape[0])
-        return space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)[3]
+        return space.neighbour_pairs(
+            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)[3]

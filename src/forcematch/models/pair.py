@@ -87,6 +87,9 @@ class PairModel:
     """Learned pair potential; see the module docstring. Implements `models.EnergyModel`."""
 
     name = "pair"
+    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
+    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
+    neighbour_method = "auto"
     DEFAULTS: dict = {
         "n_basis": 16,  # radial basis functions
         "hidden": [16, 16],  # widths of the hidden layers
@@ -165,7 +168,8 @@ class PairModel:
     def energy(self, params, positions_nm, box_nm, species):
         """Σ_{i<j} φθ(r_ij) + Σ_i b_{s_i} (model units); NaN (and NaN gradient) on overflow."""
         cap = self._capacity(positions_nm.shape[0])
-        i, j, mask, overflow = space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)
+        i, j, mask, overflow = space.neighbour_pairs(
+            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
         r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
         phi = self.pair_potential(params, r, self._pair_type(jnp.asarray(species), i, j))
         e = jnp.sum(jnp.where(mask, phi, jnp.zeros_like(phi)))
@@ -175,4 +179,5 @@ class PairModel:
 
     def overflow(self, positions_nm, box_nm):
         cap = self._capacity(positions_nm.shape[0])
-        return space.neighbour_pairs(positions_nm, box_nm, self.cutoff_nm, cap)[3]
+        return space.neighbour_pairs(
+            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)[3]
