@@ -286,10 +286,20 @@ def validate_model(
     *,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Validate a trained model on the test split: accuracy, FD in float64, net force."""
+    """Validate a trained model on the test split: accuracy, FD in float64, net force.
+
+    Runs with 64-bit JAX enabled (finite differences need float64 energies; predictions stay
+    float32) and restores the caller's setting afterwards.
+    """
     import jax
 
-    jax.config.update("jax_enable_x64", True)  # finite differences need float64 energies
+    with jax.enable_x64(True):
+        return _validate_model(config, model_dir, test_path, out_dir, progress)
+
+
+def _validate_model(config, model_dir, test_path, out_dir, progress) -> dict[str, Any]:
+    import jax
+
     from forcematch.train import load_checkpoint
 
     out_dir = Path(out_dir)
