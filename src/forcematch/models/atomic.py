@@ -53,6 +53,7 @@ import jax.numpy as jnp
 
 from forcematch import space
 from forcematch.errors import ForcematchError
+from forcematch.models.neighbours import NeighbourListModel
 from forcematch.models.pair import ACTIVATIONS, MLP, gaussian_basis, merge_config
 
 L_MAX_SUPPORTED = 4
@@ -86,13 +87,10 @@ def real_harmonics(u, l_max: int):
     return out
 
 
-class AtomicModel:
+class AtomicModel(NeighbourListModel):
     """Atom-centred network potential; see the module docstring. Implements `EnergyModel`."""
 
     name = "atomic"
-    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
-    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
-    neighbour_method = "auto"
     DEFAULTS: dict = {
         "n_radial": 24,  # radial symmetry functions (Gaussians × cutoff envelope)
         "n_angular": 2,  # radial channels of the angular moments
@@ -139,9 +137,6 @@ class AtomicModel:
         return s * cfg["n_radial"] + (c * (c + 1) // 2) * cfg["l_max"]
 
     # -- descriptors -----------------------------------------------------------------------
-    def _capacity(self, n_atoms: int) -> int:
-        return self.capacity if self.capacity is not None else max(1, n_atoms * (n_atoms - 1) // 2)
-
     def descriptors(self, positions_nm, box_nm, species):
         """Raw (unstandardised) descriptors D [N, n_descriptors] and the overflow flag."""
         cfg, n = self.config, positions_nm.shape[0]
@@ -236,8 +231,3 @@ class AtomicModel:
     def energy(self, params, positions_nm, box_nm, species):
         """Σ_i E_i (model units); NaN (and NaN gradient) on neighbour overflow."""
         return jnp.sum(self.atom_energies(params, positions_nm, box_nm, species))
-
-    def overflow(self, positions_nm, box_nm):
-        cap = self._capacity(positions_nm.shape[0])
-        return space.neighbour_pairs(
-            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)[3]

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 
 from forcematch import space
 from forcematch.errors import ForcematchError
+from forcematch.models.neighbours import NeighbourListModel
 from forcematch.models.pair import ACTIVATIONS, BASES, MLP, merge_config
 
 
@@ -73,13 +74,10 @@ class _Network(nn.Module):
         return out[:, 0]
 
 
-class MPNNModel:
+class MPNNModel(NeighbourListModel):
     """SchNet-like message passing; see the module docstring. Implements `models.EnergyModel`."""
 
     name = "mpnn"
-    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
-    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
-    neighbour_method = "auto"
     DEFAULTS: dict = {
         "features": 16,  # atom feature width F
         "n_interactions": 2,  # message-passing steps T
@@ -127,9 +125,6 @@ class MPNNModel:
         self._basis = BASES[cfg["basis"]]
 
     # -- helpers ---------------------------------------------------------------------------
-    def _capacity(self, n_atoms: int) -> int:
-        return self.capacity if self.capacity is not None else max(1, n_atoms * (n_atoms - 1) // 2)
-
     def _atom_type(self, species, n_atoms: int):
         if self.config["n_species"] == 1:
             return jnp.zeros(n_atoms, jnp.int32)
@@ -200,8 +195,3 @@ class MPNNModel:
     def energy(self, params, positions_nm, box_nm, species):
         """Σ_i (ε_i + b_{s_i}) (model units, scalar); NaN (and NaN gradient) on overflow."""
         return jnp.sum(self.atom_energies(params, positions_nm, box_nm, species))
-
-    def overflow(self, positions_nm, box_nm):
-        cap = self._capacity(positions_nm.shape[0])
-        return space.neighbour_pairs(
-            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)[3]

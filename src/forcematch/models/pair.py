@@ -27,6 +27,7 @@ import jax.numpy as jnp
 
 from forcematch import space
 from forcematch.errors import ForcematchError
+from forcematch.models.neighbours import NeighbourListModel
 
 # Smooth activations only: forces are derivatives of the energy and the force loss needs one
 # more derivative, so the energy must be (at least) C2 in the positions.
@@ -83,13 +84,10 @@ def bessel_basis(r, n_basis: int, r_min_nm: float, cutoff_nm: float):
 BASES: dict[str, Callable] = {"gaussian": gaussian_basis, "bessel": bessel_basis}
 
 
-class PairModel:
+class PairModel(NeighbourListModel):
     """Learned pair potential; see the module docstring. Implements `models.EnergyModel`."""
 
     name = "pair"
-    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
-    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
-    neighbour_method = "auto"
     DEFAULTS: dict = {
         "n_basis": 16,  # radial basis functions
         "hidden": [16, 16],  # widths of the hidden layers
@@ -127,9 +125,6 @@ class PairModel:
         self._basis = BASES[cfg["basis"]]
 
     # -- helpers ---------------------------------------------------------------------------
-    def _capacity(self, n_atoms: int) -> int:
-        return self.capacity if self.capacity is not None else max(1, n_atoms * (n_atoms - 1) // 2)
-
     def _features(self, r):
         return self._basis(r, self.config["n_basis"], self.config["r_min_nm"], self.cutoff_nm)
 
@@ -176,8 +171,3 @@ class PairModel:
         e = e + jnp.sum(params["atom_energy"][self._atom_type(species, positions_nm.shape[0])])
         # Never silently wrong: an overflowing list poisons the energy and its gradient.
         return e + jnp.where(overflow, jnp.nan, 0.0).astype(e.dtype) * jnp.sum(positions_nm)
-
-    def overflow(self, positions_nm, box_nm):
-        cap = self._capacity(positions_nm.shape[0])
-        return space.neighbour_pairs(
-            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)[3]
