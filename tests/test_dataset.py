@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from forcematch.config import box_length_nm, validate_config
+from forcematch.data.frames import Frames
 from forcematch.dataset import build_dataset, split_replicas
 from forcematch.errors import ForcematchError
-from forcematch.h5md import Trajectory, read_h5md, read_parameters, write_h5md
+from forcematch.h5md import read_h5md, read_parameters, write_h5md
 
 N_ATOMS = 32
 
@@ -28,7 +29,7 @@ def synthetic_replica(config, replica, n_frames=5, n_atoms=N_ATOMS):
     rng = np.random.default_rng(replica)
     box = box_length_nm(config)
     steps = np.arange(1, n_frames + 1, dtype=np.int64)
-    return Trajectory(
+    return Frames(
         positions_nm=rng.uniform(0, box, size=(n_frames, n_atoms, 3)),
         forces_kJ_mol_nm=rng.normal(scale=100, size=(n_frames, n_atoms, 3)),
         potential_energy_kJ_mol=-5.6 * n_atoms + rng.normal(size=n_frames),

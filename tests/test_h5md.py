@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from forcematch import __version__
+from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.h5md import Trajectory, n_frames, read_h5md, read_parameters, write_h5md
+from forcematch.h5md import n_frames, read_h5md, read_parameters, write_h5md
 
 T, N = 6, 5
 PARAMS = {
@@ -18,10 +19,10 @@ PARAMS = {
 }
 
 
-def make_traj(velocities: bool = True, seed: int = 0) -> Trajectory:
+def make_traj(velocities: bool = True, seed: int = 0) -> Frames:
     rng = np.random.default_rng(seed)
     step = 100 + 20 * np.arange(T)
-    return Trajectory(
+    return Frames(
         positions_nm=rng.uniform(0, 2.0, (T, N, 3)),
         forces_kJ_mol_nm=rng.normal(0, 50, (T, N, 3)),
         potential_energy_kJ_mol=rng.normal(-500, 5, T),
@@ -34,7 +35,7 @@ def make_traj(velocities: bool = True, seed: int = 0) -> Trajectory:
     )
 
 
-def assert_traj_equal(a: Trajectory, b: Trajectory) -> None:
+def assert_traj_equal(a: Frames, b: Frames) -> None:
     for name in [
         "positions_nm",
         "forces_kJ_mol_nm",
@@ -127,16 +128,16 @@ def test_frame_subsets(written):
 
 def test_select_and_concatenate():
     a, b = make_traj(seed=1), make_traj(seed=2)
-    both = Trajectory.concatenate([a, b])
+    both = Frames.concatenate([a, b])
     assert both.n_frames == 2 * T
     assert_traj_equal(both.select(np.arange(T, 2 * T)), b)
-    other = Trajectory(**{**a.__dict__, "species": np.zeros(N)})
+    other = Frames(**{**a.__dict__, "species": np.zeros(N)})
     with pytest.raises(ForcematchError, match="species"):
-        Trajectory.concatenate([a, other])
+        Frames.concatenate([a, other])
     with pytest.raises(ForcematchError, match="velocities"):
-        Trajectory.concatenate([a, make_traj(velocities=False)])
+        Frames.concatenate([a, make_traj(velocities=False)])
     with pytest.raises(ForcematchError, match="forces_kJ_mol_nm"):
-        Trajectory(**{**a.__dict__, "forces_kJ_mol_nm": np.zeros((T, N + 1, 3))})
+        Frames(**{**a.__dict__, "forces_kJ_mol_nm": np.zeros((T, N + 1, 3))})
 
 
 def test_mdanalysis_reads_with_units(written):
@@ -273,3 +274,80 @@ def test_failed_write_leaves_nothing(tmp_path):
     with pytest.raises(ForcematchError, match="out.h5: parameters are not JSON-serializable"):
         write_h5md(path, make_traj(), bad)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------- layout variants and API
+
+
+def test_low_level_readers_stay_importable_from_h5md():
+    """`forcematch.data.sources` uses these through `forcematch.h5md`."""
+    from forcematch import h5md, h5md_readers
+
+    for name in ("open_checked", "particle_group", "read_box", "FrameSelection", "frame_runs",
+                 "PARTICLE_GROUP"):
+        assert getattr(h5md, name) is getattr(h5md_readers, name), name
+    assert h5md.PARTICLE_GROUP == "all"
+
+
+def test_time_dependent_species_and_mass_groups_and_diagonal_box(written):
+    """species/mass as H5MD time-dependent groups (first row read) and [T, 3, 3] box edges."""
+    path, traj = written
+    with h5py.File(path, "r+") as f:
+        part = f["particles/all"]
+        del part["species"], part["mass"], part["box/edges/value"]
+        part["species/value"] = np.tile(np.arange(N, dtype=np.int32)[::-1], (T, 1))
+        part["mass/value"] = np.tile(np.linspace(1.0, 2.0, N), (T, 1))
+        part["mass/value"].attrs["unit"] = "u"
+        part["box/edges/value"] = np.stack([np.diag(b) for b in traj.box_nm])
+        part["box/edges/value"].attrs["unit"] = "nm"
+    got = read_h5md(path, [4, 1])
+    assert np.array_equal(got.species, np.arange(N)[::-1]) and got.species.dtype == np.int32
+    assert np.array_equal(got.masses_amu, np.linspace(1.0, 2.0, N))
+    assert np.array_equal(got.box_nm, traj.box_nm[[4, 1]])
+
+
+@pytest.mark.parametrize(
+    "edit, msg",
+    [
+        (lambda part: part["box/edges/value"].__setitem__((2, 0, 1), 0.3),
+         "traj.h5: /particles/all/box/edges/value is a triclinic box; only orthorhombic"),
+        (lambda part: part["box"].attrs.__setitem__("dimension", 2),
+         "traj.h5: /particles/all/box has dimension != 3"),
+        (lambda part: part["mass/value"].attrs.__delitem__("unit"),
+         r"traj.h5: /particles/all/mass/value has no 'unit' attribute \(expected unit 'u'\)"),
+        (lambda part: part["velocity/value"].__setitem__((5, 0, 2), np.inf),
+         "traj.h5: non-finite velocity at frame 5"),
+    ],
+)
+def test_layout_variant_errors(written, edit, msg):
+    path, traj = written
+    with h5py.File(path, "r+") as f:
+        part = f["particles/all"]
+        del part["mass"], part["box/edges/value"]
+        part["mass/value"] = np.tile(traj.masses_amu, (T, 1))
+        part["mass/value"].attrs["unit"] = "u"
+        part["box/edges/value"] = np.stack([np.diag(b) for b in traj.box_nm])
+        part["box/edges/value"].attrs["unit"] = "nm"
+        edit(part)
+    with pytest.raises(ForcematchError, match=msg):
+        read_h5md(path)
+
+
+def test_velocity_shape_mismatch(written):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        del f["particles/all/velocity/value"]
+        f["particles/all/velocity/value"] = np.zeros((T - 1, N, 3))
+        f["particles/all/velocity/value"].attrs["unit"] = "nm ps-1"
+    msg = (r"traj.h5: /particles/all/velocity/value has shape \(5, 5, 3\), "
+           r"expected \(6, 5, 3\) to match position")
+    with pytest.raises(ForcematchError, match=msg):
+        read_h5md(path)
+
+
+def test_nan_box_names_frame(written):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        f["particles/all/box/edges/value"][1, 2] = np.nan
+    with pytest.raises(ForcematchError, match="traj.h5: non-finite box/edges at frame 1"):
+        read_h5md(path)

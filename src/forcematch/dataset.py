@@ -12,10 +12,13 @@ from typing import Any
 
 import numpy as np
 
+from forcematch.atomic import write_json
 from forcematch.config import box_length_nm, config_hash, stage_config
+from forcematch.data.frames import Frames
+from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
-from forcematch.h5md import Trajectory, read_h5md, read_parameters, write_h5md
-from forcematch.provenance import provenance, require_same_origin, write_json
+from forcematch.h5md import read_h5md, read_parameters, write_h5md
+from forcematch.provenance import provenance, require_same_origin
 
 SPLITS = ("train", "val", "test")
 
@@ -37,7 +40,7 @@ def split_replicas(n_replicas: int, val_replicas: int, test_replicas: int) -> di
     }
 
 
-def check_replica(path: str | Path, config: dict[str, Any]) -> Trajectory:
+def check_replica(path: str | Path, config: dict[str, Any]) -> Frames:
     """Read one replica file and check it against the config: atom count, box, finite values.
 
     `read_h5md` already checks the layout, units and finiteness; this adds what only the
@@ -59,19 +62,32 @@ def check_replica(path: str | Path, config: dict[str, Any]) -> Trajectory:
     return traj
 
 
-def statistics(traj: Trajectory) -> dict[str, float]:
-    """Statistics of a split: energy per atom (kJ/mol) and force spread (kJ/mol/nm)."""
-    energy_per_atom = traj.potential_energy_kJ_mol / traj.n_atoms
-    forces = traj.forces_kJ_mol_nm
-    return {
-        "n_frames": int(traj.n_frames),
-        "n_atoms": int(traj.n_atoms),
-        "energy_per_atom_mean_kJ_mol": float(energy_per_atom.mean()),
-        "energy_per_atom_std_kJ_mol": float(energy_per_atom.std()),
-        "force_mean_kJ_mol_nm": float(forces.mean()),
-        "force_std_kJ_mol_nm": float(forces.std()),
-        "force_rms_kJ_mol_nm": float(np.sqrt(np.mean(forces**2))),
-    }
+def _read_replicas(config: dict[str, Any], replica_paths: Sequence[str | Path],
+                   progress: Callable[[str], None]) -> tuple[list[Frames], list[dict]]:
+    """Every replica checked against the config and its recorded origin: (frames, sources)."""
+    n_expected = config["simulate"]["replicas"]
+    if len(replica_paths) != n_expected:
+        raise ForcematchError(
+            f"got {len(replica_paths)} replica files but simulate.replicas is {n_expected}")
+    simulate_hash = config_hash(stage_config(config, "simulate"))
+    replicas, sources = [], []
+    for k, path in enumerate(replica_paths):
+        frames = check_replica(path, config)
+        recorded = read_parameters(path)
+        if recorded.get("replica") is not None and recorded["replica"] != k:
+            raise ForcematchError(
+                f"{path}: holds replica {recorded['replica']}, expected replica {k}")
+        # Files from outside the pipeline carry no hash; pipeline replicas must match.
+        require_same_origin([(str(path), recorded)], expected=simulate_hash)
+        progress(f"checked {path}: {frames.n_frames} frames, {frames.n_atoms} atoms")
+        replicas.append(frames)
+        sources.append({"path": str(path), "replica": k, "n_frames": int(frames.n_frames),
+                        "config_hash": recorded.get("config_hash"),
+                        "openmm_seed": recorded.get("seed")})
+    for path, frames in zip(replica_paths, replicas, strict=True):
+        if not np.array_equal(frames.species, replicas[0].species):
+            raise ForcematchError(f"{path}: species differ from {replica_paths[0]}")
+    return replicas, sources
 
 
 def build_dataset(
@@ -84,55 +100,26 @@ def build_dataset(
     """Check every replica, write `{train,val,test}.h5` and `stats.json` into `out_dir`.
 
     `replica_paths[k]` must hold replica k. All files are checked before anything is written.
-    Returns the statistics written to `stats.json`.
+    Returns the statistics written to `stats.json`: per split, those of
+    `forcematch.data.stats.statistics` (what training normalises by) and the replicas.
     """
     out_dir = Path(out_dir)
-    n_expected = config["simulate"]["replicas"]
-    if len(replica_paths) != n_expected:
-        raise ForcematchError(
-            f"got {len(replica_paths)} replica files but simulate.replicas is {n_expected}"
-        )
-    simulate_hash = config_hash(stage_config(config, "simulate"))
-    trajectories, sources = [], []
-    for k, path in enumerate(replica_paths):
-        traj = check_replica(path, config)
-        recorded = read_parameters(path)
-        if recorded.get("replica") is not None and recorded["replica"] != k:
-            raise ForcematchError(
-                f"{path}: holds replica {recorded['replica']}, expected replica {k}")
-        # Files from outside the pipeline carry no hash; pipeline replicas must match.
-        require_same_origin([(str(path), recorded)], expected=simulate_hash)
-        progress(f"checked {path}: {traj.n_frames} frames, {traj.n_atoms} atoms")
-        trajectories.append(traj)
-        sources.append({"path": str(path), "replica": k, "n_frames": int(traj.n_frames),
-                        "config_hash": recorded.get("config_hash"),
-                        "openmm_seed": recorded.get("seed")})
-
-    species = trajectories[0].species
-    for path, traj in zip(replica_paths, trajectories, strict=True):
-        if not np.array_equal(traj.species, species):
-            raise ForcematchError(f"{path}: species differ from {replica_paths[0]}")
-
+    replicas, sources = _read_replicas(config, replica_paths, progress)
     split = config["split"]
-    assignment = split_replicas(n_expected, split["val_replicas"], split["test_replicas"])
+    assignment = split_replicas(len(replicas), split["val_replicas"], split["test_replicas"])
     dataset_hash = config_hash(stage_config(config, "dataset"))
-    record = provenance("dataset", dataset_hash, inputs={"simulate_config_hash": simulate_hash})
+    record = provenance("dataset", dataset_hash, inputs={
+        "simulate_config_hash": config_hash(stage_config(config, "simulate"))})
     stats: dict[str, Any] = {"config_hash": dataset_hash, "provenance": record}
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         members = assignment[name]
-        traj = Trajectory.concatenate([trajectories[k] for k in members])
-        parameters = {
-            "config": stage_config(config, "dataset"),
-            "config_hash": stats["config_hash"],
-            "split": name,
-            "replicas": members,
-            "sources": [sources[k] for k in members],
-            "provenance": record,
-        }
-        write_h5md(out_dir / f"{name}.h5", traj, parameters)
-        stats[name] = statistics(traj) | {"replicas": members}
-        progress(f"wrote {out_dir / f'{name}.h5'}: replicas {members}, {traj.n_frames} frames")
-
+        frames = Frames.concatenate([replicas[k] for k in members])
+        parameters = {"config": stage_config(config, "dataset"), "config_hash": dataset_hash,
+                      "split": name, "replicas": members,
+                      "sources": [sources[k] for k in members], "provenance": record}
+        write_h5md(out_dir / f"{name}.h5", frames, parameters)
+        stats[name] = statistics(frames) | {"replicas": members}
+        progress(f"wrote {out_dir / f'{name}.h5'}: replicas {members}, {frames.n_frames} frames")
     write_json(out_dir / "stats.json", stats)
     return stats

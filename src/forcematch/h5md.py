@@ -18,6 +18,9 @@ the only one; ``step``/``time`` may be the H5MD scalar form (value + ``offset`` 
 may be fixed ([3]) or time-dependent ([T,3]) and may be diagonal [3,3] matrices; a missing
 ``species`` reads as zeros and a missing ``mass`` as NaN. Units are checked strictly against
 ``forcematch.units.UNIT``. Position, force, box and potential energy are required.
+
+The low-level readers (opening, unit checks, frame selections, box edges) live in
+`forcematch.h5md_readers`; those other modules use are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,142 +28,44 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from forcematch.atomic import atomic_path
+from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
+from forcematch.h5md_readers import (
+    PARTICLE_GROUP,
+    FrameSelection,
+    attr_str,
+    check_finite,
+    check_unit,
+    frame_runs,
+    open_checked,
+    particle_group,
+    read_box,
+    read_step_or_time,
+    require,
+)
 from forcematch.units import UNIT
 
-PARTICLE_GROUP = "all"
+__all__ = [
+    "PARTICLE_GROUP",
+    "FrameSelection",
+    "frame_runs",
+    "n_frames",
+    "open_checked",
+    "particle_group",
+    "read_box",
+    "read_h5md",
+    "read_parameters",
+    "write_h5md",
+]
+
 _BOUNDARY = np.array([b"periodic"] * 3, dtype="S8")
-
-
-@dataclass(frozen=True, eq=False)  # arrays: element-wise == makes no sense for a dataclass
-class Trajectory:
-    """T frames of N particles, in nm, ps, kJ/mol, kJ/mol/nm, u (arrays converted on creation)."""
-
-    positions_nm: np.ndarray  # [T, N, 3] float64
-    forces_kJ_mol_nm: np.ndarray  # [T, N, 3] float64
-    potential_energy_kJ_mol: np.ndarray  # [T] float64, total energy of the frame
-    box_nm: np.ndarray  # [T, 3] float64, orthorhombic edges
-    step: np.ndarray  # [T] int64, MD step of each frame
-    time_ps: np.ndarray  # [T] float64
-    species: np.ndarray  # [N] int32
-    masses_amu: np.ndarray  # [N] float64 (NaN where unknown)
-    velocities_nm_ps: np.ndarray | None = None  # [T, N, 3] float64 or None
-
-    def __post_init__(self) -> None:
-        conv = {
-            "positions_nm": np.float64,
-            "forces_kJ_mol_nm": np.float64,
-            "potential_energy_kJ_mol": np.float64,
-            "box_nm": np.float64,
-            "step": np.int64,
-            "time_ps": np.float64,
-            "species": np.int32,
-            "masses_amu": np.float64,
-            "velocities_nm_ps": np.float64,
-        }
-        for name, dtype in conv.items():
-            value = getattr(self, name)
-            if value is not None:
-                object.__setattr__(self, name, np.asarray(value, dtype=dtype))
-        pos = self.positions_nm
-        if pos.ndim != 3 or pos.shape[2] != 3:
-            raise ForcematchError(f"Trajectory: positions_nm must be [T, N, 3], got {pos.shape}")
-        t, n = pos.shape[:2]
-        expected = {
-            "forces_kJ_mol_nm": (t, n, 3),
-            "potential_energy_kJ_mol": (t,),
-            "box_nm": (t, 3),
-            "step": (t,),
-            "time_ps": (t,),
-            "species": (n,),
-            "masses_amu": (n,),
-            "velocities_nm_ps": (t, n, 3),
-        }
-        for name, shape in expected.items():
-            value = getattr(self, name)
-            if value is not None and value.shape != shape:
-                raise ForcematchError(
-                    f"Trajectory: {name} has shape {value.shape}, expected {shape} "
-                    f"for T={t} frames and N={n} atoms"
-                )
-
-    @property
-    def n_frames(self) -> int:
-        return self.positions_nm.shape[0]
-
-    @property
-    def n_atoms(self) -> int:
-        return self.positions_nm.shape[1]
-
-    def select(self, frame_indices: slice | Sequence[int] | np.ndarray) -> Trajectory:
-        """The frames `frame_indices` (slice, integer indices or boolean mask), as a copy."""
-        idx = frame_indices if isinstance(frame_indices, slice) else np.asarray(frame_indices)
-        per_frame = {
-            "positions_nm",
-            "forces_kJ_mol_nm",
-            "potential_energy_kJ_mol",
-            "box_nm",
-            "step",
-            "time_ps",
-            "velocities_nm_ps",
-        }
-        kwargs = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            kwargs[f.name] = value[idx] if f.name in per_frame and value is not None else value
-        return Trajectory(**kwargs)
-
-    @classmethod
-    def concatenate(cls, trajectories: Sequence[Trajectory]) -> Trajectory:
-        """Frames of all `trajectories` in order; they must share N, species and masses."""
-        trajs = list(trajectories)
-        if not trajs:
-            raise ForcematchError("Trajectory.concatenate: no trajectories given")
-        first = trajs[0]
-        for i, tr in enumerate(trajs[1:], start=1):
-            if tr.n_atoms != first.n_atoms:
-                raise ForcematchError(
-                    f"Trajectory.concatenate: trajectory {i} has {tr.n_atoms} atoms, "
-                    f"trajectory 0 has {first.n_atoms}"
-                )
-            if not np.array_equal(tr.species, first.species):
-                raise ForcematchError(
-                    f"Trajectory.concatenate: species of trajectory {i} differ from trajectory 0"
-                )
-            if not np.array_equal(tr.masses_amu, first.masses_amu, equal_nan=True):
-                raise ForcematchError(
-                    f"Trajectory.concatenate: masses of trajectory {i} differ from trajectory 0"
-                )
-        has_vel = [tr.velocities_nm_ps is not None for tr in trajs]
-        if any(has_vel) and not all(has_vel):
-            raise ForcematchError(
-                "Trajectory.concatenate: some trajectories have velocities and others do not"
-            )
-
-        def cat(name: str) -> np.ndarray:
-            return np.concatenate([getattr(tr, name) for tr in trajs], axis=0)
-
-        return cls(
-            positions_nm=cat("positions_nm"),
-            forces_kJ_mol_nm=cat("forces_kJ_mol_nm"),
-            potential_energy_kJ_mol=cat("potential_energy_kJ_mol"),
-            box_nm=cat("box_nm"),
-            step=cat("step"),
-            time_ps=cat("time_ps"),
-            species=first.species,
-            masses_amu=first.masses_amu,
-            velocities_nm_ps=cat("velocities_nm_ps") if all(has_vel) else None,
-        )
-
-
-concatenate = Trajectory.concatenate
 
 
 # --------------------------------------------------------------------------------------- write
@@ -200,378 +105,220 @@ def _write_time_data(
     return grp
 
 
+def _write_h5md_header(f: h5py.File, author: str) -> None:
+    """The /h5md group: version 1.1, author and creator."""
+    from forcematch import __version__
+
+    h5md = f.create_group("h5md")
+    h5md.attrs["version"] = np.array([1, 1], dtype=np.int32)
+    h5md.create_group("author").attrs["name"] = author
+    creator = h5md.create_group("creator")
+    creator.attrs["name"] = "forcematch"
+    creator.attrs["version"] = __version__
+
+
+def _write_frames(f: h5py.File, frames: Frames) -> None:
+    """/particles/all (position, force, velocity, box, species, mass), /observables."""
+    t, n = frames.n_frames, frames.n_atoms
+    frame_chunk = (1, max(n, 1), 3) if t > 0 and n > 0 else None
+    part = f.create_group(f"particles/{PARTICLE_GROUP}")
+    times = (frames.step, frames.time_ps)
+    pos = _write_time_data(part, "position", frames.positions_nm, UNIT["length"],
+                           frame_chunk, None, *times)
+    _write_time_data(part, "force", frames.forces_kJ_mol_nm, UNIT["force"], frame_chunk,
+                     pos, *times)
+    if frames.velocities_nm_ps is not None:
+        _write_time_data(part, "velocity", frames.velocities_nm_ps, UNIT["velocity"],
+                         frame_chunk, pos, *times)
+    box = part.create_group("box")
+    box.attrs["dimension"] = np.int32(3)
+    box.attrs["boundary"] = _BOUNDARY
+    _write_time_data(box, "edges", frames.box_nm, UNIT["length"],
+                     (1, 3) if t > 0 else None, pos, *times)
+    part.create_dataset("species", data=frames.species, dtype=np.int32)
+    mass = part.create_dataset("mass", data=frames.masses_amu, dtype=np.float64)
+    mass.attrs["unit"] = UNIT["mass"]
+    _write_time_data(f.create_group("observables"), "potential_energy",
+                     frames.potential_energy_kJ_mol, UNIT["energy"], None, pos, *times)
+
+
+def _write_parameters(f: h5py.File, parameters: dict, path: Path) -> None:
+    """/parameters with the JSON of `parameters` in its ``json`` attribute."""
+    try:
+        text = json.dumps(parameters, sort_keys=True, default=_json_default)
+    except (TypeError, ValueError) as exc:
+        raise ForcematchError(
+            f"{path}: parameters are not JSON-serializable: {exc}"
+        ) from exc
+    f.create_group("parameters").attrs["json"] = text
+
+
 def write_h5md(
     path: str | os.PathLike,
-    traj: Trajectory,
+    frames: Frames,
     parameters: dict,
     *,
     author: str = "forcematch",
 ) -> None:
-    """Write `traj` and `parameters` (JSON-serializable) to the H5MD file `path`, atomically.
+    """Write `frames` and `parameters` (JSON-serializable) to the H5MD file `path`, atomically.
 
-    The file is written to ``<name>.tmp-<pid>`` in the same directory and renamed to `path`
-    when complete, so an interrupted write never leaves a file at `path`. Parent directories
-    are created.
+    The file is written under a temporary name in the same directory and renamed to `path`
+    when complete (`forcematch.atomic`), so an interrupted write never leaves a file at `path`.
+    Parent directories are created.
     """
-    from forcematch import __version__
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    t, n = traj.n_frames, traj.n_atoms
-    frame_chunk = (1, max(n, 1), 3) if t > 0 and n > 0 else None
-    try:
-        with h5py.File(tmp, "w") as f:
-            h5md = f.create_group("h5md")
-            h5md.attrs["version"] = np.array([1, 1], dtype=np.int32)
-            h5md.create_group("author").attrs["name"] = author
-            creator = h5md.create_group("creator")
-            creator.attrs["name"] = "forcematch"
-            creator.attrs["version"] = __version__
-
-            part = f.create_group(f"particles/{PARTICLE_GROUP}")
-            pos = _write_time_data(
-                part,
-                "position",
-                traj.positions_nm,
-                UNIT["length"],
-                frame_chunk,
-                None,
-                traj.step,
-                traj.time_ps,
-            )
-            _write_time_data(
-                part,
-                "force",
-                traj.forces_kJ_mol_nm,
-                UNIT["force"],
-                frame_chunk,
-                pos,
-                traj.step,
-                traj.time_ps,
-            )
-            if traj.velocities_nm_ps is not None:
-                _write_time_data(
-                    part,
-                    "velocity",
-                    traj.velocities_nm_ps,
-                    UNIT["velocity"],
-                    frame_chunk,
-                    pos,
-                    traj.step,
-                    traj.time_ps,
-                )
-            box = part.create_group("box")
-            box.attrs["dimension"] = np.int32(3)
-            box.attrs["boundary"] = _BOUNDARY
-            _write_time_data(
-                box,
-                "edges",
-                traj.box_nm,
-                UNIT["length"],
-                (1, 3) if t > 0 else None,
-                pos,
-                traj.step,
-                traj.time_ps,
-            )
-            part.create_dataset("species", data=traj.species, dtype=np.int32)
-            mass = part.create_dataset("mass", data=traj.masses_amu, dtype=np.float64)
-            mass.attrs["unit"] = UNIT["mass"]
-
-            obs = f.create_group("observables")
-            _write_time_data(
-                obs,
-                "potential_energy",
-                traj.potential_energy_kJ_mol,
-                UNIT["energy"],
-                None,
-                pos,
-                traj.step,
-                traj.time_ps,
-            )
-
-            # Last, so that a bad parameter fails a write that is already under way.
-            try:
-                text = json.dumps(parameters, sort_keys=True, default=_json_default)
-            except (TypeError, ValueError) as exc:
-                raise ForcematchError(
-                    f"{path}: parameters are not JSON-serializable: {exc}"
-                ) from exc
-            f.create_group("parameters").attrs["json"] = text
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        _write_h5md_header(f, author)
+        _write_frames(f, frames)
+        # Last, so that a bad parameter fails a write that is already under way.
+        _write_parameters(f, parameters, path)
 
 
 # ---------------------------------------------------------------------------------------- read
 
 
-def _attr_str(value: Any) -> str:
-    if isinstance(value, bytes):
-        return value.decode()
-    if isinstance(value, np.ndarray) and value.shape in ((), (1,)):
-        return _attr_str(value.reshape(-1)[0])
-    return str(value)
-
-
-def _require(f: h5py.File, path: str, where: str) -> h5py.Dataset | h5py.Group:
-    if path not in f:
-        raise ForcematchError(f"{where}: missing required H5MD item {path}")
-    return f[path]
-
-
-def _check_unit(ds: h5py.Dataset, expected: str, where: str) -> None:
-    if "unit" not in ds.attrs:
+def _per_frame_datasets(
+    f: h5py.File, part: h5py.Group, where: str
+) -> tuple[h5py.Dataset, h5py.Dataset, h5py.Dataset]:
+    """position [T,N,3], force [T,N,3] and potential-energy [T] value datasets; present, with
+    the right units and matching shapes."""
+    pos_ds = require(f, f"{part.name}/position/value", where)
+    frc_ds = require(f, f"{part.name}/force/value", where)
+    if "observables/potential_energy" not in f:
         raise ForcematchError(
-            f"{where}: {ds.name} has no 'unit' attribute (expected unit {expected!r})"
+            f"{where}: missing required H5MD item observables/potential_energy"
         )
-    found = _attr_str(ds.attrs["unit"])
-    if found != expected:
-        raise ForcematchError(f"{where}: {ds.name} has unit {found!r}, expected {expected!r}")
-
-
-def _particle_group(f: h5py.File, where: str) -> h5py.Group:
-    parts = _require(f, "particles", where)
-    if PARTICLE_GROUP in parts:
-        return parts[PARTICLE_GROUP]
-    names = list(parts)
-    if len(names) == 1:
-        return parts[names[0]]
-    raise ForcematchError(
-        f"{where}: no /particles/{PARTICLE_GROUP} group and several particle groups {names}"
-    )
-
-
-def _open_checked(path: str | os.PathLike) -> tuple[h5py.File, str]:
-    path = Path(path)
-    where = str(path)
-    if not path.exists():
-        raise ForcematchError(f"{where}: file not found")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
+    en_ds = require(f, "observables/potential_energy/value", where)
+    check_unit(pos_ds, UNIT["length"], where)
+    check_unit(frc_ds, UNIT["force"], where)
+    check_unit(en_ds, UNIT["energy"], where)
+    if pos_ds.ndim != 3 or pos_ds.shape[2] != 3:
         raise ForcematchError(
-            f"{where}: not a readable HDF5 file (corrupt or truncated?): {exc}"
-        ) from exc
-    if "h5md" not in f:
-        f.close()
-        raise ForcematchError(f"{where}: not an H5MD file (no /h5md group)")
-    return f, where
+            f"{where}: {pos_ds.name} has shape {pos_ds.shape}, expected (T, N, 3)"
+        )
+    t = pos_ds.shape[0]
+    if frc_ds.shape != pos_ds.shape:
+        raise ForcematchError(
+            f"{where}: {frc_ds.name} has shape {frc_ds.shape}, "
+            f"expected {pos_ds.shape} to match position"
+        )
+    if en_ds.shape != (t,):
+        raise ForcematchError(
+            f"{where}: {en_ds.name} has shape {en_ds.shape}, expected ({t},) "
+            "to match position"
+        )
+    return pos_ds, frc_ds, en_ds
 
 
-def _frame_runs(idx: np.ndarray) -> list[slice]:
-    """Contiguous runs of the sorted unique indices `idx` as slices."""
-    if idx.size == 0:
-        return []
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    starts = np.concatenate([[0], breaks])
-    ends = np.concatenate([breaks, [idx.size]])
-    return [slice(int(idx[a]), int(idx[b - 1]) + 1) for a, b in zip(starts, ends, strict=True)]
+def _velocity_dataset(
+    f: h5py.File, part: h5py.Group, pos_ds: h5py.Dataset, where: str
+) -> h5py.Dataset | None:
+    """The velocity value dataset [T,N,3] (unit and shape checked), or None without one."""
+    if "velocity" not in part:
+        return None
+    vel_ds = require(f, f"{part.name}/velocity/value", where)
+    check_unit(vel_ds, UNIT["velocity"], where)
+    if vel_ds.shape != pos_ds.shape:
+        raise ForcematchError(
+            f"{where}: {vel_ds.name} has shape {vel_ds.shape}, "
+            f"expected {pos_ds.shape} to match position"
+        )
+    return vel_ds
 
 
-class _FrameSelection:
-    """Reads rows of time-dependent datasets for a slice or an index array of frames."""
-
-    def __init__(self, frames: slice | Sequence[int] | np.ndarray | None, t: int, where: str):
-        if frames is None:
-            frames = slice(None)
-        if isinstance(frames, slice):
-            self.indices = np.arange(t)[frames]
-            self.slice = frames if (frames.step in (None, 1)) else None
-            self.runs, self.inverse = None, None
-            if self.slice is None:
-                self._from_indices(self.indices)
-            return
-        idx = np.asarray(frames)
-        if idx.dtype == bool:
-            if idx.shape != (t,):
-                raise ForcematchError(
-                    f"{where}: boolean frame mask of shape {idx.shape}, file has {t} frames"
-                )
-            idx = np.flatnonzero(idx)
-        if idx.ndim != 1 or not (idx.size == 0 or np.issubdtype(idx.dtype, np.integer)):
-            raise ForcematchError(f"{where}: frames must be a slice or a 1-d integer array")
-        idx = idx.astype(np.int64)
-        bad = (idx < -t) | (idx >= t)
-        if bad.any():
-            raise ForcematchError(
-                f"{where}: frame {int(idx[bad][0])} out of range for a file with {t} frames"
-            )
-        idx = np.where(idx < 0, idx + t, idx)
-        self.indices = idx
-        self.slice = None
-        self._from_indices(idx)
-
-    def _from_indices(self, idx: np.ndarray) -> None:
-        unique, inverse = np.unique(idx, return_inverse=True)
-        self.runs = _frame_runs(unique)
-        self.inverse = None if np.array_equal(unique, idx) else inverse
-
-    def read(self, ds: h5py.Dataset) -> np.ndarray:
-        if self.slice is not None:
-            return ds[self.slice]
-        if not self.runs:
-            return np.empty((0,) + ds.shape[1:], dtype=ds.dtype)
-        data = np.concatenate([ds[run] for run in self.runs], axis=0)
-        return data if self.inverse is None else data[self.inverse]
+def _read_species(part: h5py.Group, n: int) -> np.ndarray:
+    """Species [N] int32: a dataset, the first row of an H5MD time-dependent group, or zeros."""
+    if "species" not in part:
+        return np.zeros(n, dtype=np.int32)
+    sp = part["species"]
+    sp = sp["value"][0] if isinstance(sp, h5py.Group) else sp[()]
+    return np.broadcast_to(np.asarray(sp), (n,)).astype(np.int32)
 
 
-def _read_step_or_time(grp: h5py.Group, name: str, sel: _FrameSelection, t: int, where: str):
-    ds = _require(grp.file, f"{grp.name}/{name}", where)
-    if ds.shape == ():  # H5MD fixed form: value = offset + i * increment
-        offset = ds.attrs.get("offset", 0)
-        return offset + sel.indices * ds[()]
-    if ds.shape != (t,):
-        raise ForcematchError(f"{where}: {ds.name} has shape {ds.shape}, expected ({t},)")
-    return sel.read(ds)
+def _read_masses(part: h5py.Group, n: int, where: str) -> np.ndarray:
+    """Masses [N] float64 (u): a dataset, the first row of a time-dependent group, or NaN."""
+    if "mass" not in part:
+        return np.full(n, np.nan)
+    m = part["mass"]
+    m_ds = m["value"] if isinstance(m, h5py.Group) else m
+    check_unit(m_ds, UNIT["mass"], where)
+    m_val = m_ds[0] if isinstance(m, h5py.Group) else m_ds[()]
+    return np.broadcast_to(np.asarray(m_val, np.float64), (n,)).copy()
 
 
-def _read_box(part: h5py.Group, sel: _FrameSelection, t: int, where: str) -> np.ndarray:
-    box = _require(part.file, f"{part.name}/box", where)
-    edges = _require(part.file, f"{part.name}/box/edges", where)
-    if "dimension" in box.attrs and int(np.asarray(box.attrs["dimension"]).reshape(-1)[0]) != 3:
-        raise ForcematchError(f"{where}: {box.name} has dimension != 3")
-    if isinstance(edges, h5py.Group):
-        ds = _require(part.file, f"{edges.name}/value", where)
-        _check_unit(ds, UNIT["length"], where)
-        if ds.shape[:1] != (t,) or ds.shape[1:] not in ((3,), (3, 3)):
-            raise ForcematchError(
-                f"{where}: {ds.name} has shape {ds.shape}, expected ({t}, 3) to match position"
-            )
-        value = sel.read(ds)
-    else:
-        ds = edges
-        _check_unit(ds, UNIT["length"], where)
-        if ds.shape not in ((3,), (3, 3)):
-            raise ForcematchError(f"{where}: {ds.name} has shape {ds.shape}, expected (3,)")
-        value = np.broadcast_to(ds[()], (sel.indices.size, *ds.shape))
-    value = np.asarray(value, dtype=np.float64)
-    if value.shape[1:] == (3, 3):
-        diag = np.diagonal(value, axis1=1, axis2=2)
-        if np.any(value - diag[:, :, None] * np.eye(3) != 0):
-            raise ForcematchError(f"{where}: {ds.name} is a triclinic box; only orthorhombic")
-        value = diag
-    return np.array(value, dtype=np.float64)
+def _read_arrays(
+    f: h5py.File, frames: slice | Sequence[int] | np.ndarray | None, where: str
+) -> tuple[dict[str, np.ndarray | None], np.ndarray]:
+    """(the `Frames` fields of the selected frames of the open file `f`, keyed by field name;
+    their file frame indices [K]). Layout, units and shapes checked; finiteness not."""
+    part = particle_group(f, where)
+    pos_ds, frc_ds, en_ds = _per_frame_datasets(f, part, where)
+    t, n = pos_ds.shape[:2]
+    vel_ds = _velocity_dataset(f, part, pos_ds, where)
+    sel = FrameSelection(frames, t, where)
+    pos_grp = part["position"]
+    check_unit(require(f, f"{pos_grp.name}/time", where), UNIT["time"], where)
+
+    def read_f64(ds: h5py.Dataset) -> np.ndarray:
+        return np.asarray(sel.read(ds), dtype=np.float64)
+
+    arrays = {
+        "positions_nm": read_f64(pos_ds),
+        "forces_kJ_mol_nm": read_f64(frc_ds),
+        "potential_energy_kJ_mol": read_f64(en_ds),
+        "velocities_nm_ps": None if vel_ds is None else read_f64(vel_ds),
+        "box_nm": read_box(part, sel, t, where),
+        "step": np.asarray(read_step_or_time(pos_grp, "step", sel, t, where), np.int64),
+        "time_ps": np.asarray(read_step_or_time(pos_grp, "time", sel, t, where), np.float64),
+        "species": _read_species(part, n),
+        "masses_amu": _read_masses(part, n, where),
+    }
+    return arrays, sel.indices
 
 
-def _check_finite(name: str, value: np.ndarray, frame_ids: np.ndarray, where: str) -> None:
-    if value.size == 0:
-        return
-    ok = np.isfinite(value).reshape(value.shape[0], -1).all(axis=1)
-    if not ok.all():
-        i = int(np.flatnonzero(~ok)[0])
-        raise ForcematchError(f"{where}: non-finite {name} at frame {int(frame_ids[i])}")
+# Fields checked for non-finite values by `read_h5md`, in order, with the names in its errors.
+_FINITE_CHECKED = {
+    "positions_nm": "position",
+    "forces_kJ_mol_nm": "force",
+    "potential_energy_kJ_mol": "potential_energy",
+    "box_nm": "box/edges",
+    "velocities_nm_ps": "velocity",
+}
 
 
 def read_h5md(
     path: str | os.PathLike,
     frames: slice | Sequence[int] | np.ndarray | None = None,
-) -> Trajectory:
+) -> Frames:
     """Read an H5MD file (all frames, or a slice / integer index array of frames).
 
     Raises ForcematchError naming the file and the field (and frame) when the file is missing,
     not HDF5 or corrupt, not H5MD, lacks a required dataset or a `unit` attribute, has the wrong
     unit, inconsistent shapes or non-finite values.
     """
-    f, where = _open_checked(path)
+    f, where = open_checked(path)
     try:
         with f:
-            part = _particle_group(f, where)
-            pos_ds = _require(f, f"{part.name}/position/value", where)
-            frc_ds = _require(f, f"{part.name}/force/value", where)
-            if "observables/potential_energy" not in f:
-                raise ForcematchError(
-                    f"{where}: missing required H5MD item observables/potential_energy"
-                )
-            en_ds = _require(f, "observables/potential_energy/value", where)
-            _check_unit(pos_ds, UNIT["length"], where)
-            _check_unit(frc_ds, UNIT["force"], where)
-            _check_unit(en_ds, UNIT["energy"], where)
-            if pos_ds.ndim != 3 or pos_ds.shape[2] != 3:
-                raise ForcematchError(
-                    f"{where}: {pos_ds.name} has shape {pos_ds.shape}, expected (T, N, 3)"
-                )
-            t, n = pos_ds.shape[:2]
-            if frc_ds.shape != pos_ds.shape:
-                raise ForcematchError(
-                    f"{where}: {frc_ds.name} has shape {frc_ds.shape}, "
-                    f"expected {pos_ds.shape} to match position"
-                )
-            if en_ds.shape != (t,):
-                raise ForcematchError(
-                    f"{where}: {en_ds.name} has shape {en_ds.shape}, expected ({t},) "
-                    "to match position"
-                )
-            vel_ds = None
-            if "velocity" in part:
-                vel_ds = _require(f, f"{part.name}/velocity/value", where)
-                _check_unit(vel_ds, UNIT["velocity"], where)
-                if vel_ds.shape != pos_ds.shape:
-                    raise ForcematchError(
-                        f"{where}: {vel_ds.name} has shape {vel_ds.shape}, "
-                        f"expected {pos_ds.shape} to match position"
-                    )
-            sel = _FrameSelection(frames, t, where)
-            pos_grp = part["position"]
-            time_ds = _require(f, f"{pos_grp.name}/time", where)
-            _check_unit(time_ds, UNIT["time"], where)
-
-            positions = np.asarray(sel.read(pos_ds), dtype=np.float64)
-            forces = np.asarray(sel.read(frc_ds), dtype=np.float64)
-            energy = np.asarray(sel.read(en_ds), dtype=np.float64)
-            velocities = None if vel_ds is None else np.asarray(sel.read(vel_ds), np.float64)
-            box = _read_box(part, sel, t, where)
-            step = np.asarray(_read_step_or_time(pos_grp, "step", sel, t, where), np.int64)
-            time_ps = np.asarray(_read_step_or_time(pos_grp, "time", sel, t, where), np.float64)
-
-            if "species" in part:
-                sp = part["species"]
-                sp = sp["value"][0] if isinstance(sp, h5py.Group) else sp[()]
-                species = np.broadcast_to(np.asarray(sp), (n,)).astype(np.int32)
-            else:
-                species = np.zeros(n, dtype=np.int32)
-            if "mass" in part:
-                m = part["mass"]
-                m_ds = m["value"] if isinstance(m, h5py.Group) else m
-                _check_unit(m_ds, UNIT["mass"], where)
-                m_val = m_ds[0] if isinstance(m, h5py.Group) else m_ds[()]
-                masses = np.broadcast_to(np.asarray(m_val, np.float64), (n,)).copy()
-            else:
-                masses = np.full(n, np.nan)
+            arrays, frame_ids = _read_arrays(f, frames, where)
     except OSError as exc:
         raise ForcematchError(
             f"{where}: HDF5 read error (corrupt or truncated file?): {exc}"
         ) from exc
-
-    frame_ids = sel.indices
-    _check_finite("position", positions, frame_ids, where)
-    _check_finite("force", forces, frame_ids, where)
-    _check_finite("potential_energy", energy, frame_ids, where)
-    _check_finite("box/edges", box, frame_ids, where)
-    if velocities is not None:
-        _check_finite("velocity", velocities, frame_ids, where)
-    return Trajectory(
-        positions_nm=positions,
-        forces_kJ_mol_nm=forces,
-        potential_energy_kJ_mol=energy,
-        box_nm=box,
-        step=step,
-        time_ps=time_ps,
-        species=species,
-        masses_amu=masses,
-        velocities_nm_ps=velocities,
-    )
+    for field, name in _FINITE_CHECKED.items():
+        if arrays[field] is not None:
+            check_finite(name, arrays[field], frame_ids, where)
+    return Frames(**arrays)
 
 
 def read_parameters(path: str | os.PathLike) -> dict:
     """The parameters stored by `write_h5md` ({} for a file without /parameters json)."""
-    f, where = _open_checked(path)
+    f, where = open_checked(path)
     try:
         with f:
             if "parameters" not in f or "json" not in f["parameters"].attrs:
                 return {}
-            text = _attr_str(f["parameters"].attrs["json"])
+            text = attr_str(f["parameters"].attrs["json"])
     except OSError as exc:
         raise ForcematchError(f"{where}: HDF5 read error (corrupt or truncated?): {exc}") from exc
     try:
@@ -584,10 +331,10 @@ def read_parameters(path: str | os.PathLike) -> dict:
 
 def n_frames(path: str | os.PathLike) -> int:
     """Number of frames in the H5MD file `path`, from the shape of position/value only."""
-    f, where = _open_checked(path)
+    f, where = open_checked(path)
     try:
         with f:
-            ds = _require(f, f"{_particle_group(f, where).name}/position/value", where)
+            ds = require(f, f"{particle_group(f, where).name}/position/value", where)
             if ds.ndim != 3:
                 raise ForcematchError(f"{where}: {ds.name} has shape {ds.shape}, expected (T,N,3)")
             return int(ds.shape[0])

@@ -1,0 +1,1 @@
+"""Frames and where they come from: the one frame container, frame sources, dataset statistics."""
