@@ -18,7 +18,7 @@ import numpy as np
 import openmm
 
 from forcematch.config import validate_config
-from forcematch.simulate import (
+from forcematch.reference import (
     build_system,
     lattice_positions_nm,
     lj_system_from_config,

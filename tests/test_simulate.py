@@ -1,4 +1,5 @@
-"""OpenMM reference system: LJ physics against closed forms, seeds, and short real replicas."""
+"""OpenMM reference system: LJ physics against closed forms, seeds, short real replicas, and
+the atomic writes its checkpoints and outputs go through."""
 
 import json
 import subprocess
@@ -7,9 +8,18 @@ import sys
 import numpy as np
 import pytest
 
+from forcematch.atomic import (
+    atomic_directory,
+    atomic_open,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_text,
+    write_json,
+)
+from forcematch.config import validate_config
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, read_parameters
-from forcematch.simulate import (
+from forcematch.reference import (
     LJSystem,
     build_system,
     energy_and_forces,
@@ -24,7 +34,7 @@ from forcematch.units import ARGON_EPSILON_KJ_MOL, ARGON_SIGMA_NM
 SIGMA, EPS = ARGON_SIGMA_NM, ARGON_EPSILON_KJ_MOL
 R_SWITCH, R_CUT = 0.7, 0.8
 
-CONFIG = {
+CONFIG = validate_config({
     "system": {
         "n_atoms": 100,
         "temperature_K": 100.0,
@@ -39,7 +49,7 @@ CONFIG = {
         "seed": 2024,
         "equilibration_steps": 500,
     },
-}
+})
 
 
 def dimer() -> LJSystem:
@@ -213,7 +223,7 @@ def test_run_replica_is_bitwise_reproducible_across_processes(replica0, tmp_path
     path, _ = replica0
     again = tmp_path / "again.h5"
     code = (
-        "import json, sys; from forcematch.simulate import run_replica; "
+        "import json, sys; from forcematch.reference import run_replica; "
         "run_replica(json.loads(sys.argv[1]), 0, sys.argv[2], progress=None)"
     )
     subprocess.run([sys.executable, "-c", code, json.dumps(CONFIG), str(again)], check=True)
@@ -233,6 +243,23 @@ def test_other_replica_differs(replica0, tmp_path):
     assert read_parameters(other)["seed"] != read_parameters(path)["seed"]
 
 
+def test_stopped_and_resumed_replica_equals_uninterrupted(tmp_path):
+    config = {**CONFIG, "simulate": {**CONFIG["simulate"], "checkpoint_every_frames": 7}}
+    run_replica(config, 0, tmp_path / "whole.h5", progress=None)
+    lines = []
+    run_replica(config, 0, tmp_path / "resumed.h5", progress=None, stop_after_frames=14)
+    assert not (tmp_path / "resumed.h5").exists()
+    state = json.loads((tmp_path / ".resumed.h5.partial" / "state.json").read_text())
+    assert state["frames_done"] == 14 and len(state["chunks"]) == 2
+    run_replica(config, 0, tmp_path / "resumed.h5", progress=lines.append)
+    assert any("resuming from" in line and "frame 14/20" in line for line in lines)
+    a, b = read_h5md(tmp_path / "whole.h5"), read_h5md(tmp_path / "resumed.h5")
+    for name in ("positions_nm", "forces_kJ_mol_nm", "potential_energy_kJ_mol", "box_nm"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert read_parameters(tmp_path / "resumed.h5")["resumed_at_frames"] == [14]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["resumed.h5", "whole.h5"]
+
+
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 def test_blow_up_names_replica_and_step(tmp_path, platform):
     """A 200 fs step blows up: NaN energy (Reference) or NaN coordinates (CPU)."""
@@ -244,3 +271,49 @@ def test_blow_up_names_replica_and_step(tmp_path, platform):
     with pytest.raises(ForcematchError, match=r"replica 2: .*MD step \d+ \(frame \d+\)"):
         run_replica(config, 2, out, platform=platform, progress=None)
     assert list(tmp_path.iterdir()) == []
+
+
+# Atomic writes (forcematch.provenance), which the checkpoint and every output on this side use.
+
+
+def test_atomic_writes_replace_whole_files_and_leave_no_temporaries(tmp_path):
+    target = tmp_path / "out.json"
+    write_json(target, {"b": 1, "a": [1.5]})
+    assert target.read_text() == '{\n  "a": [\n    1.5\n  ],\n  "b": 1\n}\n'
+    atomic_write_text(target, "größe")
+    assert target.read_bytes() == "größe".encode()
+    with pytest.raises(RuntimeError), atomic_open(target, "w") as handle:
+        handle.write("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "größe"
+    with atomic_path(tmp_path / "named.bin") as tmp:
+        assert tmp.parent == tmp_path and tmp.stat().st_size == 0
+        tmp.write_bytes(b"by name")
+    assert (tmp_path / "named.bin").read_bytes() == b"by name"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["named.bin", "out.json"]
+
+
+def test_atomic_write_replaces_a_planted_symlink_without_following_it(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    (tmp_path / "out.txt").symlink_to(victim)
+    atomic_write_bytes(tmp_path / "out.txt", b"new")
+    assert victim.read_text() == "keep"
+    assert not (tmp_path / "out.txt").is_symlink()
+    assert (tmp_path / "out.txt").read_bytes() == b"new"
+
+
+def test_atomic_directory_appears_whole(tmp_path):
+    target = tmp_path / "model"
+    with atomic_directory(target) as tmp:
+        assert not target.exists()
+        (tmp / "a.txt").write_text("one")
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:
+        (tmp / "b.txt").write_text("two")
+        raise RuntimeError("killed")
+    assert [p.name for p in target.iterdir()] == ["a.txt"]
+    with atomic_directory(target) as tmp:
+        (tmp / "b.txt").write_text("two")
+    assert [p.name for p in target.iterdir()] == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

@@ -1,14 +1,15 @@
 """Paper figures, drawn from the CSV and JSON files that training and validation wrote.
 
-Every figure is saved as PNG and PDF together with the CSV of exactly the data it shows. Nothing
-here recomputes a result.
+Every figure is saved as PNG and PDF together with the CSV of exactly the data it shows, each
+written atomically (`forcematch.provenance.atomic_open`). Nothing here recomputes a result.
+Units are those of the CSV columns they plot: forces kJ/mol/nm, energies kJ/mol per atom
+(parity) or meV/atom (accuracy vs size), finite-difference steps nm; errors are relative.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,9 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from forcematch.atomic import atomic_open, write_json  # noqa: E402
 from forcematch.config import config_hash  # noqa: E402
 from forcematch.errors import ForcematchError  # noqa: E402
-from forcematch.provenance import provenance, write_json  # noqa: E402
+from forcematch.provenance import provenance  # noqa: E402
 
 FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
            "net_force")
@@ -38,19 +40,19 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
 
 
 def _save(fig, out_dir: Path, name: str, columns: dict[str, Sequence]) -> None:
-    """Write name.png, name.pdf and name.csv (long format, one row per plotted point)."""
-    for suffix in ("png", "pdf"):
-        tmp = out_dir / f"{name}.tmp-{os.getpid()}.{suffix}"
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        tmp.replace(out_dir / f"{name}.{suffix}")
-    plt.close(fig)
+    """Write name.png, name.pdf and name.csv (long format, one row per plotted point), each
+    atomically; the figure is closed."""
+    try:
+        for suffix in ("png", "pdf"):
+            with atomic_open(out_dir / f"{name}.{suffix}") as handle:
+                fig.savefig(handle, format=suffix, dpi=150, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     keys = list(columns)
-    tmp = out_dir / f"{name}.csv.tmp-{os.getpid()}"
-    with tmp.open("w", newline="") as handle:
+    with atomic_open(out_dir / f"{name}.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(keys)
         writer.writerows(zip(*(columns[k] for k in keys), strict=True))
-    tmp.replace(out_dir / f"{name}.csv")
 
 
 def _long(tables: dict[str, dict[str, np.ndarray]], keys: Sequence[str]) -> dict[str, list]:

@@ -1,18 +1,15 @@
-"""Where an output came from: config hash, seeds, package versions, git commit; atomic writes.
+"""Where an output came from: config hash, seeds, package versions, git commit.
 
 Every output of the pipeline carries a `provenance` record (a JSON object; in HDF5 files inside
 `/parameters`). Records identify their stage config by `config_hash` (`forcematch.config.
 config_hash` of the stage's config slice); `require_same_origin` refuses to combine outputs
 whose records disagree, e.g. replicas simulated under different configs.
 
-Writes go to a temporary name in the same directory, are fsync'ed and renamed, so a killed job
-never leaves a half-written file under the final name.
+Outputs are written through `forcematch.atomic`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import subprocess
 import sys
@@ -103,25 +100,3 @@ def require_same_origin(records: Iterable[tuple[str, dict | None]], key: str = "
                 "stale file and run snakemake again)"
             )
     return common
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` through a temporary file in the same directory, fsync and rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Write `payload` as indented, key-sorted JSON, atomically."""
-    return atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=True) + "\n")
-                              .encode())

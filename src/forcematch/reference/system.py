@@ -1,0 +1,217 @@
+"""The Lennard-Jones reference system in OpenMM: parameters, System, start lattice, Contexts,
+and the reference energies and forces of given frames.
+
+Units are OpenMM's: lengths nm, energies kJ/mol, forces kJ/mol/nm, masses amu (g/mol),
+temperatures K, time steps fs, friction 1/ps. No JAX here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import openmm
+from openmm import unit
+
+from forcematch.errors import ForcematchError
+from forcematch.units import (
+    cubic_box_length_nm,
+)
+
+NM = unit.nanometer
+KJ_MOL = unit.kilojoule_per_mole
+KJ_MOL_NM = unit.kilojoule_per_mole / unit.nanometer
+
+
+@dataclass(frozen=True)
+class LJSystem:
+    """N identical Lennard-Jones particles in a cubic periodic box (OpenMM units)."""
+
+    n_atoms: int
+    box_nm: float  # cubic box edge
+    cutoff_nm: float
+    switch_nm: float  # switching function starts here, ends at cutoff_nm
+    sigma_nm: float
+    epsilon_kJ_mol: float
+    mass_amu: float
+    dispersion_correction: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_atoms < 1:
+            raise ForcematchError(f"system.n_atoms must be >= 1, got {self.n_atoms}")
+        if not 0 < self.switch_nm < self.cutoff_nm:
+            raise ForcematchError(
+                f"system.switch_nm ({self.switch_nm}) must lie in (0, cutoff_nm={self.cutoff_nm})"
+            )
+        if self.cutoff_nm > 0.5 * self.box_nm:
+            raise ForcematchError(
+                f"system.cutoff_nm ({self.cutoff_nm}) exceeds half the box edge "
+                f"({self.box_nm:.6g} nm / 2)"
+            )
+
+
+def lj_system_from_config(config: dict) -> LJSystem:
+    """LJSystem from ``config['system']`` of a validated config (`config.validate_config`: every
+    key present, the schema's defaults filled in)."""
+    try:
+        sysc = config["system"]
+        n_atoms = int(sysc["n_atoms"])
+        density = float(sysc["density_g_cm3"])
+        cutoff = float(sysc["cutoff_nm"])
+        switch = float(sysc["switch_nm"])
+        mass = float(sysc["mass_amu"])
+        sigma, epsilon = float(sysc["sigma_nm"]), float(sysc["epsilon_kJ_mol"])
+        dispersion_correction = bool(sysc["dispersion_correction"])
+    except KeyError as exc:
+        raise ForcematchError(f"config: missing key system.{exc.args[0]}") from exc
+    return LJSystem(
+        n_atoms=n_atoms,
+        box_nm=cubic_box_length_nm(n_atoms, density, mass),
+        cutoff_nm=cutoff,
+        switch_nm=switch,
+        sigma_nm=sigma,
+        epsilon_kJ_mol=epsilon,
+        mass_amu=mass,
+        dispersion_correction=dispersion_correction,
+    )
+
+
+def build_system(lj: LJSystem) -> openmm.System:
+    """OpenMM System: NonbondedForce (CutoffPeriodic, switched, uncharged) in a cubic box."""
+    system = openmm.System()
+    L = lj.box_nm
+    system.setDefaultPeriodicBoxVectors(
+        openmm.Vec3(L, 0, 0) * NM, openmm.Vec3(0, L, 0) * NM, openmm.Vec3(0, 0, L) * NM
+    )
+    nb = openmm.NonbondedForce()
+    nb.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
+    nb.setCutoffDistance(lj.cutoff_nm * NM)
+    nb.setUseSwitchingFunction(True)
+    nb.setSwitchingDistance(lj.switch_nm * NM)
+    nb.setUseDispersionCorrection(lj.dispersion_correction)
+    for _ in range(lj.n_atoms):
+        system.addParticle(lj.mass_amu)
+        nb.addParticle(0.0, lj.sigma_nm, lj.epsilon_kJ_mol)
+    system.addForce(nb)
+    return system
+
+
+def lattice_positions_nm(lj: LJSystem, rng: np.random.Generator) -> np.ndarray:
+    """[N, 3] positions (nm) on an fcc lattice filling the box, with 0.005 nm Gaussian jitter.
+
+    The smallest fcc lattice with at least N sites is used; when it has more sites than atoms,
+    the occupied sites are drawn with `rng`.
+    """
+    n_cells = math.ceil((lj.n_atoms / 4) ** (1 / 3) - 1e-9)
+    a = lj.box_nm / n_cells
+    basis = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+    cells = np.stack(np.meshgrid(*[np.arange(n_cells)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    sites = ((cells[:, None, :] + basis[None, :, :]).reshape(-1, 3) + 0.25) * a
+    if len(sites) > lj.n_atoms:
+        sites = sites[np.sort(rng.choice(len(sites), lj.n_atoms, replace=False))]
+    positions = sites + rng.normal(scale=0.005, size=sites.shape)
+    return np.mod(positions, lj.box_nm)
+
+
+def replica_seed(seed: int, replica: int) -> int:
+    """Deterministic OpenMM seed in [1, 2**31 - 1) for (`seed`, `replica`); never 0 (= random)."""
+    if seed < 0 or replica < 0:
+        raise ForcematchError(f"seed and replica must be >= 0, got seed={seed}, replica={replica}")
+    word = int(np.random.SeedSequence([seed, replica]).generate_state(1, dtype=np.uint32)[0])
+    return 1 + word % (2**31 - 2)
+
+
+def platform_and_properties(platform: str, threads: int) -> tuple[openmm.Platform, dict]:
+    """OpenMM Platform `platform` and its Context properties (CPU: `threads` threads)."""
+    try:
+        plat = openmm.Platform.getPlatformByName(platform)
+    except Exception as exc:  # OpenMMException
+        names = [
+            openmm.Platform.getPlatform(i).getName()
+            for i in range(openmm.Platform.getNumPlatforms())
+        ]
+        raise ForcematchError(f"OpenMM platform {platform!r} not available; have {names}") from exc
+    props = {"Threads": str(int(threads))} if platform == "CPU" else {}
+    return plat, props
+
+
+def make_context(
+    system: openmm.System,
+    temperature_K: float,
+    timestep_fs: float,
+    friction_per_ps: float,
+    seed: int,
+    platform: str = "CPU",
+    threads: int = 1,
+) -> openmm.Context:
+    """Context with a LangevinMiddleIntegrator seeded with `seed` (CPU: `threads` threads)."""
+    integrator = openmm.LangevinMiddleIntegrator(
+        temperature_K * unit.kelvin,
+        friction_per_ps / unit.picosecond,
+        timestep_fs * unit.femtosecond,
+    )
+    integrator.setRandomNumberSeed(int(seed))
+    plat, props = platform_and_properties(platform, threads)
+    return openmm.Context(system, integrator, plat, props)
+
+
+def _frames_and_boxes(
+    lj: LJSystem, positions_nm: np.ndarray, box_nm: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Positions [T, N, 3] and box edges [T, 3] (nm) of `energy_and_forces`' arguments, checked;
+    and whether a single frame was given."""
+    pos = np.asarray(positions_nm, dtype=np.float64)
+    single = pos.ndim == 2
+    if single:
+        pos = pos[None]
+    if pos.ndim != 3 or pos.shape[1:] != (lj.n_atoms, 3):
+        raise ForcematchError(
+            f"energy_and_forces: positions of shape {np.shape(positions_nm)}, "
+            f"expected [T, {lj.n_atoms}, 3] or [{lj.n_atoms}, 3]"
+        )
+    t = pos.shape[0]
+    box = np.broadcast_to(np.asarray(box_nm, dtype=np.float64), (3,) if single else (t, 3))
+    box = np.broadcast_to(box, (t, 3))
+    if np.any(box < 2 * lj.cutoff_nm):
+        frame = int(np.flatnonzero((box < 2 * lj.cutoff_nm).any(axis=1))[0])
+        raise ForcematchError(
+            f"energy_and_forces: box {box[frame].tolist()} nm at frame {frame} is smaller than "
+            f"twice the cutoff {lj.cutoff_nm} nm"
+        )
+    return pos, box, single
+
+
+def energy_and_forces(
+    lj: LJSystem,
+    positions_nm: np.ndarray,
+    box_nm: np.ndarray | float,
+    platform: str = "Reference",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Potential energies (kJ/mol) and forces (kJ/mol/nm) of frames under `lj`.
+
+    positions_nm: [T, N, 3] (or one frame [N, 3]); box_nm: edge (cubic), [3] or [T, 3] edges.
+    Returns energies [T] and forces [T, N, 3] (or a float and [N, 3] for one frame).
+    One Context is reused across frames; the Reference platform computes in double precision.
+    """
+    pos, box, single = _frames_and_boxes(lj, positions_nm, box_nm)
+    t = pos.shape[0]
+    plat, props = platform_and_properties(platform, 1)
+    context = openmm.Context(build_system(lj), openmm.VerletIntegrator(1e-3), plat, props)
+    energies = np.empty(t)
+    forces = np.empty((t, lj.n_atoms, 3))
+    current_box = None
+    for i in range(t):
+        if current_box is None or not np.array_equal(box[i], current_box):
+            current_box = box[i]
+            a, b, c = (float(x) for x in current_box)
+            context.setPeriodicBoxVectors(
+                openmm.Vec3(a, 0, 0), openmm.Vec3(0, b, 0), openmm.Vec3(0, 0, c)
+            )
+        context.setPositions(pos[i])
+        state = context.getState(getEnergy=True, getForces=True)
+        energies[i] = state.getPotentialEnergy().value_in_unit(KJ_MOL)
+        forces[i] = state.getForces(asNumpy=True).value_in_unit(KJ_MOL_NM)
+    if single:
+        return float(energies[0]), forces[0]
+    return energies, forces
