@@ -1,18 +1,24 @@
-"""The atomic (Behler–Parrinello-style) model: harmonics, invariances and smoothness in float64,
-finite-difference forces, per-atom energies, zero net force (with a non-invariant
-counter-example), and a short training run."""
+"""The atomic (Behler–Parrinello-style) model: harmonics, descriptors, per-atom energies, zero
+net force (with a non-invariant counter-example), and a short training run. Invariances,
+smoothness at the cutoff and finite-difference forces: test_models.py, for every family."""
 
 import csv
-import math
 
+import invariance
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from invariance import assert_permutation_and_image_invariant, assert_rotation_invariant
-from test_models import BOX, CUTOFF, N, liquid_like
-from test_train import lj_frames
+from invariance import (
+    BOX,
+    CUTOFF,
+    N,
+    liquid_like,
+    rel_net_force,
+)
+from invariance import random_atomic_params as random_params
 
+from forcematch.config import model_settings
 from forcematch.errors import ForcematchError
 from forcematch.models import (
     MODELS,
@@ -20,51 +26,17 @@ from forcematch.models import (
     build_model,
     cast_params,
     energy_and_forces_fn,
-    energy_fn,
     forces_fn,
 )
 from forcematch.models.atomic import AtomicModel, real_harmonics
-from forcematch.models.pair import MLP
-from forcematch.train import load_checkpoint, train
+from forcematch.models.layers import MLP
 
-SMALL = {"n_radial": 8, "n_angular": 3, "l_max": 3, "hidden": [16, 16]}
-
-
-@pytest.fixture
-def x64():
-    """Run a test body with 64-bit JAX, restoring the global setting afterwards."""
-    with jax.enable_x64(True):
-        yield
-
-
-def random_params(model, seed=0, scale=0.3, n_atoms=N):
-    """Parameters initialised on a liquid-like frame, network weights and per-species
-    constants replaced by N(0, scale²) noise (the descriptor standardisation is kept)."""
-    params = model.init(jax.random.PRNGKey(seed), jnp.asarray(liquid_like(seed)),
-                        jnp.full(3, BOX), jnp.zeros(n_atoms, jnp.int32))
-    keys = iter(jax.random.split(jax.random.PRNGKey(seed + 1), 64))
-
-    def noise(tree):
-        return jax.tree.map(lambda x: scale * jax.random.normal(next(keys), x.shape, x.dtype),
-                            tree)
-
-    return dict(params, mlp=noise(params["mlp"]), atom_energy=noise(params["atom_energy"]))
+SMALL = invariance.SMALL["atomic"]
+DEFAULTS = model_settings("atomic", {})  # the config schema's defaults
 
 
 def setup64(seed=0, model_config=None):
-    model = build_model("atomic", {**SMALL, **(model_config or {})}, CUTOFF)
-    params = cast_params(random_params(model, seed), jnp.float64)
-    pos = jnp.asarray(liquid_like(seed + 10), jnp.float64)
-    box = jnp.full(3, BOX, jnp.float64)
-    species = jnp.zeros(N, jnp.int32)
-    ef = jax.jit(energy_and_forces_fn(model, Normalisation(41.0, -5.0)))
-    return model, params, pos, box, species, ef
-
-
-def rel_net_force(f) -> float:
-    """|Σ_i F_i| / Σ_i |F_i|: 0 for forces that cancel, 1 if all point the same way."""
-    f = np.asarray(f, np.float64)
-    return float(np.linalg.norm(f.sum(axis=0)) / np.linalg.norm(f, axis=1).sum())
+    return invariance.setup64("atomic", seed, model_config)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,11 +47,10 @@ def test_registry_defaults_and_config_errors():
     assert MODELS["atomic"] is AtomicModel
     model = build_model("atomic", {"hidden": [8]}, CUTOFF)
     assert model.name == "atomic" and model.cutoff_nm == CUTOFF and model.capacity is None
-    assert model.config == {**AtomicModel.DEFAULTS, "hidden": [8]}
-    c = AtomicModel.DEFAULTS["n_angular"]
-    assert model.n_descriptors == AtomicModel.DEFAULTS["n_radial"] + c * (c + 1) // 2 * (
-        AtomicModel.DEFAULTS["l_max"])
-    with pytest.raises(ForcematchError, match="known: .*n_radial"):
+    assert model.config == {**DEFAULTS, "hidden": [8]}
+    c = DEFAULTS["n_angular"]
+    assert model.n_descriptors == DEFAULTS["n_radial"] + c * (c + 1) // 2 * DEFAULTS["l_max"]
+    with pytest.raises(ForcematchError, match="known keys: .*n_radial"):
         build_model("atomic", {"n_radiall": 8}, CUTOFF)
     with pytest.raises(ForcematchError, match="activation"):
         build_model("atomic", {"activation": "relu"}, CUTOFF)
@@ -87,6 +58,9 @@ def test_registry_defaults_and_config_errors():
         build_model("atomic", {"l_max": 5}, CUTOFF)
     with pytest.raises(ForcematchError, match="r_min_nm"):
         build_model("atomic", {"r_min_nm": CUTOFF}, CUTOFF)
+    with pytest.raises(ForcematchError, match="'model.atomic.n_angular'.*when l_max > 0"):
+        build_model("atomic", {"n_angular": 0}, CUTOFF)
+    assert build_model("atomic", {"n_angular": 0, "l_max": 0}, CUTOFF).n_descriptors == 24
 
 
 def test_real_harmonics_addition_theorem(x64):
@@ -179,86 +153,11 @@ def test_overflow_poisons_energy_and_forces():
 # physics (float64)
 
 
-def test_translation_invariance_and_zero_net_force(x64):
-    _, params, pos, box, species, ef = setup64()
-    e0, f0 = ef(params, pos, box, species)
-    assert f0.dtype == jnp.float64 and float(jnp.abs(f0).max()) > 1.0
-    e1, f1 = ef(params, pos + jnp.array([0.31, -0.77, 1.9]), box, species)
-    np.testing.assert_allclose(e1, e0, rtol=1e-12)
-    np.testing.assert_allclose(f1, f0, atol=1e-10 * float(jnp.abs(f0).max()))
-    assert rel_net_force(f0) < 1e-10 and rel_net_force(f1) < 1e-10
-
-
-def test_rotation_invariance_cubic_box(x64):
-    _, params, pos, box, species, ef = setup64(1)
-    assert_rotation_invariant(ef, params, pos, box, species, atol_rel=1e-10)
-
-
-def test_permutation_and_periodic_image_invariance(x64):
-    _, params, pos, box, species, ef = setup64(2)
-    assert_permutation_and_image_invariant(ef, params, pos, box, species, BOX,
-                                           atol_rel=1e-10)
-
-
-def test_species_resolved_descriptors(x64):
-    model, params, pos, box, _, _ = setup64(3, {"n_species": 2})
+def test_species_resolved_descriptor_count(x64):
+    """Species-resolved sums: S·n radial channels and (S·c)(S·c+1)/2 moments per degree
+    (invariances with two species: test_models.test_species_resolved)."""
+    model, _, _, _, _, _ = setup64(3, {"n_species": 2})
     assert model.n_descriptors == 2 * 8 + 21 * 3
-    species = jnp.asarray(np.arange(N) % 2, jnp.int32)
-    ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
-    e0, f0 = ef(params, pos, box, species)
-    perm = np.random.default_rng(1).permutation(N)
-    e1, f1 = ef(params, pos[perm], box, species[perm])
-    np.testing.assert_allclose(e1, e0, rtol=1e-12)
-    np.testing.assert_allclose(f1, f0[perm], atol=1e-10 * float(jnp.abs(f0).max()))
-    assert rel_net_force(f0) < 1e-10
-    e2, _ = ef(params, pos, box, 1 - species)  # swapping the species labels changes the energy
-    assert abs(float(e2 - e0)) > 1e-6 * abs(float(e0))
-
-
-def test_energy_smooth_as_atom_crosses_cutoff(x64):
-    """A third atom leaves the cutoff sphere of atom 0 (with an angle to atom 1): C2 there."""
-    model = build_model("atomic", SMALL, CUTOFF)
-    params = cast_params(random_params(model, 4, scale=1.0), jnp.float64)
-    box = jnp.full(3, 3.0, jnp.float64)
-    species = jnp.zeros(3, jnp.int32)
-    ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
-    direction = jnp.array([0.5, math.sqrt(3) / 2, 0.0])  # 60° from the 0 → −1 axis
-
-    def at(r):  # energy relative to the third atom far away, and the forces
-        pos = jnp.stack([jnp.array([1.0, 1.0, 1.0]), jnp.array([0.7, 1.0, 1.0]),
-                         jnp.array([1.0, 1.0, 1.0]) + r * direction])
-        e, f = ef(params, pos, box, species)
-        return e - e_far, f
-
-    e_far = 0.0
-    e_far = at(1.4)[0]
-    e_in, f_in = {}, {}
-    for delta in (1e-3, 1e-4):
-        e_in[delta], f = at(CUTOFF - delta)
-        f_in[delta] = float(jnp.abs(f[2]).max())
-        e_out, f_out = at(CUTOFF + delta)
-        assert float(e_out) == 0.0 and float(jnp.abs(f_out[2]).max()) == 0.0
-    # C2 envelope: E ∝ δ³ and F ∝ δ² as the atom approaches the cutoff from inside
-    assert 500 < float(e_in[1e-3] / e_in[1e-4]) < 2000
-    assert 50 < f_in[1e-3] / f_in[1e-4] < 200
-    rs = np.linspace(0.45, 0.65, 401)
-    es = np.array([float(at(r)[0]) for r in rs])
-    # no jump or kink anywhere on a fine grid across the cutoff: second differences stay small
-    assert np.max(np.abs(np.diff(es, 2))) < 0.1 * np.max(np.abs(np.diff(es)))
-
-
-def test_finite_differences_match_autodiff_forces(x64):
-    model, params, pos, box, species, _ = setup64(5)
-    norm = Normalisation(41.0, -5.0)
-    e = jax.jit(energy_fn(model, norm))
-    f = np.asarray(jax.jit(forces_fn(model, norm))(params, pos, box, species))
-    h = 1e-5
-    rng = np.random.default_rng(0)
-    for atom, axis in zip(rng.integers(0, N, 6), rng.integers(0, 3, 6), strict=True):
-        step = jnp.zeros_like(pos).at[atom, axis].set(h)
-        fd = -(float(e(params, pos + step, box, species))
-               - float(e(params, pos - step, box, species))) / (2 * h)
-        assert abs(fd - f[atom, axis]) < 1e-6 * max(abs(f[atom, axis]), 1e-3 * np.abs(f).max())
 
 
 def test_atom_energies_sum_and_isolated_atoms(x64):
@@ -321,6 +220,11 @@ def test_net_force_vanishes_only_for_invariant_energy():
 
 
 def test_short_training_reduces_validation_force_error(tmp_path):
+    from test_train import lj_frames
+
+    from forcematch.potential import load_model
+    from forcematch.training import train
+
     train_data, val_data = lj_frames(48, 0), lj_frames(16, 1)
     cfg = {"model": "atomic", "epochs": 12, "batch_size": 8, "learning_rate": 1e-2,
            "val_frames": 16, "energy_weight": 0.01}
@@ -330,9 +234,8 @@ def test_short_training_reduces_validation_force_error(tmp_path):
     first, last = float(rows[0]["val_force_rmse_rel"]), float(rows[-1]["val_force_rmse_rel"])
     assert last < 0.5 * first and last < 0.3
     assert metrics["val_force_rmse_rel"] == pytest.approx(last, rel=1e-6)
-    loaded = load_checkpoint(tmp_path / "model")
-    assert loaded.model_name == "atomic" and loaded.model_config == {**AtomicModel.DEFAULTS,
-                                                                     **SMALL}
+    loaded = load_model(tmp_path / "model")
+    assert loaded.model_name == "atomic" and loaded.model_config == {**DEFAULTS, **SMALL}
     e, f = loaded.predict(val_data.positions_nm[:4], val_data.box_nm[:4])
     assert np.abs(f.sum(axis=1)).max() < 1e-4 * np.abs(f).max() * N
     # per-atom energies of the trained model, in kJ/mol, add up to its total energy

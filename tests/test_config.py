@@ -1,8 +1,10 @@
 """Config validation: the schema and the derived checks name the key that is wrong."""
 
+import math
 import subprocess
 import sys
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 import yaml
@@ -10,7 +12,10 @@ import yaml
 from forcematch.config import (
     config_hash,
     load_config,
+    model_families,
+    model_settings,
     stage_config,
+    train_settings,
     validate_config,
     write_if_changed,
 )
@@ -91,7 +96,7 @@ def test_cli_reports_config_error_and_exits_2(tmp_path):
 
 
 def test_sweep_runs_and_run_overrides():
-    from forcematch.config import run_config, sweep_runs
+    from forcematch.sweep import run_config, sweep_runs
 
     config = validate_config({"sweep": {"models": ["pair"], "losses": ["energy", "force"],
                                         "n_train": [60, "all"]}})
@@ -111,7 +116,7 @@ def test_sweep_runs_and_run_overrides():
 
 
 def test_settings_by_model_then_by_run():
-    from forcematch.config import run_config
+    from forcematch.sweep import run_config
 
     config = validate_config({
         "train": {"learning_rate": 0.01, "batch_size": 8},
@@ -125,6 +130,122 @@ def test_settings_by_model_then_by_run():
     assert run_config(config, "pair", "energy", "all")["train"]["learning_rate"] == 0.01
     with pytest.raises(ForcematchError, match="'train_by_run': 'mpnn-both' does not match"):
         validate_config({"train_by_run": {"mpnn-both": {}}})
-    with pytest.raises(ForcematchError, match="train.learning_rate"):
+    # an override is checked against the train options when the config is loaded
+    with pytest.raises(ForcematchError, match="'train_by_run.pair-force.learning_rate'"):
         run_config(validate_config({"train_by_run": {"pair-force": {"learning_rate": -1}}}),
                    "pair", "force", "all")
+
+
+# ---------------------------------------------------------------------------------------------
+# model and train options: the schema's $defs, strict types
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"model": {"paer": {}}},
+         "unknown config key 'paer' in 'model'; known keys: atomic, global_readout, mpnn, pair"),
+        ({"model": {"pair": {"hiden": [8]}}},
+         "unknown config key 'hiden' in 'model.pair'; known keys: activation, basis, hidden, "),
+        ({"model": {"pair": {"hidden": ["32"]}}},
+         "config key 'model.pair.hidden.0' must be of type integer, got '32' (str)"),
+        ({"model": {"pair": {"hidden": "32"}}},
+         "config key 'model.pair.hidden' must be of type array, got '32' (str)"),
+        ({"model": {"pair": {"n_basis": 16.0}}},
+         "config key 'model.pair.n_basis' must be of type integer, got 16.0 (float)"),
+        ({"train": {"epochs": 8.0}}, "config key 'train.epochs' must be of type integer, got 8.0"),
+        ({"train": {"epochs": True}}, "'train.epochs' must be of type integer, got True (bool)"),
+        ({"system": {"temperature_K": False}}, "'system.temperature_K' must be of type number"),
+        ({"model": {"pair": {"activation": "relu"}}}, "'model.pair.activation': 'relu' is not one"),
+        ({"model": {"mpnn": {"basis": "chebyshev"}}}, "'model.mpnn.basis': 'chebyshev' is not one"),
+        ({"model": {"atomic": {"l_max": 5}}}, "'model.atomic.l_max': 5 is greater than the"),
+        ({"model": {"atomic": {"n_angular": 0}}}, "'model.atomic.n_angular': 0 is less than"),
+        ({"model": {"global_readout": {"edge_hidden": [0]}}},
+         "'model.global_readout.edge_hidden.0': 0 is less than the minimum of 1"),
+        ({"train_by_model": {"paer": {}}}, "config key 'train_by_model': 'paer' is not one of"),
+        ({"train_by_model": {"mpnn": {"batch_sise": 2}}},
+         "unknown config key 'batch_sise' in 'train_by_model.mpnn'; known keys: batch_size"),
+        ({"train_by_model": {"mpnn": {"epochs": 2.0}}},
+         "'train_by_model.mpnn.epochs' must be of type integer"),
+        ({"train_by_run": {"mpnn-energy": {"learning_rate": "fast"}}},
+         "'train_by_run.mpnn-energy.learning_rate' must be of type number"),
+        ({"sweep": {"models": ["pair", "paer"]}}, "'sweep.models.1': 'paer' is not one of"),
+        ({"train": {"model": "paer"}}, "'train.model': 'paer' is not one of"),
+        ({"system": {"temperature_K": math.nan}}, "'system.temperature_K' must be of type number, "
+                                                  "got nan (float) (NaN and infinities"),
+        ({"system": {"cutoff_nm": math.inf}}, "'system.cutoff_nm' must be of type number, got inf"),
+        ({"train": {"learning_rate": -math.inf}}, "'train.learning_rate' must be of type number"),
+        ({"validate": {"fd_steps_nm": [1e-3, math.nan]}}, "'validate.fd_steps_nm.1' must be of"),
+        ({"train": {"grad_clip_norm": math.nan}},
+         "'train.grad_clip_norm' must be of type number or null, got nan"),
+        ({"train": {"devices": 2}}, "unknown config key 'devices' in 'train'"),
+        ({"train": {"stream_from_hdf5": True}}, "unknown config key 'stream_from_hdf5' in 'train'"),
+    ],
+)
+def test_bad_model_and_train_options_name_the_key(raw, message):
+    with pytest.raises(ForcematchError) as info:
+        validate_config(raw)
+    assert message in str(info.value)
+
+
+def test_non_finite_numbers_in_files_are_refused(tmp_path):
+    (tmp_path / "nan.json").write_text('{"system": {"temperature_K": NaN}}')
+    (tmp_path / "inf.yaml").write_text("model: {pair: {r_min_nm: .inf}}\n")
+    with pytest.raises(ForcematchError, match="'system.temperature_K' must be of type number"):
+        load_config(tmp_path / "nan.json")
+    with pytest.raises(ForcematchError, match="'model.pair.r_min_nm' must be of type number"):
+        load_config(tmp_path / "inf.yaml")
+
+
+def test_model_section_is_complete_for_every_family():
+    config = validate_config({"model": {"mpnn": {"r_min_nm": 0.2}}})
+    assert set(config["model"]) == set(model_families())
+    assert config["model"]["pair"] == {"n_basis": 16, "hidden": [16, 16], "activation": "silu",
+                                       "basis": "gaussian", "r_min_nm": 0.0, "n_species": 1}
+    assert config["model"]["mpnn"] == {**model_settings("mpnn", None), "r_min_nm": 0.2}
+    for family in ("atomic", "global_readout"):
+        assert config["model"][family] == model_settings(family, {})
+
+
+def test_overrides_are_checked_but_not_filled():
+    config = validate_config({"train_by_model": {"mpnn": {"batch_size": 2}},
+                              "train_by_run": {"mpnn-energy": {"learning_rate": 0.005}}})
+    assert config["train_by_model"] == {"mpnn": {"batch_size": 2}}
+    assert config["train_by_run"] == {"mpnn-energy": {"learning_rate": 0.005}}
+    assert config["train"] == dict(train_settings(None))
+    # '<family>-<loss>' accepts exactly the families of $defs/model_family
+    for family in model_families():
+        for loss in ("energy", "force", "joint"):
+            validate_config({"train_by_run": {f"{family}-{loss}": {}}})
+    with pytest.raises(ForcematchError, match="'train_by_run': 'paer-force' does not match"):
+        validate_config({"train_by_run": {"paer-force": {}}})
+
+
+def test_model_settings_resolves_one_family():
+    values = {"hidden": [8]}
+    pair = model_settings("pair", values)
+    assert pair == {**model_settings("pair", None), "hidden": [8]}
+    pair["hidden"].append(4)
+    assert values == {"hidden": [8]}  # a deep copy: the caller's dict is never touched
+    with pytest.raises(ForcematchError, match="unknown model 'paer'; known models: pair, atomic"):
+        model_settings("paer", {})
+    with pytest.raises(ForcematchError,
+                       match=r"^model: config key 'model\.atomic\.hidden\.1' must be of type int"):
+        model_settings("atomic", {"hidden": [8, 8.0]})
+    with pytest.raises(ForcematchError, match="unknown config key 'n_bassis' in 'model.mpnn'"):
+        model_settings("mpnn", {"n_bassis": 8}, source="config.yaml")
+
+
+def test_train_settings_accepts_null_clip_and_val_frames():
+    train = train_settings({"grad_clip_norm": None, "val_frames": None})
+    assert train["grad_clip_norm"] is None and train["val_frames"] is None
+    assert train["epochs"] == 8 and train["model"] == "pair"  # the schema defaults
+    assert isinstance(train, MappingProxyType)
+    with pytest.raises(TypeError):
+        train["epochs"] = 3  # read-only
+    assert dict(train_settings(train)) == dict(train)  # a read-only mapping is accepted back
+    with pytest.raises(ForcematchError,
+                       match=r"^run x: config key 'train\.batch_size' must be of type integer"):
+        train_settings({"batch_size": "8"}, source="run x")
+    with pytest.raises(ForcematchError, match="unknown config key 'devices' in 'train'"):
+        train_settings({"devices": 1})

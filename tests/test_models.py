@@ -1,15 +1,32 @@
-"""space, models and losses: periodic geometry, neighbour lists, invariances, smoothness, FD."""
+"""space, models and losses: periodic geometry, neighbour lists, invariances, smoothness, FD.
+
+The smoothness and finite-difference tests run over every smooth family (pair, atomic, mpnn);
+the family-specific physics lives in test_atomic.py and test_mpnn.py.
+"""
 
 import itertools
+import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from invariance import assert_permutation_and_image_invariant, assert_rotation_invariant
+from invariance import (
+    BOX,
+    CUTOFF,
+    RANDOM_PARAMS,
+    SMALL,
+    N,
+    assert_permutation_and_image_invariant,
+    assert_rotation_invariant,
+    liquid_like,
+    rel_net_force,
+    setup64,
+)
+from invariance import random_pair_params as random_params
 
 from forcematch import losses, space
-from forcematch.config import schema
+from forcematch.config import model_families, model_settings, schema
 from forcematch.errors import ForcematchError
 from forcematch.models import (
     MODELS,
@@ -19,21 +36,12 @@ from forcematch.models import (
     energy_and_forces_fn,
     energy_fn,
     forces_fn,
+    layers,
     predict_fn,
 )
+from forcematch.models.atomic import L_MAX_SUPPORTED
 
-BOX = 1.2  # nm
-CUTOFF = 0.55  # nm
-N = 32
-
-
-def liquid_like(seed: int, n_cells: int = 2, box: float = BOX, jitter: float = 0.03):
-    """FCC lattice (4 n_cells³ atoms) in a cubic box, randomly displaced, wrapped: [N, 3] nm."""
-    cell = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
-    grid = np.array(list(itertools.product(range(n_cells), repeat=3)))
-    pos = (grid[:, None, :] + cell[None]).reshape(-1, 3) * box / n_cells
-    rng = np.random.default_rng(seed)
-    return (pos + rng.normal(0, jitter, pos.shape)) % box
+SMOOTH_FAMILIES = ("pair", "atomic", "mpnn")
 
 
 def brute_force_pairs(pos, box, cutoff):
@@ -46,24 +54,6 @@ def brute_force_pairs(pos, box, cutoff):
             if np.sqrt(d @ d) < cutoff:
                 out.add((i, j))
     return out
-
-
-def random_params(model, seed=0, scale=0.3):
-    """Initialised parameters with every leaf replaced by N(0, scale²) noise (non-trivial φ)."""
-    params = model.init(jax.random.PRNGKey(seed), jnp.zeros((N, 3)), jnp.full(3, BOX),
-                        jnp.zeros(N, jnp.int32))
-    leaves, tree = jax.tree.flatten(params)
-    keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
-    leaves = [scale * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves,
-                                                                                     strict=True)]
-    return jax.tree.unflatten(tree, leaves)
-
-
-@pytest.fixture
-def x64():
-    """Run a test body with 64-bit JAX, restoring the global setting afterwards."""
-    with jax.enable_x64(True):
-        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,18 +144,55 @@ def test_smooth_cutoff_envelope_is_c2():
 
 def test_registry_and_config_errors():
     assert "pair" in MODELS
-    # the config schema offers exactly the registered families
-    train_model = schema()["properties"]["train"]["properties"]["model"]["enum"]
-    sweep_models = schema()["properties"]["sweep"]["properties"]["models"]["items"]["enum"]
-    assert sorted(train_model) == sorted(sweep_models) == sorted(MODELS)
+    # the config schema offers exactly the registered families, wherever it names one
+    assert set(MODELS) == set(model_families())
+    family = {"$ref": "#/$defs/model_family"}
+    options = schema()["$defs"]["train_options"]["properties"]
+    assert {"$ref": options["model"]["$ref"]} == family
+    sweep_models = schema()["properties"]["sweep"]["properties"]["models"]["items"]
+    assert sweep_models == family
+    assert schema()["properties"]["train_by_model"]["propertyNames"] == family
+    assert sorted(schema()["properties"]["model"]["properties"]) == sorted(MODELS)
     with pytest.raises(ForcematchError, match="known models: .*pair"):
         build_model("nope", {}, CUTOFF)
+    with pytest.raises(ForcematchError, match="unknown model 'nope'; known models: .*pair"):
+        model_settings("nope", {})
     with pytest.raises(ForcematchError, match="n_basis"):
         build_model("pair", {"n_bassis": 8}, CUTOFF)
     with pytest.raises(ForcematchError, match="activation"):
         build_model("pair", {"activation": "relu"}, CUTOFF)
+    with pytest.raises(ForcematchError, match="'model.pair.r_min_nm'"):
+        build_model("pair", {"r_min_nm": -0.1}, CUTOFF)
+    with pytest.raises(ForcematchError, match="r_min_nm must lie in"):
+        build_model("pair", {"r_min_nm": CUTOFF}, CUTOFF)  # the cutoff: checked by the model
     model = build_model("pair", {"hidden": [8]}, CUTOFF)
     assert model.config["hidden"] == [8] and model.config["n_basis"] == 16
+    assert model.config == {**model_settings("pair", {}), "hidden": [8]}
+
+
+def test_schema_enums_match_the_layers():
+    """The activation and basis names a config may use are exactly those the models have."""
+    defs = schema()["$defs"]
+    assert set(defs["activation"]["enum"]) == set(layers.ACTIVATIONS)
+    assert set(defs["basis"]["enum"]) == set(layers.BASES)
+    assert defs["model_atomic"]["properties"]["l_max"]["maximum"] == L_MAX_SUPPORTED
+    for family in MODELS:  # every option that names an activation or basis uses the enums
+        for key, spec in defs[f"model_{family}"]["properties"].items():
+            if key in ("activation", "basis"):
+                assert spec["$ref"] == f"#/$defs/{key}"
+
+
+@pytest.mark.parametrize("family", sorted(MODELS))
+def test_every_family_builds_from_schema_defaults(family):
+    defaults = model_settings(family, None)
+    model = build_model(family, {}, CUTOFF)
+    assert model.name == family and model.config == defaults
+    assert defaults is not model_settings(family, None)  # a new dict each time
+    pos, box = jnp.asarray(liquid_like(0)), jnp.full(3, BOX)
+    params = model.init(jax.random.PRNGKey(0), pos, box, jnp.zeros(N, jnp.int32))
+    e = jax.jit(model.energy)(params, pos, box, jnp.zeros(N, jnp.int32))
+    assert e.shape == () and np.isfinite(float(e))
+    assert not bool(model.overflow(pos, box))
 
 
 def test_normalisation_wrapper_and_batched_predict():
@@ -191,81 +218,114 @@ def test_normalisation_wrapper_and_batched_predict():
 # models: physics (float64)
 
 
-def _setup64(seed=0, model_config=None):
-    model = build_model("pair", model_config or {}, CUTOFF)
-    params = cast_params(random_params(model, seed), jnp.float64)
-    pos = jnp.asarray(liquid_like(seed + 10), jnp.float64)
-    box = jnp.full(3, BOX, jnp.float64)
-    species = jnp.zeros(N, jnp.int32)
-    ef = jax.jit(energy_and_forces_fn(model, Normalisation(41.0, -5.0)))
-    return model, params, pos, box, species, ef
+# Relative force tolerances of the symmetry checks, and the least largest force of the random
+# models (so that the checks are not vacuous).
+ATOL = {"pair": 1e-9, "atomic": 1e-10, "mpnn": 1e-9}
+MIN_FORCE = {"pair": 0.0, "atomic": 1.0, "mpnn": 0.0}
 
 
-def test_translation_invariance_and_zero_net_force(x64):
-    _, params, pos, box, species, ef = _setup64()
+@pytest.mark.parametrize("family", SMOOTH_FAMILIES)
+def test_translation_invariance_and_zero_net_force(family, x64):
+    _, params, pos, box, species, ef = setup64(family)
     e0, f0 = ef(params, pos, box, species)
-    assert f0.dtype == jnp.float64
+    assert f0.dtype == jnp.float64 and float(jnp.abs(f0).max()) > MIN_FORCE[family]
     e1, f1 = ef(params, pos + jnp.array([0.31, -0.77, 1.9]), box, species)
     np.testing.assert_allclose(e1, e0, rtol=1e-12)
-    np.testing.assert_allclose(f1, f0, atol=1e-9 * float(jnp.abs(f0).max()))
+    np.testing.assert_allclose(f1, f0, atol=ATOL[family] * float(jnp.abs(f0).max()))
     net = np.abs(np.asarray(f0).sum(axis=0)).max()
     assert net < 1e-10 * float(jnp.abs(f0).max()) * N
+    assert rel_net_force(f0) < 1e-10 and rel_net_force(f1) < 1e-10
 
 
-def test_rotation_invariance_cubic_box(x64):
-    _, params, pos, box, species, ef = _setup64(1)
-    assert_rotation_invariant(ef, params, pos, box, species, atol_rel=1e-9)
+@pytest.mark.parametrize("family", SMOOTH_FAMILIES)
+def test_rotation_invariance_cubic_box(family, x64):
+    _, params, pos, box, species, ef = setup64(family, 1)
+    assert_rotation_invariant(ef, params, pos, box, species, atol_rel=ATOL[family])
 
 
-def test_permutation_and_periodic_image_invariance(x64):
-    _, params, pos, box, species, ef = _setup64(2)
+@pytest.mark.parametrize("family", SMOOTH_FAMILIES)
+def test_permutation_and_periodic_image_invariance(family, x64):
+    _, params, pos, box, species, ef = setup64(family, 2)
     assert_permutation_and_image_invariant(ef, params, pos, box, species, BOX,
-                                           atol_rel=1e-9)
+                                           atol_rel=ATOL[family])
 
 
-def test_species_pairs_symmetric(x64):
-    model, params, pos, box, _, _ = _setup64(3, {"n_species": 2})
+@pytest.mark.parametrize("family", SMOOTH_FAMILIES)
+def test_species_resolved(family, x64):
+    """Two species: relabelling atoms together with their species changes nothing, swapping
+    the species labels changes the energy (pair: per species pair; atomic: species-resolved
+    descriptors; mpnn: species embedding)."""
+    model, params, pos, box, _, _ = setup64(family, 3, {"n_species": 2})
     species = jnp.asarray(np.arange(N) % 2, jnp.int32)
     ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
     e0, f0 = ef(params, pos, box, species)
     perm = np.random.default_rng(1).permutation(N)
     e1, f1 = ef(params, pos[perm], box, species[perm])
     np.testing.assert_allclose(e1, e0, rtol=1e-12)
-    np.testing.assert_allclose(f1, f0[perm], atol=1e-9 * float(jnp.abs(f0).max()))
+    np.testing.assert_allclose(f1, f0[perm], atol=ATOL[family] * float(jnp.abs(f0).max()))
+    assert rel_net_force(f0) < 1e-10
     e2, _ = ef(params, pos, box, 1 - species)  # swapping the species labels changes the energy
     assert abs(float(e2 - e0)) > 1e-6 * abs(float(e0))
 
 
-def test_energy_smooth_as_pair_crosses_cutoff(x64):
-    model = build_model("pair", {}, CUTOFF)
-    params = cast_params(random_params(model, 4, scale=1.0), jnp.float64)
+# One atom leaves the cutoff sphere of another; per family: the frame with that atom at
+# distance r (it is the last atom), r far away, and the points of the grid across the cutoff.
+def _pair_frame(r):  # a lone pair
+    return jnp.array([[1.0, 1.0, 1.0], [1.0 + r, 1.0, 1.0]])
+
+
+def _atomic_frame(r):  # a third atom, at 60° from the 0 → 1 axis: an angle to atom 1
+    direction = jnp.array([0.5, math.sqrt(3) / 2, 0.0])
+    return jnp.stack([jnp.array([1.0, 1.0, 1.0]), jnp.array([0.7, 1.0, 1.0]),
+                      jnp.array([1.0, 1.0, 1.0]) + r * direction])
+
+
+def _mpnn_frame(r):
+    # atoms 0 and 1 at 0.3 nm; atom 2 on the far side of 1 along x, at r from atom 1, so it
+    # interacts with atom 1 only (r + 0.3 > cutoff from atom 0), and leaves at r = cutoff
+    return jnp.array([[1.0, 1.0, 1.0], [1.3, 1.0, 1.0], [1.3 + r, 1.0, 1.0]])
+
+
+CROSSING = {"pair": (_pair_frame, 1.4, 401), "atomic": (_atomic_frame, 1.4, 401),
+            "mpnn": (_mpnn_frame, 1.2, 201)}
+
+
+@pytest.mark.parametrize("family", SMOOTH_FAMILIES)
+def test_energy_smooth_as_atom_crosses_cutoff(family, x64):
+    """C2 at the cutoff: E − E_far ∝ δ³ and F − F_far ∝ δ² as the atom approaches it from
+    inside; beyond it, energy and forces are those with the atom far away, bit for bit."""
+    frame, r_far, n_grid = CROSSING[family]
+    model = build_model(family, SMALL[family], CUTOFF)
+    params = cast_params(RANDOM_PARAMS[family](model, 4, scale=1.0), jnp.float64)
     box = jnp.full(3, 3.0, jnp.float64)
-    species = jnp.zeros(2, jnp.int32)
+    species = jnp.zeros(frame(0.0).shape[0], jnp.int32)
     ef = jax.jit(energy_and_forces_fn(model, Normalisation()))
 
-    def at(r):  # energy relative to the separated pair (the per-atom constants), forces
-        e, f = ef(params, jnp.array([[1.0, 1.0, 1.0], [1.0 + r, 1.0, 1.0]]), box, species)
-        return e - e_far, f
+    def at(r):
+        return ef(params, frame(r), box, species)
 
-    e_far = 0.0
-    e_far = at(1.4)[0]
-    e_in, f_in = {}, {}
+    e_far, f_far = at(r_far)
+    assert float(jnp.abs(f_far[-1]).max()) == 0.0  # the far atom has no neighbour
+    e_in, f_in, f_moving = {}, {}, {}
     for delta in (1e-3, 1e-4):
-        e_in[delta], f = at(CUTOFF - delta)
-        f_in[delta] = float(jnp.abs(f).max())
+        e, f = at(CUTOFF - delta)
+        e_in[delta], f_in[delta] = float(e - e_far), float(jnp.abs(f - f_far).max())
+        f_moving[delta] = float(jnp.abs(f[-1]).max())
         e_out, f_out = at(CUTOFF + delta)
-        assert float(e_out) == 0.0 and float(jnp.abs(f_out).max()) == 0.0
-    # C2 envelope: E ∝ δ³ and F ∝ δ² as the pair approaches the cutoff from inside
-    assert 500 < float(e_in[1e-3] / e_in[1e-4]) < 2000
+        assert float(e_out) == float(e_far)
+        np.testing.assert_array_equal(f_out, f_far)
+    assert 500 < e_in[1e-3] / e_in[1e-4] < 2000
     assert 50 < f_in[1e-3] / f_in[1e-4] < 200
-    rs = np.linspace(0.45, 0.65, 401)
+    assert 50 < f_moving[1e-3] / f_moving[1e-4] < 200
+    rs = np.linspace(0.45, 0.65, n_grid)
     es = np.array([float(at(r)[0]) for r in rs])
     # no jump or kink anywhere on a fine grid across the cutoff: second differences stay small
     assert np.max(np.abs(np.diff(es, 2))) < 0.1 * np.max(np.abs(np.diff(es)))
 
 
-def test_finite_differences_match_autodiff_forces(x64):
-    model, params, pos, box, species, _ = _setup64(5)
+@pytest.mark.parametrize("family", SMOOTH_FAMILIES)
+def test_finite_differences_match_autodiff_forces(family, x64):
+    model, params, pos, box, species, _ = setup64(family, 5)
     norm = Normalisation(41.0, -5.0)
     e = jax.jit(energy_fn(model, norm))
     f = np.asarray(jax.jit(forces_fn(model, norm))(params, pos, box, species))
@@ -273,8 +333,8 @@ def test_finite_differences_match_autodiff_forces(x64):
     rng = np.random.default_rng(0)
     for atom, axis in zip(rng.integers(0, N, 6), rng.integers(0, 3, 6), strict=True):
         step = jnp.zeros_like(pos).at[atom, axis].set(h)
-        fd = -(float(e(params, pos + step, box, species)) - float(e(params, pos - step, box,
-                                                                      species))) / (2 * h)
+        fd = -(float(e(params, pos + step, box, species))
+               - float(e(params, pos - step, box, species))) / (2 * h)
         assert abs(fd - f[atom, axis]) < 1e-6 * max(abs(f[atom, axis]), 1e-3 * np.abs(f).max())
 
 

@@ -19,13 +19,6 @@ CUTOFF = 0.8  # nm
 DENSITY = 19.8  # atoms per nm³: liquid argon at 100 K
 
 
-@pytest.fixture
-def x64():
-    """Run a test body with 64-bit JAX, restoring the global setting afterwards."""
-    with jax.enable_x64(True):
-        yield
-
-
 def random_frame(seed, box_nm, density=DENSITY):
     box_nm = np.asarray(box_nm, dtype=np.float64)
     n = int(round(density * np.prod(box_nm)))
@@ -280,3 +273,37 @@ def test_count_pairs_in_row_blocks_matches_brute_force():
     d -= box * np.round(d / box)
     expected = int(np.triu(np.sum(d * d, axis=-1) < CUTOFF**2, k=1).sum())
     assert space.count_pairs(pos[None], box[None], CUTOFF)[0] == expected
+
+
+@pytest.mark.parametrize("n", [40, 50_000])  # one int32 key i·n + j; a two-key sort past 46340
+def test_sorted_pairs_orders_by_i_then_j_in_both_sort_branches(n):
+    rng = np.random.default_rng(7)
+    capacity, n_pairs = 64, 50
+    a = rng.integers(0, n, capacity).astype(np.int32)
+    b = (a + rng.integers(1, n, capacity)) % n  # b != a
+    i, j, mask = map(np.asarray, jax.jit(space._sorted_pairs, static_argnums=(3, 4))(
+        jnp.asarray(a), jnp.asarray(b, jnp.int32), n_pairs, n, capacity))
+    lo, hi = np.minimum(a, b)[:n_pairs], np.maximum(a, b)[:n_pairs]
+    order = np.lexsort((hi, lo))
+    assert i.dtype == j.dtype == np.int32
+    assert np.array_equal(mask, np.arange(capacity) < n_pairs)
+    assert np.array_equal(i[:n_pairs], lo[order]) and np.array_equal(j[:n_pairs], hi[order])
+    assert not i[n_pairs:].any() and not j[n_pairs:].any()
+
+
+def test_cell_tables_hold_each_cell_atoms_in_ascending_order():
+    pos, box = random_frame(4, (2.5, 2.6, 2.7))
+    p, b = jnp.asarray(pos, jnp.float32), jnp.asarray(box, jnp.float32)
+    per_axis, grid_ok = space._cell_grid(b, CUTOFF, 64)
+    cell_id = np.asarray(space._flat_cell_id(space._bin_atoms(p, b, per_axis), per_axis))
+    cap = max_cell_count(pos, box, CUTOFF)
+    table, table_nm, cells_ok = map(np.asarray, space._cell_tables(p, cell_id, 64, cap))
+    assert bool(grid_ok) and bool(cells_ok) and np.array_equal(np.asarray(per_axis), [3, 3, 3])
+    n = len(pos)
+    for c in range(27):
+        atoms = np.flatnonzero(cell_id == c)
+        assert np.array_equal(table[c, : atoms.size], atoms) and np.all(table[c, atoms.size :] == n)
+        assert np.array_equal(table_nm[:, c, : atoms.size], np.asarray(p)[atoms].T)
+    assert np.all(table[27:] == n)
+    _, _, cells_ok = space._cell_tables(p, cell_id, 64, cap - 1)
+    assert not bool(cells_ok)

@@ -11,9 +11,11 @@ import copy
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import jsonschema
@@ -23,18 +25,18 @@ from forcematch.errors import ForcematchError
 from forcematch.units import cubic_box_length_nm
 
 # Which config sections each stage depends on: a stage reruns only when these change.
+# Validation depends on the model through its input (the trained model directory), not on the
+# train sections. The workflow narrows further: each training run gets its own slice
+# (`forcematch.sweep.run_slice`), and `stage_config(config, "diagnose")` keeps only the entries
+# of the model families and losses the diagnostic trains (`forcematch.sweep.DIAGNOSE_RUNS`).
 STAGE_SECTIONS = {
     "simulate": ("system", "simulate"),
     "dataset": ("system", "simulate", "split"),
     "train": ("system", "simulate", "split", "train", "train_by_model", "train_by_run", "model"),
-    "validate": ("system", "simulate", "split", "train", "train_by_model", "train_by_run",
-                 "model", "validate"),
+    "validate": ("system", "simulate", "split", "validate"),
     "diagnose": ("system", "simulate", "split", "train", "train_by_model", "train_by_run",
                  "model", "validate", "diagnose"),
 }
-
-
-LOSSES = ("joint", "force", "energy")
 
 
 @cache
@@ -43,36 +45,125 @@ def schema() -> dict:
     return yaml.safe_load(text)
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
-    parts = [str(p) for p in error.absolute_path]
+@cache
+def model_families() -> tuple[str, ...]:
+    """The model families, as the schema's `$defs/model_family` lists them."""
+    return tuple(schema()["$defs"]["model_family"]["enum"])
+
+
+def _is_integer(checker, instance) -> bool:
+    """A Python int: not a bool, and not a float such as 8.0 (JSON Schema counts 8.0)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_number(checker, instance) -> bool:
+    """An int or a finite float: not a bool, NaN or ±inf."""
+    if isinstance(instance, bool):
+        return False
+    return isinstance(instance, int) or (isinstance(instance, float) and math.isfinite(instance))
+
+
+# Draft 2020-12 with the stricter `integer` and `number` above.
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_integer, "number": _is_number}
+    ),
+)
+
+
+@cache
+def _validator(definition: str | None = None) -> jsonschema.protocols.Validator:
+    """A validator of the whole schema, or of its `$defs/<definition>`."""
+    root = schema()
+    if definition is None:
+        return _Validator(root)
+    return _Validator({"$defs": root["$defs"], "$ref": f"#/$defs/{definition}"})
+
+
+def _key_path(error: jsonschema.ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    parts = [*prefix, *(str(p) for p in error.absolute_path)]
     return ".".join(parts) if parts else "<top level>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
-    path = _key_path(error)
+def _describe(error: jsonschema.ValidationError, prefix: tuple[str, ...] = ()) -> str:
+    """One line naming the key (`prefix` + the error's path) and what is wrong with it."""
+    path = _key_path(error, prefix)
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        where = f"in '{path}'" if error.absolute_path else "at the top level"
+        where = f"in '{path}'" if prefix or error.absolute_path else "at the top level"
         return (
             f"unknown config key {', '.join(repr(k) for k in extra)} {where}; "
             f"known keys: {', '.join(allowed)}"
         )
     if error.validator == "type":
+        types = error.validator_value
+        types = " or ".join(types) if isinstance(types, list) else types
+        value = error.instance
+        note = ""
+        if isinstance(value, float) and not math.isfinite(value):
+            note = " (NaN and infinities are refused)"
         return (
-            f"config key '{path}' must be of type {error.validator_value}, "
-            f"got {error.instance!r} ({type(error.instance).__name__})"
+            f"config key '{path}' must be of type {types}, "
+            f"got {value!r} ({type(value).__name__}){note}"
         )
-    return f"config key '{path}': {error.message}"
+    why = error.schema.get("description") if "then" in error.schema_path else None
+    return f"config key '{path}': {error.message}" + (f" ({why})" if why else "")
+
+
+def _check(instance: Any, definition: str | None, prefix: tuple[str, ...], source: str) -> None:
+    """Raise ForcematchError naming the first offending key of `instance` (by key path)."""
+    errors = _validator(definition).iter_errors(instance)
+    first = min(errors, key=lambda e: [str(p) for p in e.absolute_path], default=None)
+    if first is not None:
+        raise ForcematchError(f"{source}: {_describe(first, prefix)}")
+
+
+def _resolve(node: dict) -> dict:
+    """`node`, or the `$defs` entry its local `$ref` ("#/$defs/<name>") points to."""
+    while "$ref" in node:
+        node = schema()["$defs"][node["$ref"].removeprefix("#/$defs/")]
+    return node
 
 
 def _fill_defaults(instance: dict, node: dict) -> None:
-    """Insert schema defaults into `instance` in place, recursing into object sections."""
-    for key, sub in node.get("properties", {}).items():
+    """Insert schema defaults into `instance` in place, recursing into the objects named under
+    `properties` (following `$ref`s), never into `additionalProperties`: the overrides of
+    train_by_model and train_by_run name only what they change."""
+    for key, sub in _resolve(node).get("properties", {}).items():
         if key not in instance and "default" in sub:
             instance[key] = copy.deepcopy(sub["default"])
-        if isinstance(instance.get(key), dict) and sub.get("type") == "object":
+        if isinstance(instance.get(key), dict):
             _fill_defaults(instance[key], sub)
+
+
+def _settings(definition: str, values: Any, prefix: tuple[str, ...], source: str) -> dict:
+    """A checked deep copy of `values` (None: {}) with the defaults of `$defs/<definition>`."""
+    if values is None:
+        values = {}
+    data = copy.deepcopy(dict(values) if isinstance(values, Mapping) else values)
+    _check(data, definition, prefix, source)
+    _fill_defaults(data, schema()["$defs"][definition])
+    return data
+
+
+def model_settings(family: str, values: dict | None, *, source: str = "model") -> dict:
+    """The complete options of model `family`: `values` (missing keys: the schema's defaults)
+    checked against `$defs/model_<family>`, as a new plain dict. ForcematchError names the key
+    (`model.<family>.<key>`) or, for an unknown family, lists the known ones."""
+    if family not in model_families():
+        raise ForcematchError(
+            f"{source}: unknown model {family!r}; known models: {', '.join(model_families())}"
+        )
+    return _settings(f"model_{family}", values, ("model", family), source)
+
+
+def train_settings(values: Mapping | None, *, source: str = "train") -> MappingProxyType:
+    """The complete options of a training run: `values` (missing keys: the schema's defaults)
+    checked against `$defs/train_options`, as a read-only mapping. ForcematchError names the
+    key (`train.<key>`)."""
+    return MappingProxyType(_settings("train_options", values, ("train",), source))
 
 
 def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> dict[str, Any]:
@@ -80,10 +171,7 @@ def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> di
     config = copy.deepcopy(raw) if raw else {}
     if not isinstance(config, dict):
         raise ForcematchError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
-    validator = jsonschema.Draft202012Validator(schema())
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        raise ForcematchError(f"{source}: {_describe(errors[0])}")
+    _check(config, None, (), source)
     _fill_defaults(config, schema())
     check_derived(config, source=source)
     return config
@@ -156,8 +244,18 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
-    """The sections of `config` that `stage` depends on."""
-    return {key: config[key] for key in STAGE_SECTIONS[stage]}
+    """The sections of `config` that `stage` depends on.
+
+    For "diagnose", train_by_model, train_by_run and model keep only the entries of the runs
+    it trains (`forcematch.sweep.DIAGNOSE_RUNS`). The same function makes the slice the workflow
+    writes and the hash a stage records, so the two agree.
+    """
+    sliced = {key: config[key] for key in STAGE_SECTIONS[stage]}
+    if stage == "diagnose":
+        from forcematch.sweep import DIAGNOSE_RUNS, restrict_runs  # sweep imports this module
+
+        sliced = restrict_runs(sliced, DIAGNOSE_RUNS)
+    return sliced
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -181,75 +279,3 @@ def write_if_changed(path: str | Path, config: dict[str, Any]) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
-
-
-def loss_label(train_config: dict[str, Any]) -> str:
-    """'energy', 'force' or 'joint' from the loss weights."""
-    if train_config["energy_weight"] == 0:
-        return "force"
-    if train_config["force_weight"] == 0:
-        return "energy"
-    return "joint"
-
-
-def run_name(config: dict[str, Any]) -> str:
-    """Directory name of the training run a config describes: {model}-{loss}-n{n_train|all}."""
-    train = config["train"]
-    n = train["n_train"] if train["n_train"] is not None else "all"
-    return f"{train['model']}-{loss_label(train)}-n{n}"
-
-
-def run_config(
-    config: dict[str, Any], model: str | None, loss: str | None, n_train: str | int | None
-) -> dict[str, Any]:
-    """The config of one training run of a sweep: model, loss and training-set size overridden.
-
-    Settings apply in order: train, train_by_model[model], the loss, train_by_run[model-loss].
-    loss 'force' zeroes train.energy_weight, 'energy' zeroes train.force_weight, 'joint' keeps
-    both. A training subset of n frames trains for train.epochs x (all frames / n) epochs,
-    capped at train.max_epochs, so small sets get a comparable number of optimiser steps.
-    """
-    train = dict(config["train"])
-    if model is not None:
-        train["model"] = model
-    train.update(config["train_by_model"].get(train["model"], {}))
-    if loss is not None:
-        if loss not in LOSSES:
-            raise ForcematchError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
-        if loss == "force":
-            train["energy_weight"] = 0.0
-        elif loss == "energy":
-            train["force_weight"] = 0.0
-        elif loss_label(train) != "joint":
-            raise ForcematchError(
-                "loss 'joint' needs train.energy_weight and train.force_weight both > 0"
-            )
-    train.update(config["train_by_run"].get(f"{train['model']}-{loss_label(train)}", {}))
-    if n_train is not None and n_train != "all":
-        n = int(n_train)
-        simulate, split = config["simulate"], config["split"]
-        n_all = (simulate["replicas"] - split["val_replicas"] - split["test_replicas"]) * (
-            simulate["frames_per_replica"])
-        train["n_train"] = n
-        if n < n_all:
-            base_epochs = train["epochs"]
-            train["epochs"] = min(math.ceil(train["epochs"] * n_all / n), train["max_epochs"])
-            train["epochs"] = max(train["epochs"], base_epochs)
-    elif n_train == "all":
-        train["n_train"] = None
-    return validate_config(config | {"train": train}, source=f"run {model}-{loss}-n{n_train}")
-
-
-def sweep_runs(config: dict[str, Any]) -> list[str]:
-    """Run names of the sweep (models x losses x training-set sizes); each one validated."""
-    sweep = config["sweep"]
-    train = config["train"]
-    models = sweep["models"] or [train["model"]]
-    losses = sweep["losses"] or [loss_label(train)]
-    sizes = sweep["n_train"] or [train["n_train"] if train["n_train"] is not None else "all"]
-    names = []
-    for model in models:
-        for loss in losses:
-            for n in sizes:
-                names.append(run_name(run_config(config, model, loss, n)))
-    return names

@@ -175,23 +175,55 @@ def cell_neighbour_pairs(
     n = positions_nm.shape[0]
     n_stencil = len(_HALF_STENCIL)
     box_nm = jnp.asarray(box_nm)
+    per_axis, grid_ok = _cell_grid(box_nm, cutoff_nm, max_cells)
+    cell = _bin_atoms(positions_nm, box_nm, per_axis)
+    cell_id = _flat_cell_id(cell, per_axis)
+    table, table_nm, cells_ok = _cell_tables(positions_nm, cell_id, max_cells, cell_capacity)
+    nbr, within = _half_stencil_within(
+        positions_nm, box_nm, cutoff_nm, cell, per_axis, table, table_nm
+    )
+
+    # Compact the candidates within r_c to `capacity` slots, in (atom, stencil cell, slot)
+    # order: `_compact_bits` packs them into words and needs no O(N·14·C) scatter.
+    rows, col, n_pairs = _compact_bits(within.reshape(n * n_stencil, cell_capacity), capacity)
+    a = rows // n_stencil
+    b = table[nbr.reshape(-1)[rows], col]
+    i, j, mask = _sorted_pairs(a, b, n_pairs, n, capacity)
+    overflow = (n_pairs > capacity) | ~grid_ok | ~cells_ok
+    return i, j, mask, overflow
+
+
+def _cell_grid(box_nm, cutoff_nm, max_cells: int):
+    """Cells per axis [3] int32 (edge ≥ cutoff, at least 1) and `grid_ok` (bool scalar): every
+    axis holds ≥ 3 cells and the grid ≤ `max_cells`. box_nm [3] (nm)."""
     per_axis = jnp.floor(box_nm / (cutoff_nm * (1 + _CELL_SLACK))).astype(jnp.int32)  # [3]
     grid_ok = jnp.all(per_axis >= 3) & (jnp.prod(per_axis) <= max_cells)
-    per_axis = jnp.maximum(per_axis, 1)
+    return jnp.maximum(per_axis, 1), grid_ok
 
-    # Bin atoms: wrapped fractional coordinates -> cell (cx, cy, cz) -> flat id.
+
+def _bin_atoms(positions_nm, box_nm, per_axis):
+    """Cell (cx, cy, cz) [N, 3] int32 of each atom, from its wrapped fractional coordinates."""
     frac = positions_nm / box_nm
     frac = frac - jnp.floor(frac)
-    cell = jnp.clip(jnp.floor(frac * per_axis).astype(jnp.int32), 0, per_axis - 1)  # [N, 3]
+    return jnp.clip(jnp.floor(frac * per_axis).astype(jnp.int32), 0, per_axis - 1)
 
-    def flat_id(c):  # [..., 3] -> [...]
-        return (c[..., 0] * per_axis[1] + c[..., 1]) * per_axis[2] + c[..., 2]
 
-    cell_id = flat_id(cell)  # [N]
+def _flat_cell_id(cell, per_axis):
+    """Flat (row-major) cell ids [...] of cells (cx, cy, cz) [..., 3] in a grid `per_axis` [3]."""
+    return (cell[..., 0] * per_axis[1] + cell[..., 1]) * per_axis[2] + cell[..., 2]
+
+
+def _cell_tables(positions_nm, cell_id, max_cells: int, cell_capacity: int):
+    """Cell tables of N atoms with flat cell ids `cell_id` [N].
+
+    Returns (table [M, C] int32: atom indices ascending, N in empty slots; table_nm [3, M, C]:
+    their positions (nm), 0 in empty slots; cells_ok: no cell holds more than C atoms), with
+    M = `max_cells`, C = `cell_capacity`. Atoms of cells past M are dropped (`_cell_grid`
+    flags that grid).
+    """
+    n = positions_nm.shape[0]
     counts = jnp.zeros(max_cells, jnp.int32).at[cell_id].add(1, mode="drop")
     cells_ok = jnp.max(counts) <= cell_capacity
-
-    # Cell tables [M, C]: atom indices (ascending; n in empty slots) and positions [3, M, C].
     order = jnp.argsort(cell_id, stable=True)
     sorted_id = cell_id[order]
     starts = jnp.cumsum(counts) - counts
@@ -200,9 +232,19 @@ def cell_neighbour_pairs(
     table = table.at[sorted_id, slot].set(order.astype(jnp.int32), mode="drop")
     table_nm = jnp.zeros((3, max_cells, cell_capacity), positions_nm.dtype)
     table_nm = table_nm.at[:, sorted_id, slot].set(positions_nm[order].T, mode="drop")
+    return table, table_nm, cells_ok
 
-    # Candidates [N, 14, C]: the atoms of the 14 half-stencil cells of each atom's cell.
-    nbr = flat_id(jnp.mod(cell[:, None, :] + jnp.asarray(_HALF_STENCIL), per_axis))  # [N, 14]
+
+def _half_stencil_within(positions_nm, box_nm, cutoff_nm, cell, per_axis, table, table_nm):
+    """Candidates of each atom: the atoms of the 14 half-stencil cells of its cell `cell` [N, 3].
+
+    Returns (nbr [N, 14] flat ids of those cells, within [N, 14, C] bool: the candidate in
+    `table[nbr]` is a real atom, of higher index in the atom's own cell, closer than the cutoff).
+    """
+    n = positions_nm.shape[0]
+    n_stencil, max_cells = len(_HALF_STENCIL), table.shape[0]
+    nbr = _flat_cell_id(jnp.mod(cell[:, None, :] + jnp.asarray(_HALF_STENCIL), per_axis),
+                        per_axis)  # [N, 14]
     nbr = jnp.clip(nbr, 0, max_cells - 1)
     cand = table[nbr]
     own_cell = (jnp.arange(n_stencil) == 0)[None, :, None]
@@ -212,16 +254,13 @@ def cell_neighbour_pairs(
         d = positions_nm[:, axis, None, None] - table_nm[axis][nbr]
         d = d - box_nm[axis] * jnp.round(d / box_nm[axis])
         r2 = r2 + d * d
-    within = valid & (r2 < cutoff_nm * cutoff_nm)  # [N, 14, C]
+    return nbr, valid & (r2 < cutoff_nm * cutoff_nm)  # [N, 14, C]
 
-    # Compact the candidates within r_c to `capacity` slots, in (atom, stencil cell, slot)
-    # order: `_compact_bits` packs them into words and needs no O(N·14·C) scatter.
-    rows, col, n_pairs = _compact_bits(within.reshape(n * n_stencil, cell_capacity), capacity)
-    a = rows // n_stencil
-    b = table[nbr.reshape(-1)[rows], col]
+
+def _sorted_pairs(a, b, n_pairs, n: int, capacity: int):
+    """(i [P] int32, j [P] int32, mask [P]) of the pairs {a, b} [P] in the first `n_pairs`
+    slots, i < j, sorted by (i, j) as the dense list is; padding sorts last, then is (0, 0)."""
     slots = jnp.arange(capacity, dtype=jnp.int32)
-
-    # Sort by (i, j): the dense list's order. Padding sorts last, then becomes (0, 0).
     mask = slots < n_pairs
     i = jnp.where(mask, jnp.minimum(a, b), n)
     j = jnp.where(mask, jnp.maximum(a, b), n)
@@ -232,8 +271,7 @@ def cell_neighbour_pairs(
         i, j = jax.lax.sort((i, j), num_keys=2)
     i = jnp.where(mask, i, 0).astype(jnp.int32)
     j = jnp.where(mask, j, 0).astype(jnp.int32)
-    overflow = (n_pairs > capacity) | ~grid_ok | ~cells_ok
-    return i, j, mask, overflow
+    return i, j, mask
 
 
 def _pack_bits(flags, chunks: int = 4):

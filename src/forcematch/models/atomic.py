@@ -52,11 +52,10 @@ import jax
 import jax.numpy as jnp
 
 from forcematch import space
-from forcematch.errors import ForcematchError
-from forcematch.models.neighbours import NeighbourListModel
-from forcematch.models.pair import ACTIVATIONS, MLP, gaussian_basis, merge_config
+from forcematch.models.base import NeighbourListModel, poison_on_overflow
+from forcematch.models.layers import ACTIVATIONS, MLP, gaussian_basis
 
-L_MAX_SUPPORTED = 4
+L_MAX_SUPPORTED = 4  # `real_harmonics` degrees: the config schema's maximum of model.atomic.l_max
 
 
 def real_harmonics(u, l_max: int):
@@ -91,42 +90,12 @@ class AtomicModel(NeighbourListModel):
     """Atom-centred network potential; see the module docstring. Implements `EnergyModel`."""
 
     name = "atomic"
-    DEFAULTS: dict = {
-        "n_radial": 24,  # radial symmetry functions (Gaussians × cutoff envelope)
-        "n_angular": 2,  # radial channels of the angular moments
-        "l_max": 2,  # highest Legendre degree of the angular moments (0: radial only; ≤ 4)
-        "r_min_nm": 0.25,  # first Gaussian centre (nm); the last is at the cutoff
-        "hidden": [32, 32],  # widths of the per-atom network's hidden layers
-        "activation": "silu",  # one of pair.ACTIVATIONS (smooth)
-        "n_species": 1,  # 1: species ignored; S: species-resolved sums, one output per species
-    }
 
     def __init__(self, config: dict, cutoff_nm: float, capacity: int | None = None):
-        cfg = merge_config(self.name, self.DEFAULTS, config)
-        try:
-            for key in ("n_radial", "n_angular", "l_max", "n_species"):
-                cfg[key] = int(cfg[key])
-            cfg["hidden"] = [int(h) for h in cfg["hidden"]]
-            cfg["r_min_nm"] = float(cfg["r_min_nm"])
-        except (TypeError, ValueError) as exc:
-            raise ForcematchError(f"bad atomic model option: {exc}") from exc
-        if cfg["activation"] not in ACTIVATIONS:
-            raise ForcematchError(
-                f"unknown activation {cfg['activation']!r}; known: {', '.join(ACTIVATIONS)}"
-            )
-        if cfg["n_radial"] < 1 or cfg["n_species"] < 1 or any(h < 1 for h in cfg["hidden"]):
-            raise ForcematchError(f"atomic model sizes must be positive, got {cfg}")
-        if not 0 <= cfg["l_max"] <= L_MAX_SUPPORTED:
-            raise ForcematchError(f"l_max must lie in 0 … {L_MAX_SUPPORTED}, got {cfg['l_max']}")
-        if cfg["n_angular"] < (1 if cfg["l_max"] > 0 else 0):
-            raise ForcematchError(f"n_angular must be >= 1 when l_max > 0, got {cfg}")
-        if not 0.0 <= cfg["r_min_nm"] < cutoff_nm:
-            raise ForcematchError(f"r_min_nm must lie in [0, cutoff), got {cfg['r_min_nm']}")
-        self.config = cfg
-        self.cutoff_nm = float(cutoff_nm)
-        self.capacity = None if capacity is None else int(capacity)
-        self._mlp = MLP(hidden=tuple(cfg["hidden"]), n_out=cfg["n_species"],
-                        activation=ACTIVATIONS[cfg["activation"]])
+        """`config`: the complete `model.atomic` options (`config.model_settings`)."""
+        super().__init__(config, cutoff_nm, capacity)
+        self._mlp = MLP(hidden=tuple(config["hidden"]), n_out=config["n_species"],
+                        activation=ACTIVATIONS[config["activation"]])
         self._descriptors_jit = jax.jit(self.descriptors)  # for init (compiled once per shape)
 
     @property
@@ -141,9 +110,7 @@ class AtomicModel(NeighbourListModel):
         """Raw (unstandardised) descriptors D [N, n_descriptors] and the overflow flag."""
         cfg, n = self.config, positions_nm.shape[0]
         s = cfg["n_species"]
-        cap = self._capacity(n)
-        i, j, mask, overflow = space.neighbour_pairs(
-            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
+        i, j, mask, overflow = self._pairs(positions_nm, box_nm)
         d = space.displacement(positions_nm[i], positions_nm[j], box_nm)  # r_i − r_j, [P,3]
         r2 = jnp.where(mask, jnp.sum(d * d, axis=-1), jnp.asarray(self.cutoff_nm**2, d.dtype))
         r = jnp.sqrt(r2)  # masked before the sqrt: padded slots sit at the cutoff
@@ -220,13 +187,9 @@ class AtomicModel(NeighbourListModel):
         raw, overflow = self.descriptors(positions_nm, box_nm, species)
         out = self._nn(params, raw)  # [N, S]
         iso = self._nn(params, jnp.zeros((1, raw.shape[1]), raw.dtype))  # [1, S]
-        if self.config["n_species"] == 1:
-            sp = jnp.zeros(n, jnp.int32)
-        else:
-            sp = jnp.asarray(species, jnp.int32)
+        sp = self._species_index(species, n)
         e = jnp.take_along_axis(out - iso, sp[:, None], axis=1)[:, 0] + params["atom_energy"][sp]
-        # Never silently wrong: an overflowing list poisons the energies and their gradient.
-        return e + jnp.where(overflow, jnp.nan, 0.0).astype(e.dtype) * jnp.sum(positions_nm)
+        return poison_on_overflow(e, overflow, positions_nm)
 
     def energy(self, params, positions_nm, box_nm, species):
         """Σ_i E_i (model units); NaN (and NaN gradient) on neighbour overflow."""

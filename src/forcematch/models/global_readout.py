@@ -17,58 +17,25 @@ shrinks with its correlation (figure `collapse`). Do not use it as a potential.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
-import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from forcematch import space
-from forcematch.models.pair import ACTIVATIONS, MLP, merge_config
+from forcematch.models.base import NeighbourListModel, poison_on_overflow
+from forcematch.models.layers import ACTIVATIONS, MLP
 
 
-class EdgeNetwork(nn.Module):
-    """Dense layers on raw displacements; default (non-zero) initialisation throughout."""
-
-    widths: Sequence[int]
-    activation: Callable = jax.nn.silu
-
-    @nn.compact
-    def __call__(self, x):
-        for width in self.widths:
-            x = self.activation(nn.Dense(width)(x))
-        return x
-
-
-class GlobalReadoutModel:
+class GlobalReadoutModel(NeighbourListModel):
     """Implements `models.EnergyModel`; see the module docstring."""
 
     name = "global_readout"
-    # space.neighbour_pairs method: "auto" (dense list for small systems, cell list for
-    # large ones: same pairs, cost O(N)), "dense" or "cell". Not a hyper-parameter.
-    neighbour_method = "auto"
-    DEFAULTS: dict = {
-        "edge_hidden": [16, 16],  # widths of the edge network on raw (dx, dy, dz)
-        "readout_hidden": [16],  # widths of the global readout network
-        "activation": "silu",
-    }
 
     def __init__(self, config: dict, cutoff_nm: float, capacity: int | None = None):
-        cfg = merge_config(self.name, self.DEFAULTS, config)
-        cfg["edge_hidden"] = [int(h) for h in cfg["edge_hidden"]]
-        cfg["readout_hidden"] = [int(h) for h in cfg["readout_hidden"]]
-        self.config = cfg
-        self.cutoff_nm = float(cutoff_nm)
-        self.capacity = None if capacity is None else int(capacity)
-        act = ACTIVATIONS[cfg["activation"]]
-        self._edge = EdgeNetwork(widths=tuple(cfg["edge_hidden"]), activation=act)
-        self._readout = MLP(hidden=tuple(cfg["readout_hidden"]), n_out=1, activation=act)
-
-    def _pairs(self, positions_nm, box_nm):
-        n = positions_nm.shape[0]
-        cap = self.capacity if self.capacity is not None else n * (n - 1) // 2
-        return space.neighbour_pairs(
-            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
+        """`config`: the complete `model.global_readout` options (`config.model_settings`)."""
+        super().__init__(config, cutoff_nm, capacity)
+        act = ACTIVATIONS[config["activation"]]
+        # Dense layers on raw displacements, default (non-zero) initialisation throughout.
+        self._edge = MLP(hidden=tuple(config["edge_hidden"]), n_out=None, activation=act)
+        self._readout = MLP(hidden=tuple(config["readout_hidden"]), n_out=1, activation=act)
 
     def init(self, rng, positions_nm, box_nm, species):
         del species
@@ -86,7 +53,4 @@ class GlobalReadoutModel:
         h = self._edge.apply(params["edge"], d) + self._edge.apply(params["edge"], -d)
         pooled = jnp.sum(jnp.where(mask[:, None], h, 0.0), axis=0)
         e = self._readout.apply(params["readout"], pooled)[0]
-        return e + jnp.where(overflow, jnp.nan, 0.0).astype(e.dtype) * jnp.sum(positions_nm)
-
-    def overflow(self, positions_nm, box_nm):
-        return self._pairs(positions_nm, box_nm)[3]
+        return poison_on_overflow(e, overflow, positions_nm)

@@ -32,17 +32,8 @@ import jax
 import jax.numpy as jnp
 
 from forcematch import space
-from forcematch.errors import ForcematchError
-from forcematch.models.neighbours import NeighbourListModel
-from forcematch.models.pair import ACTIVATIONS, BASES, MLP, merge_config
-
-
-def shifted_softplus(x):
-    """SchNet's ssp(x) = softplus(x) − log 2 (smooth, ssp(0) = 0)."""
-    return jax.nn.softplus(x) - jnp.log(2.0).astype(jnp.result_type(x))
-
-
-MPNN_ACTIVATIONS: dict[str, Callable] = {"ssp": shifted_softplus, **ACTIVATIONS}
+from forcematch.models.base import NeighbourListModel, poison_on_overflow
+from forcematch.models.layers import ACTIVATIONS, BASES, MLP
 
 
 class _Network(nn.Module):
@@ -78,63 +69,24 @@ class MPNNModel(NeighbourListModel):
     """SchNet-like message passing; see the module docstring. Implements `models.EnergyModel`."""
 
     name = "mpnn"
-    DEFAULTS: dict = {
-        "features": 16,  # atom feature width F
-        "n_interactions": 2,  # message-passing steps T
-        "n_basis": 16,  # radial basis functions
-        "basis": "gaussian",  # one of pair.BASES
-        "r_min_nm": 0.0,  # first Gaussian centre (nm); the last is at the cutoff
-        "filter_hidden": [16],  # hidden widths of the (shared) filter MLP
-        "readout_hidden": [16],  # hidden widths of the per-atom readout MLP
-        "activation": "ssp",  # one of MPNN_ACTIVATIONS (smooth only)
-        "n_species": 1,  # 1: species ignored; S: species must be 0 … S−1
-    }
 
     def __init__(self, config: dict, cutoff_nm: float, capacity: int | None = None):
-        cfg = merge_config(self.name, self.DEFAULTS, config)
-        try:
-            for key in ("features", "n_interactions", "n_basis", "n_species"):
-                cfg[key] = int(cfg[key])
-            for key in ("filter_hidden", "readout_hidden"):
-                cfg[key] = [int(h) for h in cfg[key]]
-            cfg["r_min_nm"] = float(cfg["r_min_nm"])
-        except (TypeError, ValueError) as exc:
-            raise ForcematchError(f"bad mpnn model option: {exc}") from exc
-        if cfg["activation"] not in MPNN_ACTIVATIONS:
-            raise ForcematchError(
-                f"unknown activation {cfg['activation']!r}; known: {', '.join(MPNN_ACTIVATIONS)}"
-            )
-        if cfg["basis"] not in BASES:
-            raise ForcematchError(f"unknown basis {cfg['basis']!r}; known: {', '.join(BASES)}")
-        sizes = [cfg[k] for k in ("features", "n_interactions", "n_basis", "n_species")]
-        if min(sizes + cfg["filter_hidden"] + cfg["readout_hidden"]) < 1:
-            raise ForcematchError(f"mpnn model sizes must be positive, got {cfg}")
-        if not 0.0 <= cfg["r_min_nm"] < cutoff_nm:
-            raise ForcematchError(f"r_min_nm must lie in [0, cutoff), got {cfg['r_min_nm']}")
-        self.config = cfg
-        self.cutoff_nm = float(cutoff_nm)
-        self.capacity = None if capacity is None else int(capacity)
+        """`config`: the complete `model.mpnn` options (`config.model_settings("mpnn", ...)`)."""
+        super().__init__(config, cutoff_nm, capacity)
         self._net = _Network(
-            features=cfg["features"],
-            n_interactions=cfg["n_interactions"],
-            filter_hidden=tuple(cfg["filter_hidden"]),
-            readout_hidden=tuple(cfg["readout_hidden"]),
-            n_species=cfg["n_species"],
-            activation=MPNN_ACTIVATIONS[cfg["activation"]],
+            features=config["features"],
+            n_interactions=config["n_interactions"],
+            filter_hidden=tuple(config["filter_hidden"]),
+            readout_hidden=tuple(config["readout_hidden"]),
+            n_species=config["n_species"],
+            activation=ACTIVATIONS[config["activation"]],
         )
-        self._basis = BASES[cfg["basis"]]
+        self._basis = BASES[config["basis"]]
 
     # -- helpers ---------------------------------------------------------------------------
-    def _atom_type(self, species, n_atoms: int):
-        if self.config["n_species"] == 1:
-            return jnp.zeros(n_atoms, jnp.int32)
-        return jnp.asarray(species, jnp.int32)
-
     def _graph(self, positions_nm, box_nm):
         """Pairs (i, j [P]), radial basis [P,K], envelope [P] (0 on padding), overflow."""
-        cap = self._capacity(positions_nm.shape[0])
-        i, j, mask, overflow = space.neighbour_pairs(
-            positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
+        i, j, mask, overflow = self._pairs(positions_nm, box_nm)
         r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
         basis = self._basis(r, self.config["n_basis"], self.config["r_min_nm"], self.cutoff_nm)
         env = jnp.where(mask, space.smooth_cutoff(r, self.cutoff_nm), jnp.zeros_like(r))
@@ -166,14 +118,13 @@ class MPNNModel(NeighbourListModel):
             env = jnp.where(pair, space.smooth_cutoff(r, self.cutoff_nm), 0.0)
             n_bar = jnp.sum(env) / n_atoms
         else:
-            i, j, mask, _ = space.neighbour_pairs(
-                positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
+            i, j, mask, _ = self._pairs(positions_nm, box_nm)
             r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
             env = jnp.where(mask, space.smooth_cutoff(r, self.cutoff_nm), 0.0)
             n_bar = 2.0 * jnp.sum(env) / n_atoms  # each half-list pair counts for both atoms
         inv = jnp.where(n_bar > 0, 1.0 / jnp.maximum(n_bar, 1e-6), 1.0).astype(jnp.float32)
         i, j, basis, env, _ = self._graph(positions_nm, box_nm)
-        net = self._net.init(rng, self._atom_type(species, n_atoms), basis, env, i, j, inv)
+        net = self._net.init(rng, self._species_index(species, n_atoms), basis, env, i, j, inv)
         return {
             "net": net,
             "atom_energy": jnp.zeros(self.config["n_species"], jnp.float32),
@@ -185,12 +136,11 @@ class MPNNModel(NeighbourListModel):
         neighbour overflow."""
         n_atoms = positions_nm.shape[0]
         i, j, basis, env, overflow = self._graph(positions_nm, box_nm)
-        atom_type = self._atom_type(species, n_atoms)
+        atom_type = self._species_index(species, n_atoms)
         inv = jax.lax.stop_gradient(params["inv_neighbours"]).astype(basis.dtype)
         eps = self._net.apply(params["net"], atom_type, basis, env, i, j, inv)
         eps = eps + params["atom_energy"][atom_type]
-        # Never silently wrong: an overflowing list poisons the energies and their gradients.
-        return eps + jnp.where(overflow, jnp.nan, 0.0).astype(eps.dtype) * jnp.sum(positions_nm)
+        return poison_on_overflow(eps, overflow, positions_nm)
 
     def energy(self, params, positions_nm, box_nm, species):
         """Σ_i (ε_i + b_{s_i}) (model units, scalar); NaN (and NaN gradient) on overflow."""

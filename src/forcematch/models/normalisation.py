@@ -1,0 +1,92 @@
+"""The normalisation wrapper: physical energies and forces from a model's raw energy.
+
+    total_energy [kJ/mol] = energy_scale * model.energy(...) + n_atoms * energy_shift_per_atom
+    forces [kJ/mol/nm]     = -jax.grad(total_energy)(positions)
+
+Convention: `energy_scale` = training-set force RMS (kJ/mol/nm) × 1 nm, so the raw model's
+gradient with respect to positions (in nm) has RMS ≈ 1, and per-pair/per-atom raw outputs are
+O(0.01-1); `energy_shift_per_atom` = training-set mean energy per atom (kJ/mol), so the raw
+model need not learn the large constant part of the energy. Both are stored with checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import jax
+import jax.numpy as jnp
+
+from forcematch.models.base import EnergyModel, Params
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """Maps model units to kJ/mol: E = energy_scale * raw + n_atoms * energy_shift_per_atom."""
+
+    energy_scale: float = 1.0  # kJ/mol per model unit (force RMS in kJ/mol/nm × 1 nm)
+    energy_shift_per_atom: float = 0.0  # kJ/mol per atom
+
+    @classmethod
+    def from_stats(cls, stats: dict) -> Normalisation:
+        """From `train.dataset_stats` output (force RMS and mean energy per atom)."""
+        scale = float(stats["force_rms_kJ_mol_nm"])
+        if not (math.isfinite(scale) and scale > 0):
+            scale = 1.0
+        return cls(scale, float(stats["energy_per_atom_mean_kJ_mol"]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Normalisation:
+        return cls(float(d["energy_scale"]), float(d["energy_shift_per_atom"]))
+
+
+def energy_fn(model: EnergyModel, norm: Normalisation):
+    """f(params, positions [N,3], box [3], species [N]) -> total energy (kJ/mol)."""
+
+    def total_energy(params, positions_nm, box_nm, species):
+        raw = model.energy(params, positions_nm, box_nm, species)
+        n_atoms = positions_nm.shape[0]
+        return norm.energy_scale * raw + n_atoms * norm.energy_shift_per_atom
+
+    return total_energy
+
+
+def forces_fn(model: EnergyModel, norm: Normalisation):
+    """f(params, positions [N,3], box [3], species [N]) -> forces [N,3] (kJ/mol/nm) = -∇E."""
+    grad = jax.grad(energy_fn(model, norm), argnums=1)
+
+    def forces(params, positions_nm, box_nm, species):
+        return -grad(params, positions_nm, box_nm, species)
+
+    return forces
+
+
+def energy_and_forces_fn(model: EnergyModel, norm: Normalisation):
+    """f(params, positions [N,3], box [3], species [N]) -> (E kJ/mol, F [N,3] kJ/mol/nm)."""
+    vg = jax.value_and_grad(energy_fn(model, norm), argnums=1)
+
+    def energy_and_forces(params, positions_nm, box_nm, species):
+        e, g = vg(params, positions_nm, box_nm, species)
+        return e, -g
+
+    return energy_and_forces
+
+
+def predict_fn(model: EnergyModel, norm: Normalisation):
+    """Batched f(params, positions [B,N,3], box [B,3], species [N]) -> (E [B], F [B,N,3]).
+
+    Not jitted: wrap it in `jax.jit` (or call it inside a jitted function).
+    """
+    ef = energy_and_forces_fn(model, norm)
+    return jax.vmap(ef, in_axes=(None, 0, 0, None))
+
+
+def cast_params(params: Params, dtype) -> Params:
+    """Params with every floating leaf cast to `dtype` (e.g. jnp.float64 under x64)."""
+    return jax.tree.map(
+        lambda p: jnp.asarray(p, dtype) if jnp.issubdtype(jnp.result_type(p), jnp.floating) else p,
+        params,
+    )
