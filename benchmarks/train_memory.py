@@ -5,8 +5,8 @@ frames: the first `--frames` are the 1x training set, the last 200 the validatio
 set repeats the 1x frames `--factor` times, each copy rigidly translated by a random vector
 (positions wrapped into the box): forces and energies are unchanged by a translation, so every
 label stays exact. Each case trains the default pair model for one epoch in a fresh process
-(as `forcematch train` does: the H5MD files read whole into TrainData, or opened as
-`batches.H5MDSource` with `train.stream_from_hdf5`) and reports its peak resident memory
+(as `forcematch train` does: the H5MD files read whole into `Frames`, or opened as
+`data.sources.H5MDSource` with `--stream-from-hdf5`) and reports its peak resident memory
 (getrusage ru_maxrss: arrays of JAX's CPU backend live in the process, so they count). On Linux
 a process starts with its parent's peak as its ru_maxrss (kept across fork and exec), so the
 datasets are made in a subprocess too and this script's own process stays small (printed).
@@ -35,31 +35,29 @@ def child(mode: str, train_path: str, val_path: str, out_dir: str) -> None:
     from forcematch.cli import limit_threads
 
     limit_threads(1)
-    from forcematch.batches import H5MDSource
     from forcematch.config import validate_config
+    from forcematch.data.sources import H5MDSource
     from forcematch.h5md import read_h5md
-    from forcematch.train import TrainData, train
+    from forcematch.training import train
 
     config = validate_config({})
     cfg = config["train"] | {"epochs": 1}
     imported = peak_rss_mib()
     t0 = time.perf_counter()
+    # Computed once beside the data, as the dataset stage writes stats.json.
+    stats = json.loads(Path(train_path).with_suffix(".stats.json").read_text())
     if mode == "streamed":
         with H5MDSource(train_path) as tr, H5MDSource(val_path) as va:
             final = train(tr, va, cfg, {}, config["system"]["cutoff_nm"], out_dir,
-                          progress=lambda _: None)
+                          stats=stats, progress=lambda _: None)
     else:
-        splits = []
-        for path in (train_path, val_path):
-            t = read_h5md(path)
-            splits.append(TrainData(t.positions_nm, t.box_nm, t.forces_kJ_mol_nm,
-                                    t.potential_energy_kJ_mol, t.species))
-        final = train(*splits, cfg, {}, config["system"]["cutoff_nm"], out_dir,
+        splits = [read_h5md(path) for path in (train_path, val_path)]
+        final = train(*splits, cfg, {}, config["system"]["cutoff_nm"], out_dir, stats=stats,
                       progress=lambda _: None)
     print(json.dumps({"imported_mib": imported, "peak_mib": peak_rss_mib(),
                       "wall_s": time.perf_counter() - t0,
                       "frames_per_s": final["frames_per_s"],
-                      "val_force_rmse_kJ_mol_nm": final["val_force_rmse_kJ_mol_nm"]}))
+                      "val_force_rmse_kJ_mol_nm": final["val_force_rmse"]}))
 
 
 def make_datasets(tmp: Path, frames: int, factor: int) -> None:
@@ -67,8 +65,10 @@ def make_datasets(tmp: Path, frames: int, factor: int) -> None:
     import numpy as np
 
     from forcematch.config import validate_config
-    from forcematch.h5md import Trajectory, read_h5md, write_h5md
-    from forcematch.simulate import run_replica
+    from forcematch.data.frames import Frames
+    from forcematch.data.stats import statistics
+    from forcematch.h5md import read_h5md, write_h5md
+    from forcematch.reference import run_replica
 
     config = validate_config({"simulate": {"frames_per_replica": frames + 200,
                                            "equilibration_steps": 2000}})
@@ -79,14 +79,16 @@ def make_datasets(tmp: Path, frames: int, factor: int) -> None:
     copies = []
     for k in range(factor):
         shift = rng.uniform(0, 1, 3) * base.box_nm[0] if k else np.zeros(3)
-        copies.append(Trajectory(
+        copies.append(Frames(
             positions_nm=(base.positions_nm + shift) % base.box_nm[:, None, :],
             forces_kJ_mol_nm=base.forces_kJ_mol_nm,
             potential_energy_kJ_mol=base.potential_energy_kJ_mol, box_nm=base.box_nm,
             step=base.step + k * (base.step[-1] + 1), time_ps=base.time_ps,
             species=base.species, masses_amu=base.masses_amu))
-    write_h5md(tmp / "train_1x.h5", base, {})
-    write_h5md(tmp / f"train_{factor}x.h5", Trajectory.concatenate(copies), {})
+    big = Frames.concatenate(copies)
+    for name, frames_ in (("train_1x", base), (f"train_{factor}x", big)):
+        write_h5md(tmp / f"{name}.h5", frames_, {})
+        (tmp / f"{name}.stats.json").write_text(json.dumps(statistics(frames_)))
     write_h5md(tmp / "val.h5", val, {})
 
 

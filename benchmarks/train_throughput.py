@@ -16,8 +16,9 @@ from pathlib import Path
 
 from forcematch.config import validate_config
 from forcematch.h5md import read_h5md
-from forcematch.simulate import run_replica
-from forcematch.train import TrainData, load_checkpoint, train
+from forcematch.potential import load_model
+from forcematch.reference import run_replica
+from forcematch.training import train
 
 SIZES = {"hidden [16, 16]": [16, 16], "hidden [32, 32]": [32, 32], "hidden [64, 64]": [64, 64]}
 
@@ -32,10 +33,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run_replica(config, 0, tmp / "replica.h5", progress=None)
-        traj = read_h5md(tmp / "replica.h5")
-        data = TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
-                         traj.potential_energy_kJ_mol, traj.species)
-        train_data, val_data = data.subset(slice(0, args.frames)), data.subset(slice(-200, None))
+        data = read_h5md(tmp / "replica.h5")
+        train_data, val_data = data.select(slice(0, args.frames)), data.select(slice(-200, None))
         print(f"{args.frames} frames of 100 atoms, batch {args.batch_size}, one epoch, "
               f"force + energy loss")
         baseline = None
@@ -46,7 +45,7 @@ def main() -> None:
                                              "val_frames": 64},
                           {"hidden": hidden}, config["system"]["cutoff_nm"], out,
                           progress=lambda _: None)
-            model = load_checkpoint(out / "model")
+            model = load_model(out / "model")
             model.predict(val_data.positions_nm[:64], val_data.box_nm[:64])  # compile
             t0 = time.perf_counter()
             model.predict(train_data.positions_nm, train_data.box_nm)

@@ -33,7 +33,8 @@ TINY = ROOT / "tests" / "config" / "tiny.yaml"
 
 @dataclass
 class Tiny:
-    """Real outputs of the tiny config: replicas, dataset splits and a trained model."""
+    """Real outputs of the tiny config: replicas, dataset splits (the session's `tiny_data`)
+    and a model trained on them by `forcematch train`."""
 
     root: Path
     config: Path
@@ -53,17 +54,12 @@ def run(argv: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Tiny:
-    root = tmp_path_factory.mktemp("tiny")
-    config = Path(shutil.copy(TINY, root / "config.yaml"))
-    replicas = [root / f"replica_{k}.h5" for k in range(3)]
-    for k, path in enumerate(replicas):
-        assert run(["simulate", "--config", config, "--replica", k, "--out", path]) == 0
-    assert run(["dataset", "--config", config, "--inputs", *replicas, "--out-dir",
-                root / "dataset"]) == 0
-    assert run(["train", "--config", config, "--dataset-dir", root / "dataset", "--out-dir",
-                root / "train"]) == 0
-    return Tiny(root, config, replicas, root / "dataset", root / "train" / "model")
+def tiny(tiny_data, tmp_path_factory) -> Tiny:
+    root = tmp_path_factory.mktemp("tiny_model")
+    assert run(["train", "--config", tiny_data.config, "--dataset-dir", tiny_data.dataset,
+                "--out-dir", root / "train"]) == 0
+    return Tiny(tiny_data.root, tiny_data.config, tiny_data.replicas, tiny_data.dataset,
+                root / "train" / "model")
 
 
 @pytest.fixture(autouse=True)

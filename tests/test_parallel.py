@@ -19,10 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from forcematch.config import load_config
-from forcematch.dataset import build_dataset
-from forcematch.simulate import run_replica
-
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
 # Relative tolerances, float32 round-off grown over 20 Adam steps. Measured: total and force
@@ -34,18 +30,17 @@ RTOL_ENERGY = 1e-4
 CHILD = textwrap.dedent("""
     import json, sys
     import jax
-    from forcematch.batches import H5MDSource
+    from forcematch.data.sources import H5MDSource
     from forcematch.errors import ForcematchError
     from forcematch.h5md import read_h5md
-    from forcematch.train import TrainData, train
+    from forcematch.training import train
 
     dataset, out = sys.argv[1], sys.argv[2]
     assert jax.device_count() == 2, jax.devices()
+    stats = json.load(open(f"{dataset}/stats.json"))["train"]
 
     def load(name):
-        t = read_h5md(f"{dataset}/{name}.h5")
-        return TrainData(t.positions_nm, t.box_nm, t.forces_kJ_mol_nm,
-                         t.potential_energy_kJ_mol, t.species)
+        return read_h5md(f"{dataset}/{name}.h5")
 
     cfg = {"epochs": 4, "batch_size": 8, "val_frames": 16, "energy_weight": 0.1,
            "checkpoint_every_steps": 100}
@@ -53,16 +48,17 @@ CHILD = textwrap.dedent("""
     lines = {}
     for run, devices in (("two", None), ("one", 1)):  # None: all local devices
         lines[run] = []
-        train(load("train"), load("val"), dict(cfg, devices=devices), model, 0.55,
-              f"{out}/{run}", progress=lines[run].append)
+        train(load("train"), load("val"), cfg, model, 0.55, f"{out}/{run}", stats=stats,
+              devices=devices, progress=lines[run].append)
     with H5MDSource(f"{dataset}/train.h5") as tr, H5MDSource(f"{dataset}/val.h5") as va:
         lines["two_streamed"] = []
-        train(tr, va, cfg, model, 0.55, f"{out}/two_streamed",
+        train(tr, va, cfg, model, 0.55, f"{out}/two_streamed", stats=stats,
               progress=lines["two_streamed"].append)
     errors = []
-    for bad in ({"batch_size": 7}, {"devices": 3}):
+    for bad, devices in (({"batch_size": 7}, None), ({}, 3)):
         try:
-            train(load("train"), load("val"), dict(cfg, **bad), model, 0.55, f"{out}/bad")
+            train(load("train"), load("val"), dict(cfg, **bad), model, 0.55, f"{out}/bad",
+                  stats=stats, devices=devices)
         except ForcematchError as exc:
             errors.append(str(exc))
     json.dump({"lines": lines, "errors": errors}, open(f"{out}/child.json", "w"))
@@ -70,14 +66,8 @@ CHILD = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    config = load_config(TINY)
-    replicas = [root / f"replica_{k}.h5" for k in range(3)]
-    for k, path in enumerate(replicas):
-        run_replica(config, k, path, progress=None)
-    build_dataset(config, replicas, root / "dataset", progress=lambda _: None)
-    return root / "dataset"
+def dataset(tiny_data) -> Path:
+    return tiny_data.dataset
 
 
 def read_rows(run: Path) -> list[dict]:
@@ -120,7 +110,7 @@ def test_two_devices_follow_one_device(dataset, tmp_path):
 
     assert report["errors"] == [
         "train.batch_size: a batch of 7 frames cannot be split evenly over 2 devices for "
-        "data-parallel training; use a multiple of 2 or set train.devices",
-        "train.devices = 3 but only 2 local JAX device(s) are available "
+        "data-parallel training; use a multiple of 2 or fewer devices (--devices)",
+        "--devices 3 but only 2 local JAX device(s) are available "
         "(cpu:0, cpu:1)",
     ]

@@ -2,9 +2,8 @@
 
 Real data: the tiny config simulated with OpenMM (3 replicas of 40 frames of 32 atoms) and
 split by `forcematch.dataset`. Streamed and in-memory training must give the same parameters
-bit for bit (same batches, same float32 inputs, statistics replayed in numpy's summation
-order); the final metrics over all validation frames are running sums when streamed, equal
-to 1e-9 relative.
+bit for bit (same batches, same float32 inputs, the dataset stage's statistics); the final
+metrics over all validation frames are the same running sums in both modes.
 """
 
 from __future__ import annotations
@@ -21,16 +20,13 @@ import numpy as np
 import pytest
 
 from forcematch import cli
-from forcematch.batches import H5MDSource, PairwiseSum, Prefetcher, scan
-from forcematch.config import load_config
-from forcematch.dataset import build_dataset
+from forcematch.data.sources import H5MDSource
+from forcematch.data.stats import scan, statistics
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md
-from forcematch.simulate import run_replica
-from forcematch.train import TrainData, dataset_stats, train
+from forcematch.training import train
+from forcematch.training.batches import Prefetcher
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "config" / "tiny.yaml"
 CFG = {"epochs": 3, "batch_size": 8, "val_frames": 16, "n_train": 32,
        "checkpoint_every_steps": 3}
 MODEL_CFG = {"n_basis": 8, "hidden": [8, 8]}
@@ -38,20 +34,14 @@ RUN_KEYS = ("wall_s", "train_s", "frames_per_s", "provenance", "streamed")
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    config = load_config(TINY)
-    replicas = [root / f"replica_{k}.h5" for k in range(3)]
-    for k, path in enumerate(replicas):
-        run_replica(config, k, path, progress=None)
-    build_dataset(config, replicas, root / "dataset", progress=lambda _: None)
-    return root / "dataset"
+def dataset(tiny_data) -> Path:
+    return tiny_data.dataset
 
 
-def in_memory(path: Path) -> TrainData:
-    traj = read_h5md(path)
-    return TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
-                     traj.potential_energy_kJ_mol, traj.species)
+@pytest.fixture(scope="module")
+def stats(dataset) -> dict:
+    """The training split's statistics, computed once by the dataset stage."""
+    return json.loads((dataset / "stats.json").read_text())["train"]
 
 
 def params_of(model_dir: Path):
@@ -68,35 +58,25 @@ def rows_without_wall_time(run: Path) -> list[str]:
     return [row.rsplit(",", 1)[0] for row in (run / "metrics.csv").read_text().splitlines()]
 
 
-def test_pairwise_sum_replays_numpy_sum():
-    rng = np.random.default_rng(0)
-    for n in (0, 1, 7, 129, 1000, 65_537, 300_001):
-        values = rng.normal(size=n) * rng.lognormal(size=n)
-        total = PairwiseSum(n, leaf=1024)
-        for piece in np.array_split(values, 7):
-            total.add(piece)
-        assert total.total() == float(np.sum(values)), n
-
-
-def test_scan_equals_in_memory_fingerprint_and_stats(dataset):
-    data = in_memory(dataset / "train.h5")
+def test_scan_equals_in_memory_fingerprint_and_stats_are_the_dataset_stages(dataset, stats):
+    data = read_h5md(dataset / "train.h5")
     frames = np.array([1, 2, 3, 10, 17, 33, 39])
     with H5MDSource(dataset / "train.h5") as source:
-        for src, ref in ((source, data), (source.subset(frames), data.subset(frames))):
-            sha256, stats = scan(src, "training", stats=True)
-            assert sha256 == ref.fingerprint()
-            assert stats == dataset_stats(ref)  # bit for bit
+        for src, ref in ((source, data), (source.subset(frames), data.select(frames))):
+            assert scan(src, "training") == ref.fingerprint()
         np.testing.assert_array_equal(source.read(frames[::-1]).forces_kJ_mol_nm,
                                       data.forces_kJ_mol_nm[frames[::-1]])
+    # computed once, by the dataset stage, from the same frames
+    assert {k: v for k, v in stats.items() if k != "replicas"} == statistics(data)
 
 
-def test_streamed_training_equals_in_memory(dataset, tmp_path):
+def test_streamed_training_equals_in_memory(dataset, stats, tmp_path):
     """Same parameters and per-epoch metrics bit for bit; also across a kill and a resume in
     the other mode (the prefetch thread stops when training is interrupted)."""
-    train_mem, val_mem = in_memory(dataset / "train.h5"), in_memory(dataset / "val.h5")
+    train_mem, val_mem = read_h5md(dataset / "train.h5"), read_h5md(dataset / "val.h5")
     lines = []
     final_mem = train(train_mem, val_mem, CFG, MODEL_CFG, 0.55, tmp_path / "memory",
-                      progress=lines.append)
+                      stats=stats, progress=lines.append)
     assert "in memory" in lines[0]
 
     class Killed(Exception):
@@ -111,15 +91,15 @@ def test_streamed_training_equals_in_memory(dataset, tmp_path):
     with H5MDSource(dataset / "train.h5") as tr, H5MDSource(dataset / "val.h5") as va:
         streamed_lines = []
         final_stream = train(tr, va, CFG, MODEL_CFG, 0.55, tmp_path / "streamed",
-                             progress=streamed_lines.append)
+                             stats=stats, progress=streamed_lines.append)
         assert f"streamed from {dataset / 'train.h5'}" in streamed_lines[0]
         with pytest.raises(Killed):
             train(tr, va, CFG, MODEL_CFG, 0.55, tmp_path / "resumed",
-                  progress=kill_after_epoch_1)
+                  stats=stats, progress=kill_after_epoch_1)
     assert threading.active_count() == threads  # no prefetch thread left behind
     lines.clear()
     final_resumed = train(train_mem, val_mem, CFG, MODEL_CFG, 0.55, tmp_path / "resumed",
-                          progress=lines.append)
+                          stats=stats, progress=lines.append)
     assert lines[0].startswith("resuming") and "step 4/" in lines[0]
 
     for run, final in (("streamed", final_stream), ("resumed", final_resumed)):
@@ -128,20 +108,22 @@ def test_streamed_training_equals_in_memory(dataset, tmp_path):
             tmp_path / run)
         assert final["n_train_frames"] == 32 and final["devices"] == 1
         for key, value in final_mem.items():
-            if key.startswith("val_"):  # running sums over all 40 frames when streamed
+            if key.startswith("val_"):  # the same chunked running sums in both modes
                 assert final[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+                assert final[key] == value, key
             elif key not in RUN_KEYS:
                 assert final[key] == value, key
     assert final_stream["streamed"] and not final_mem["streamed"]
 
 
-def test_cli_stream_from_hdf5_trains_the_same_model(dataset, tmp_path):
-    config = tmp_path / "config.yaml"
-    shutil.copy(TINY, config)
-    for extra, out in (([], "memory"), (["--stream-from-hdf5"], "streamed")):
+def test_cli_stream_from_hdf5_trains_the_same_model(tiny_data, dataset, tmp_path):
+    config = tiny_data.config
+    for extra, out in (([], "memory"), (["--stream-from-hdf5"], "streamed"),
+                       (["--stream-from-hdf5", "1", "--devices", "0"], "streamed_1")):
         assert cli.main(["train", "--config", str(config), "--dataset-dir", str(dataset),
                          "--out-dir", str(tmp_path / out), *extra]) == 0
     assert_same_params(tmp_path / "memory" / "model", tmp_path / "streamed" / "model")
+    assert_same_params(tmp_path / "memory" / "model", tmp_path / "streamed_1" / "model")
     final = json.loads((tmp_path / "streamed" / "final_metrics.json").read_text())
     assert final["streamed"] is True
 
@@ -165,7 +147,7 @@ def corrupt_copy(src: Path, dst: Path, frame: int) -> Path:
     return dst
 
 
-def test_read_error_in_the_prefetch_thread_names_the_file(dataset, tmp_path):
+def test_read_error_in_the_prefetch_thread_names_the_file(dataset, stats, tmp_path):
     bad = corrupt_copy(dataset / "train.h5", tmp_path / "corrupt.h5", frame=21)
     threads = threading.active_count()
     with H5MDSource(bad) as source:
@@ -184,7 +166,7 @@ def test_read_error_in_the_prefetch_thread_names_the_file(dataset, tmp_path):
     with H5MDSource(bad) as tr, H5MDSource(dataset / "val.h5") as va:
         with pytest.raises(ForcematchError, match=r"corrupt\.h5: HDF5 read error"):
             train(tr, va, dict(CFG, n_train=None), MODEL_CFG, 0.55, tmp_path / "run",
-                  progress=lambda _: None)
+                  stats=stats, progress=lambda _: None)
 
 
 def test_prefetcher_order_errors_and_early_close():

@@ -11,15 +11,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from forcematch.config import schema, train_settings
+from forcematch.data.frames import Frames
+from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
-from forcematch.train import (
-    TRAIN_DEFAULTS,
-    TrainData,
-    dataset_stats,
-    load_checkpoint,
-    resolve_train_config,
-    train,
-)
+from forcematch.potential import load_model
+from forcematch.training import train
 
 BOX = 1.2  # nm, 32 atoms: close to liquid argon's density
 CUTOFF = 0.55  # nm
@@ -50,7 +47,7 @@ def lj_energy_forces(pos, box, r_on=0.45, r_c=CUTOFF):
     return energy, forces
 
 
-def lj_frames(n_frames: int, seed: int) -> TrainData:
+def lj_frames(n_frames: int, seed: int) -> Frames:
     """Jittered FCC frames of 32 atoms in a 1.2 nm box with their LJ energies and forces."""
     cell = np.array([[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]])
     lattice = (np.array(list(itertools.product(range(2), repeat=3)))[:, None] + cell).reshape(
@@ -59,8 +56,8 @@ def lj_frames(n_frames: int, seed: int) -> TrainData:
     box = np.full(3, BOX)
     pos = (lattice + rng.normal(0, 0.025, (n_frames, N, 3))) % BOX
     ef = [lj_energy_forces(p, box) for p in pos]
-    return TrainData(pos, box, np.array([f for _, f in ef]), np.array([e for e, _ in ef]),
-                     np.zeros(N, np.int32))
+    return Frames(pos, np.array([f for _, f in ef]), np.array([e for e, _ in ef]), box,
+                  np.zeros(N, np.int32))
 
 
 TRAIN_CFG = {"epochs": 24, "batch_size": 8, "learning_rate": 1e-2, "val_frames": 16,
@@ -104,24 +101,29 @@ def test_reference_forces_are_minus_energy_gradient():
 
 
 def test_dataset_stats(data):
-    stats = dataset_stats(data[0])
+    stats = statistics(data[0])
     f = data[0].forces_kJ_mol_nm
     assert stats["force_std_kJ_mol_nm"] == pytest.approx(f.std())
     assert stats["force_rms_kJ_mol_nm"] == pytest.approx(np.sqrt((f**2).mean()))
-    assert stats["energy_per_atom_mean_kJ_mol"] == pytest.approx(data[0].energy_kJ_mol.mean() / N)
-    assert stats["energy_per_atom_std_kJ_mol"] == pytest.approx(data[0].energy_kJ_mol.std() / N)
+    energy = data[0].potential_energy_kJ_mol
+    assert stats["energy_per_atom_mean_kJ_mol"] == pytest.approx(energy.mean() / N)
+    assert stats["energy_per_atom_std_kJ_mol"] == pytest.approx(energy.std() / N)
     assert stats["n_frames"] == 64 and stats["n_atoms"] == N
 
 
-def test_train_config_defaults_and_errors():
-    cfg = resolve_train_config({})
-    assert cfg == TRAIN_DEFAULTS
-    with pytest.raises(ForcematchError, match="known: .*batch_size"):
-        resolve_train_config({"batchsize": 4})
+def test_train_config_defaults_and_errors(tmp_path):
+    cfg = train_settings({})
+    options = schema()["$defs"]["train_options"]["properties"]
+    assert dict(cfg) == {key: spec["default"] for key, spec in options.items()}
+    with pytest.raises(TypeError):
+        cfg["epochs"] = 3  # frozen: training receives a read-only, fully resolved mapping
+    with pytest.raises(ForcematchError, match="known.*batch_size"):
+        train_settings({"batchsize": 4})
     with pytest.raises(ForcematchError, match="learning_rate"):
-        resolve_train_config({"learning_rate": -1.0})
+        train_settings({"learning_rate": -1.0})
     with pytest.raises(ForcematchError, match="both 0"):
-        resolve_train_config({"energy_weight": 0, "force_weight": 0})
+        train(lj_frames(8, 0), lj_frames(4, 1), {"energy_weight": 0, "force_weight": 0},
+              MODEL_CFG, CUTOFF, tmp_path)
 
 
 def test_training_reduces_force_error_and_writes_metrics(trained, data):
@@ -142,23 +144,23 @@ def test_training_reduces_force_error_and_writes_metrics(trained, data):
 def test_checkpoint_round_trip_predictions(trained, data):
     out, metrics, _ = trained
     val = data[1]
-    model = load_checkpoint(out / "model")
+    model = load_model(out / "model")
     assert model.model_name == "pair" and model.model_config["hidden"] == [16, 16]
     assert model.train_config["epochs"] == 24 and model.n_atoms == N
     e, f = model.predict(val.positions_nm, val.box_nm)
     assert e.shape == (24,) and f.shape == (24, N, 3)
     # the metrics computed in training from in-memory parameters, reproduced from disk
     rmse = np.sqrt(np.mean((f - val.forces_kJ_mol_nm) ** 2))
-    assert rmse == pytest.approx(metrics["val_force_rmse_kJ_mol_nm"], rel=1e-6)
-    mae = np.mean(np.abs(e - val.energy_kJ_mol)) / N
-    assert mae == pytest.approx(metrics["val_energy_mae_per_atom_kJ_mol"], rel=1e-4, abs=1e-7)
+    assert rmse == pytest.approx(metrics["val_force_rmse"], rel=1e-6)
+    mae = np.mean(np.abs(e - val.potential_energy_kJ_mol)) / N
+    assert mae == pytest.approx(metrics["val_energy_mae_per_atom"], rel=1e-4, abs=1e-7)
     # single-frame functions agree with the batched ones; the last checkpoint holds the same
     # parameters (the model differs only by the refitted energy shift)
     np.testing.assert_allclose(model.forces(val.positions_nm[3], val.box_nm[3]), f[3],
                                rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(float(model.energy(val.positions_nm[3], val.box_nm[3])), e[3],
                                rtol=1e-6)
-    last = load_checkpoint(out / "checkpoint")
+    last = load_model(out / "checkpoint")
     _, f2 = last.predict(val.positions_nm, val.box_nm)
     np.testing.assert_array_equal(f2, f)
     assert model.norm.energy_scale == last.norm.energy_scale
@@ -166,20 +168,20 @@ def test_checkpoint_round_trip_predictions(trained, data):
 
 def test_float64_energy_matches_and_finite_differences(trained, data):
     out, _, _ = trained
-    model = load_checkpoint(out / "model")
+    model = load_model(out / "model")
     pos, box = data[1].positions_nm[0], data[1].box_nm[0]
     with pytest.raises(ForcematchError, match="x64"):
-        model.energy_fn_float64(pos, box)
+        model.energy_float64(pos, box)
     with jax.enable_x64(True):
-        e64 = model.energy_fn_float64(pos, box)
+        e64 = model.energy_float64(pos, box)
         assert e64.dtype == jnp.float64
         assert float(e64) == pytest.approx(float(model.energy(pos, box)), rel=1e-5)
-        grad = np.asarray(jax.grad(model.energy_fn_float64)(jnp.asarray(pos), jnp.asarray(box)))
+        grad = np.asarray(jax.grad(model.energy_float64)(jnp.asarray(pos), jnp.asarray(box)))
         h = 1e-5
         step = np.zeros_like(pos)
         step[4, 1] = h
-        fd = (float(model.energy_fn_float64(pos + step, box))
-              - float(model.energy_fn_float64(pos - step, box))) / (2 * h)
+        fd = (float(model.energy_float64(pos + step, box))
+              - float(model.energy_float64(pos - step, box))) / (2 * h)
         assert fd == pytest.approx(grad[4, 1], rel=1e-6, abs=1e-9 * np.abs(grad).max())
 
 
@@ -206,7 +208,7 @@ def test_resume_after_kill_equals_uninterrupted_run(trained, data, tmp_path):
     full, resumed = params_of(out_full / "model"), params_of(tmp_path / "model")
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(a, b)
-    assert metrics["val_force_rmse_kJ_mol_nm"] == metrics_full["val_force_rmse_kJ_mol_nm"]
+    assert metrics["val_force_rmse"] == metrics_full["val_force_rmse"]
     rows_full, rows = read_metrics(out_full / "metrics.csv"), read_metrics(tmp_path / "metrics.csv")
     assert len(rows) == 24
     for a, b in zip(rows_full, rows, strict=True):
@@ -243,7 +245,7 @@ def test_divergence_raises_naming_epoch_and_step(data, tmp_path):
 
 
 def test_non_finite_data_raises_naming_frame(data, tmp_path):
-    bad = data[0].subset(slice(None))  # a copy
+    bad = data[0].select(slice(None))  # a copy
     bad.forces_kJ_mol_nm[17, 3, 1] = np.inf
     with pytest.raises(ForcematchError, match="training data: non-finite forces in frame 17"):
         train(bad, data[1], TRAIN_CFG, MODEL_CFG, CUTOFF, tmp_path)
@@ -254,6 +256,6 @@ def test_n_train_subset_is_seeded(data, tmp_path):
     m1 = train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path / "a", progress=lambda _: None)
     m2 = train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path / "b", progress=lambda _: None)
     assert m1["n_train_frames"] == 20 and m1["steps"] == 5
-    assert m1["val_force_rmse_kJ_mol_nm"] == m2["val_force_rmse_kJ_mol_nm"]
+    assert m1["val_force_rmse"] == m2["val_force_rmse"]
     with pytest.raises(ForcematchError, match="n_train"):
         train(*data, dict(cfg, n_train=65), MODEL_CFG, CUTOFF, tmp_path / "c")

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from forcematch.metrics import accuracy
 from forcematch.validate import (
-    accuracy,
     fd_samples,
     finite_difference_errors,
     net_force,

@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from forcematch.config import LOSSES, run_config, run_name
 from forcematch.errors import ForcematchError
+from forcematch.sweep import LOSSES, run_config, run_name
 
 
 def limit_threads(threads: int) -> None:
@@ -100,7 +100,7 @@ def _cmd_write_stage_configs(args) -> None:
 
 def _cmd_simulate(args) -> None:
     from forcematch.config import load_config
-    from forcematch.simulate import run_replica
+    from forcematch.reference import run_replica
 
     config = load_config(args.config)
     n_replicas = config["simulate"]["replicas"]
@@ -120,43 +120,51 @@ def _cmd_dataset(args) -> None:
     build_dataset(config, inputs, _out_dir(args.out_dir))
 
 
+def _dataset_stats(dataset_dir: Path, expected_hash: str | None) -> dict:
+    """The training split's statistics from the dataset stage's stats.json."""
+    import json
+
+    from forcematch.provenance import require_same_origin
+
+    path = _existing_file(dataset_dir / "stats.json", "dataset statistics")
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ForcematchError(f"{path}: not readable JSON: {exc}") from exc
+    if not isinstance(stats, dict) or not isinstance(stats.get("train"), dict):
+        raise ForcematchError(f"{path}: no 'train' statistics (rerun the dataset stage)")
+    require_same_origin([(str(path), stats)], expected=expected_hash)
+    return stats["train"]
+
+
 def _cmd_train(args) -> None:
     limit_threads(args.threads)
     from contextlib import ExitStack
 
-    from forcematch.batches import H5MDSource
     from forcematch.config import config_hash, load_config, stage_config
+    from forcematch.data.sources import H5MDSource
     from forcematch.h5md import read_h5md, read_parameters
     from forcematch.provenance import provenance, require_same_origin
-    from forcematch.train import TrainData, train
+    from forcematch.training import train
 
     config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
     paths = _existing_splits(args.dataset_dir, ("train", "val"))
     dataset_hash = require_same_origin(
         [(str(p), read_parameters(p)) for p in paths],
         expected=config_hash(stage_config(config, "dataset")))
+    stats = _dataset_stats(paths[0].parent, dataset_hash)
     model_name = config["train"]["model"]
     record = provenance("train", config_hash(stage_config(config, "train")),
                         seeds={"train.seed": config["train"]["seed"]},
                         inputs={"dataset_config_hash": dataset_hash})
-    # Choices of how to run, not of the experiment: in the run's record, not the config hash.
-    train_config = dict(config["train"])
-    if args.stream_from_hdf5:
-        train_config["stream_from_hdf5"] = True
-    if args.devices is not None:
-        train_config["devices"] = args.devices
     with ExitStack() as stack:
-        splits = {}
-        for name, path in zip(("train", "val"), paths, strict=True):
-            if train_config["stream_from_hdf5"]:
-                splits[name] = stack.enter_context(H5MDSource(path))
-            else:
-                traj = read_h5md(path)
-                splits[name] = TrainData(traj.positions_nm, traj.box_nm, traj.forces_kJ_mol_nm,
-                                         traj.potential_energy_kJ_mol, traj.species)
-        train(splits["train"], splits["val"], train_config, config["model"].get(model_name, {}),
-              config["system"]["cutoff_nm"], _out_dir(args.out_dir),
-              restart_stale=args.restart_stale, provenance=record)
+        if args.stream_from_hdf5:
+            splits = [stack.enter_context(H5MDSource(path)) for path in paths]
+        else:
+            splits = [read_h5md(path) for path in paths]
+        train(*splits, config["train"], config["model"][model_name],
+              config["system"]["cutoff_nm"], _out_dir(args.out_dir), stats=stats,
+              devices=args.devices, restart_stale=args.restart_stale, provenance=record)
 
 
 def _cmd_validate(args) -> None:
@@ -192,68 +200,89 @@ def _cmd_figures(args) -> None:
                  diagnose_dir=args.diagnose_dir)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forcematch", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+def _flag(text: str) -> bool:
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"expected 0 or 1, got {text!r}")
+    return text == "1"
 
-    p = sub.add_parser("info", help="versions, JAX devices and OpenMM platforms")
-    p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("check-config", help="validate a config and print it with defaults filled")
-    p.add_argument("config")
-    p.set_defaults(func=_cmd_check_config)
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
-    p = sub.add_parser("stage-configs", help="write each stage's slice of the config as JSON")
-    p.add_argument("config")
-    p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_cmd_write_stage_configs)
 
-    p = sub.add_parser("simulate", help="sample one replica of the reference system with OpenMM")
+def _stage_parser(sub, name: str, func, help: str, *, dataset: bool = True,
+                  threads: bool = True) -> argparse.ArgumentParser:
+    """A subcommand with --config (and --dataset-dir, --out-dir, --threads)."""
+    p = sub.add_parser(name, help=help)
+    p.set_defaults(func=func)
     p.add_argument("--config", required=True)
-    p.add_argument("--replica", type=int, required=True)
-    p.add_argument("--out", required=True, help="H5MD file to write")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--platform", choices=["CPU", "Reference", "CUDA", "OpenCL"])
-    p.set_defaults(func=_cmd_simulate)
+    if dataset:
+        p.add_argument("--dataset-dir", required=True)
+        p.add_argument("--out-dir", required=True)
+    if threads:
+        p.add_argument("--threads", type=int, default=1,
+                       help="CPU threads (XLA, BLAS, OpenMM) this job may use")
+    return p
 
-    p = sub.add_parser("dataset", help="check replica files and split them by replica")
-    p.add_argument("--config", required=True)
-    p.add_argument("--inputs", nargs="+", required=True, help="replica files, replica 0 first")
-    p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=_cmd_dataset)
 
-    p = sub.add_parser("train", help="force-match a model on a dataset")
-    p.add_argument("--config", required=True)
-    p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--out-dir", required=True)
+def _add_train_parser(sub) -> None:
+    p = _stage_parser(sub, "train", _cmd_train, "force-match a model on a dataset")
     p.add_argument("--model", help="override train.model")
     p.add_argument("--loss", choices=LOSSES, help="override the loss weights")
     p.add_argument("--n-train", help="override train.n_train ('all' or a frame count)")
     p.add_argument("--restart-stale", action="store_true",
                    help="move a checkpoint of another config aside instead of refusing to start")
-    p.add_argument("--stream-from-hdf5", action="store_true",
+    # How to run, not what to train: outside the config and its hash.
+    p.add_argument("--stream-from-hdf5", nargs="?", const=1, default=0, type=_flag,
+                   metavar="0|1",
                    help="read mini-batches from the dataset files instead of loading every "
-                        "frame (train.stream_from_hdf5): flat memory, same parameters")
-    p.add_argument("--devices", type=int,
-                   help="override train.devices: data-parallel over this many local devices")
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=_cmd_train)
+                        "frame: flat memory, the same parameters bit for bit (a bare flag: 1)")
+    p.add_argument("--devices", type=_count, default=0, metavar="N",
+                   help="data-parallel training over the first N local JAX devices "
+                        "(0, the default: all)")
 
-    p = sub.add_parser("validate", help="validate the reference data or a trained model")
-    p.add_argument("--config", required=True)
-    p.add_argument("--dataset-dir", required=True)
+
+def _add_config_parsers(sub) -> None:
+    p = sub.add_parser("info", help="versions, JAX devices and OpenMM platforms")
+    p.set_defaults(func=_cmd_info)
+    p = sub.add_parser("check-config", help="validate a config and print it with defaults filled")
+    p.add_argument("config")
+    p.set_defaults(func=_cmd_check_config)
+    p = sub.add_parser("stage-configs", help="write each stage's slice of the config as JSON")
+    p.add_argument("config")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=_cmd_write_stage_configs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="forcematch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_config_parsers(sub)
+
+    p = _stage_parser(sub, "simulate", _cmd_simulate,
+                      "sample one replica of the reference system with OpenMM", dataset=False)
+    p.add_argument("--replica", type=int, required=True)
+    p.add_argument("--out", required=True, help="H5MD file to write")
+    p.add_argument("--platform", choices=["CPU", "Reference", "CUDA", "OpenCL"])
+
+    p = _stage_parser(sub, "dataset", _cmd_dataset,
+                      "check replica files and split them by replica", dataset=False,
+                      threads=False)
+    p.add_argument("--inputs", nargs="+", required=True, help="replica files, replica 0 first")
+    p.add_argument("--out-dir", required=True)
+
+    _add_train_parser(sub)
+    p = _stage_parser(sub, "validate", _cmd_validate,
+                      "validate the reference data or a trained model")
     p.add_argument("--model", help="trained model directory; omit to validate the reference")
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=_cmd_validate)
-
-    p = sub.add_parser("diagnose-collapse",
-                       help="training runs that show why force-only training can collapse")
-    p.add_argument("--config", required=True)
-    p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--out-dir", required=True)
-    p.add_argument("--threads", type=int, default=1)
-    p.set_defaults(func=_cmd_diagnose_collapse)
+    _stage_parser(sub, "diagnose-collapse", _cmd_diagnose_collapse,
+                  "training runs that show why force-only training can collapse")
 
     p = sub.add_parser("figures", help="draw the paper figures from validation and training")
     p.add_argument("--validate-dirs", nargs="+", required=True)

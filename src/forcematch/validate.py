@@ -14,36 +14,28 @@ the CSV files that the figures are drawn from:
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from forcematch.config import config_hash, loss_label, stage_config
+from forcematch.atomic import atomic_directory, write_json
+from forcematch.config import config_hash, stage_config
+from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.h5md import Trajectory, read_h5md, read_parameters
-from forcematch.provenance import provenance, require_same_origin, write_json
-from forcematch.units import KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
+from forcematch.h5md import read_h5md, read_parameters
+from forcematch.metrics import UNITS as METRIC_UNITS
+from forcematch.metrics import accuracy
+from forcematch.provenance import provenance, require_same_origin
+from forcematch.sweep import loss_label
 
 # U/N of OpenMM's LJ argon, N = 100, 0.8 nm cutoff switched from 0.7 nm, dispersion correction,
 # 100 K, rho* = 0.7818 (design.md); the full potential (Thol 2016 EOS) gives -5.566.
 U_PER_ATOM_EPS_EXPECTED = -5.59
 U_PER_ATOM_EPS_TOLERANCE = 0.05
 
-UNITS = {
-    "force_rmse": "kJ mol-1 nm-1",
-    "force_mae": "kJ mol-1 nm-1",
-    "force_rmse_rel": "1 (fraction of the test-set force std)",
-    "force_rmse_meV_A": "meV A-1",
-    "force_mae_meV_A": "meV A-1",
-    "force_std_test": "kJ mol-1 nm-1",
-    "force_std_ratio": "1 (std of predicted / true force components)",
-    "force_corr": "1 (Pearson correlation of force components)",
-    "energy_mae_per_atom": "kJ mol-1 (per atom)",
-    "energy_mae_per_atom_meV": "meV (per atom)",
-    "energy_rmse_per_atom": "kJ mol-1 (per atom)",
+UNITS = METRIC_UNITS | {
     "fd_max_rel_error": "1 (max over samples of |F_fd - F| / rms F, at the best step)",
     "fd_best_step_nm": "nm",
     "net_force_max": "kJ mol-1 nm-1",
@@ -62,37 +54,6 @@ UNITS = {
 def net_force(forces: np.ndarray) -> np.ndarray:
     """|sum_i F_i| per frame (kJ/mol/nm) for forces [T, N, 3]."""
     return np.linalg.norm(np.asarray(forces, dtype=np.float64).sum(axis=1), axis=-1)
-
-
-def accuracy(
-    energy_true: np.ndarray,
-    energy_pred: np.ndarray,
-    forces_true: np.ndarray,
-    forces_pred: np.ndarray,
-) -> dict[str, float]:
-    """Force and energy errors; energies [T] kJ/mol (totals), forces [T, N, 3] kJ/mol/nm."""
-    n_atoms = forces_true.shape[1]
-    df = (forces_pred - forces_true).ravel()
-    de_per_atom = (energy_pred - energy_true) / n_atoms
-    f_true, f_pred = forces_true.ravel(), forces_pred.ravel()
-    force_std = float(f_true.std())
-    force_rmse = float(np.sqrt(np.mean(df**2)))
-    force_mae = float(np.mean(np.abs(df)))
-    energy_mae = float(np.mean(np.abs(de_per_atom)))
-    return {
-        "force_rmse": force_rmse,
-        "force_mae": force_mae,
-        "force_rmse_rel": force_rmse / force_std,
-        "force_rmse_meV_A": force_rmse * KJ_MOL_NM_TO_MEV_A,
-        "force_mae_meV_A": force_mae * KJ_MOL_NM_TO_MEV_A,
-        "force_std_test": force_std,
-        "force_std_ratio": float(f_pred.std() / force_std),
-        # A collapsed model predicts constant (zero) forces: no correlation, not NaN.
-        "force_corr": float(np.corrcoef(f_true, f_pred)[0, 1]) if f_pred.std() > 0 else 0.0,
-        "energy_mae_per_atom": energy_mae,
-        "energy_mae_per_atom_meV": energy_mae * KJ_MOL_TO_MEV,
-        "energy_rmse_per_atom": float(np.sqrt(np.mean(de_per_atom**2))),
-    }
 
 
 def finite_difference_errors(
@@ -160,29 +121,13 @@ def u_per_atom_eps(
 # I/O at the edges
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    tmp.replace(path)
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    for key, value in payload.items():
-        if isinstance(value, float) and not np.isfinite(value) and not key.endswith("_sem"):
-            raise ForcematchError(f"{path}: metric '{key}' is {value}")
-    write_json(path, payload)
-
-
 def _net_force_rows(forces: np.ndarray) -> tuple[dict, list[dict]]:
     net = net_force(forces)
     rows = [{"frame": t, "net_force_kJ_mol_nm": float(v)} for t, v in enumerate(net)]
     return {"net_force_max": float(net.max()), "net_force_mean": float(net.mean())}, rows
 
 
-def _parity_rows(traj: Trajectory, energy_pred: np.ndarray, forces_pred: np.ndarray, rng):
+def _parity_rows(traj: Frames, energy_pred: np.ndarray, forces_pred: np.ndarray, rng):
     n = traj.n_atoms
     energy_rows = [
         {"energy_true_kJ_mol_per_atom": float(t / n), "energy_pred_kJ_mol_per_atom": float(p / n)}
@@ -197,6 +142,57 @@ def _parity_rows(traj: Trajectory, energy_pred: np.ndarray, forces_pred: np.ndar
     return energy_rows, force_rows
 
 
+def _write_outputs(out_dir: Path, metrics: dict, tables: dict[str, list[dict]],
+                   progress: Callable[[str], None]) -> None:
+    """metrics.json and one CSV per table, written as one directory that replaces `out_dir`
+    whole: a failed run never leaves new files beside old ones."""
+    for key, value in metrics.items():
+        if isinstance(value, float) and not np.isfinite(value) and not key.endswith("_sem"):
+            raise ForcematchError(f"{out_dir / 'metrics.json'}: metric '{key}' is {value}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(out_dir) as tmp:
+        for name, rows in tables.items():
+            with open(tmp / f"{name}.csv", "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        write_json(tmp / "metrics.json", metrics)
+    progress(f"net force max {metrics['net_force_max']:.2e} kJ/mol/nm; "
+             f"wrote {out_dir / 'metrics.json'}")
+
+
+def _fd_summary(energies_of_frame, frames: Frames, frame_ids, rng, vcfg: dict,
+                what: str, progress: Callable[[str], None]) -> tuple[dict, list[dict]]:
+    """FD errors over `frame_ids` of `frames`; `energies_of_frame(t)` gives (forces [N,3],
+    energies(stack [M,N,3]) -> [M]) of frame t, float64."""
+    errors = []
+    for t in frame_ids:
+        forces, energies = energies_of_frame(t)
+        samples = fd_samples(rng, frames.n_atoms, vcfg["fd_samples_per_frame"])
+        errors.append(finite_difference_errors(energies, frames.positions_nm[t], forces,
+                                               samples, vcfg["fd_steps_nm"]))
+    fd_metrics, fd_rows = summarise_fd(vcfg["fd_steps_nm"], np.concatenate(errors, axis=1))
+    progress(f"FD ({what}): best max rel error {fd_metrics['fd_max_rel_error']:.2e} "
+             f"at h = {fd_metrics['fd_best_step_nm']:g} nm")
+    return fd_metrics, fd_rows
+
+
+def _u_per_atom_metrics(splits: Sequence[Frames], epsilon_kJ_mol: float,
+                        progress: Callable[[str], None]) -> dict:
+    """U/N in ε over all frames of all splits, against the equation of state."""
+    energies = np.concatenate([s.potential_energy_kJ_mol for s in splits])
+    u_mean, u_sem = u_per_atom_eps(energies, splits[-1].n_atoms, epsilon_kJ_mol)
+    progress(f"U/N = {u_mean:.4f} +- {u_sem:.4f} eps over {len(energies)} frames "
+             f"(expected {U_PER_ATOM_EPS_EXPECTED} +- {U_PER_ATOM_EPS_TOLERANCE})")
+    return {
+        "u_per_atom_eps": u_mean,
+        "u_per_atom_eps_sem": u_sem,
+        "u_per_atom_eps_expected": U_PER_ATOM_EPS_EXPECTED,
+        "u_per_atom_within_tolerance": bool(
+            abs(u_mean - U_PER_ATOM_EPS_EXPECTED) <= U_PER_ATOM_EPS_TOLERANCE),
+    }
+
+
 def validate_reference(
     config: dict[str, Any],
     split_paths: Sequence[str | Path],
@@ -207,23 +203,17 @@ def validate_reference(
 ) -> dict[str, Any]:
     """Validate the reference data (the dataset splits) against physics and OpenMM's Reference
     platform. The last path is taken as the test split for the per-frame checks."""
-    from forcematch.simulate import energy_and_forces, lj_system_from_config
+    from forcematch.reference import energy_and_forces, lj_system_from_config
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     vcfg = config["validate"]
     rng = np.random.default_rng(vcfg["seed"])
     lj = lj_system_from_config(config)
     dataset_hash = require_same_origin(
         [(str(p), read_parameters(p)) for p in split_paths],
         expected=config_hash(stage_config(config, "dataset")))
-    trajectories = [read_h5md(p) for p in split_paths]
-    test = trajectories[-1]
-
-    energies_all = np.concatenate([t.potential_energy_kJ_mol for t in trajectories])
-    u_mean, u_sem = u_per_atom_eps(energies_all, test.n_atoms, lj.epsilon_kJ_mol)
-    progress(f"U/N = {u_mean:.4f} +- {u_sem:.4f} eps over {len(energies_all)} frames "
-             f"(expected {U_PER_ATOM_EPS_EXPECTED} +- {U_PER_ATOM_EPS_TOLERANCE})")
+    splits = [read_h5md(p) for p in split_paths]
+    test = splits[-1]
+    u_metrics = _u_per_atom_metrics(splits, lj.epsilon_kJ_mol, progress)
 
     # Stored (CPU platform, single-precision forces) against the double-precision Reference.
     frames = np.sort(rng.choice(test.n_frames, size=min(n_accuracy_frames, test.n_frames),
@@ -233,33 +223,16 @@ def validate_reference(
     metrics: dict[str, Any] = {"name": "reference", "n_test_frames": int(test.n_frames)}
     metrics |= accuracy(e_ref, sub.potential_energy_kJ_mol, f_ref, sub.forces_kJ_mol_nm)
 
-    fd_frames = frames[: vcfg["fd_frames"]]
-    errors = []
-    for t in fd_frames:
+    def reference_frame(t):
         box = test.box_nm[t]
-        samples = fd_samples(rng, test.n_atoms, vcfg["fd_samples_per_frame"])
-        _, forces = energy_and_forces(lj, test.positions_nm[t], box, platform="Reference")
+        forces = energy_and_forces(lj, test.positions_nm[t], box, platform="Reference")[1]
+        return forces, lambda stack: energy_and_forces(
+            lj, stack, np.broadcast_to(box, (len(stack), 3)), platform="Reference")[0]
 
-        def energies(stack, box=box):
-            return energy_and_forces(lj, stack, np.broadcast_to(box, (len(stack), 3)),
-                                     platform="Reference")[0]
-
-        errors.append(finite_difference_errors(energies, test.positions_nm[t], forces, samples,
-                                               vcfg["fd_steps_nm"]))
-    fd_metrics, fd_rows = summarise_fd(vcfg["fd_steps_nm"], np.concatenate(errors, axis=1))
-    metrics |= fd_metrics
-    progress(f"FD (Reference platform): best max rel error {fd_metrics['fd_max_rel_error']:.2e} "
-             f"at h = {fd_metrics['fd_best_step_nm']:g} nm")
-
+    fd_metrics, fd_rows = _fd_summary(reference_frame, test, frames[: vcfg["fd_frames"]], rng,
+                                      vcfg, "Reference platform", progress)
     net_metrics, net_rows = _net_force_rows(test.forces_kJ_mol_nm)
-    metrics |= net_metrics
-    metrics |= {
-        "u_per_atom_eps": u_mean,
-        "u_per_atom_eps_sem": u_sem,
-        "u_per_atom_eps_expected": U_PER_ATOM_EPS_EXPECTED,
-        "u_per_atom_within_tolerance": bool(
-            abs(u_mean - U_PER_ATOM_EPS_EXPECTED) <= U_PER_ATOM_EPS_TOLERANCE
-        ),
+    metrics |= fd_metrics | net_metrics | u_metrics | {
         "accuracy_compared_with": "OpenMM Reference platform (double precision), "
         f"{len(frames)} test frames",
         "units": UNITS,
@@ -268,13 +241,9 @@ def validate_reference(
                                  inputs={"dataset_config_hash": dataset_hash}),
     }
     energy_rows, force_rows = _parity_rows(sub, e_ref, f_ref, rng)
-    _write_csv(out_dir / "fd.csv", fd_rows)
-    _write_csv(out_dir / "net_force.csv", net_rows)
-    _write_csv(out_dir / "parity_energy.csv", energy_rows)
-    _write_csv(out_dir / "parity_force.csv", force_rows)
-    _write_json(out_dir / "metrics.json", metrics)
-    progress(f"net force max {net_metrics['net_force_max']:.2e} kJ/mol/nm; "
-             f"wrote {out_dir / 'metrics.json'}")
+    _write_outputs(Path(out_dir), metrics, {"fd": fd_rows, "net_force": net_rows,
+                                            "parity_energy": energy_rows,
+                                            "parity_force": force_rows}, progress)
     return metrics
 
 
@@ -294,19 +263,26 @@ def validate_model(
     import jax
 
     with jax.enable_x64(True):
-        return _validate_model(config, model_dir, test_path, out_dir, progress)
+        return _validate_model(config, Path(model_dir), test_path, Path(out_dir), progress)
 
 
-def _validate_model(config, model_dir, test_path, out_dir, progress) -> dict[str, Any]:
-    import jax
+def _model_description(model, model_dir: Path) -> dict:
+    return {
+        "name": model_dir.parent.name if model_dir.name == "model" else model_dir.name,
+        **model.describe(),
+        "loss": loss_label(model.train_config),
+        "n_train": model.info["final_metrics"]["n_train_frames"],
+        # Training refits the per-atom energy constant by least squares on the training
+        # energies: forces (and the centred energy loss) leave it undetermined.
+        "energy_offset_fitted": True,
+    }
 
-    from forcematch.train import load_checkpoint
 
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    vcfg = config["validate"]
-    rng = np.random.default_rng(vcfg["seed"])
-    model = load_checkpoint(model_dir)
+def _load_model_and_test(model_dir: Path, test_path):
+    """The model and the test frames, refused when they do not belong together."""
+    from forcematch.potential import load_model
+
+    model = load_model(model_dir)
     trained_on = ((model.info.get("provenance") or {}).get("inputs") or {}).get(
         "dataset_config_hash")
     dataset_hash = require_same_origin(
@@ -316,59 +292,47 @@ def _validate_model(config, model_dir, test_path, out_dir, progress) -> dict[str
     if test.n_atoms != model.n_atoms:
         raise ForcematchError(
             f"{test_path}: holds {test.n_atoms} atoms but the model in {model_dir} was trained "
-            f"on {model.n_atoms}"
-        )
+            f"on {model.n_atoms}")
+    return model, test, dataset_hash
 
+
+def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
+                    progress) -> dict[str, Any]:
+    import jax
+
+    vcfg = config["validate"]
+    rng = np.random.default_rng(vcfg["seed"])
+    model, test, dataset_hash = _load_model_and_test(model_dir, test_path)
     energy_pred, forces_pred = model.predict(test.positions_nm, test.box_nm)
-    energy_pred, forces_pred = np.asarray(energy_pred), np.asarray(forces_pred)
-    metrics: dict[str, Any] = {
-        "name": Path(model_dir).parent.name if Path(model_dir).name == "model" else
-        Path(model_dir).name,
-        "model": model.model_name,
-        "n_test_frames": int(test.n_frames),
-    }
-    metrics |= model.describe() | {
-        "loss": loss_label(model.train_config),
-        "n_train": model.info["final_metrics"]["n_train_frames"],
-        # Training refits the per-atom energy constant by least squares on the training
-        # energies: forces (and the centred energy loss) leave it undetermined.
-        "energy_offset_fitted": True,
-    }
+    metrics: dict[str, Any] = {"n_test_frames": int(test.n_frames)}
+    metrics |= _model_description(model, model_dir)
     metrics |= accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
                         forces_pred)
     progress(f"test force RMSE {metrics['force_rmse']:.4f} kJ/mol/nm "
              f"({100 * metrics['force_rmse_rel']:.3f} % of the force std), energy MAE "
              f"{metrics['energy_mae_per_atom_meV']:.4f} meV/atom")
 
-    energies64 = jax.jit(jax.vmap(model.energy_fn_float64, in_axes=(0, None)))
-    forces64 = jax.jit(jax.grad(model.energy_fn_float64))
-    errors = []
-    for t in rng.choice(test.n_frames, size=min(vcfg["fd_frames"], test.n_frames), replace=False):
-        box = np.asarray(test.box_nm[t], dtype=np.float64)
-        positions = np.asarray(test.positions_nm[t], dtype=np.float64)
-        forces = -np.asarray(forces64(positions, box))
-        samples = fd_samples(rng, test.n_atoms, vcfg["fd_samples_per_frame"])
-        errors.append(finite_difference_errors(
-            lambda stack, box=box: np.asarray(energies64(stack, box)),
-            positions, forces, samples, vcfg["fd_steps_nm"]))
-    fd_metrics, fd_rows = summarise_fd(vcfg["fd_steps_nm"], np.concatenate(errors, axis=1))
-    metrics |= fd_metrics
-    progress(f"FD (float64): best max rel error {fd_metrics['fd_max_rel_error']:.2e} "
-             f"at h = {fd_metrics['fd_best_step_nm']:g} nm")
+    energies64 = jax.jit(jax.vmap(model.energy_float64, in_axes=(0, None)))
+    forces64 = jax.jit(jax.grad(model.energy_float64))
 
+    def model_frame(t):
+        box = np.asarray(test.box_nm[t], dtype=np.float64)
+        forces = -np.asarray(forces64(test.positions_nm[t], box))
+        return forces, lambda stack: np.asarray(energies64(stack, box))
+
+    fd_ids = rng.choice(test.n_frames, size=min(vcfg["fd_frames"], test.n_frames),
+                        replace=False)
+    fd_metrics, fd_rows = _fd_summary(model_frame, test, fd_ids, rng, vcfg, "float64",
+                                      progress)
     net_metrics, net_rows = _net_force_rows(forces_pred)
-    metrics |= net_metrics | {"units": UNITS}
+    metrics |= fd_metrics | net_metrics | {"units": UNITS}
     metrics["provenance"] = provenance(
         "validate", config_hash(stage_config(config, "validate")),
         seeds={"validate.seed": vcfg["seed"]},
         inputs={"dataset_config_hash": dataset_hash,
                 "model": (model.info.get("provenance") or {}).get("config_hash")})
     energy_rows, force_rows = _parity_rows(test, energy_pred, forces_pred, rng)
-    _write_csv(out_dir / "fd.csv", fd_rows)
-    _write_csv(out_dir / "net_force.csv", net_rows)
-    _write_csv(out_dir / "parity_energy.csv", energy_rows)
-    _write_csv(out_dir / "parity_force.csv", force_rows)
-    _write_json(out_dir / "metrics.json", metrics)
-    progress(f"net force max {net_metrics['net_force_max']:.2e} kJ/mol/nm; "
-             f"wrote {out_dir / 'metrics.json'}")
+    _write_outputs(out_dir, metrics, {"fd": fd_rows, "net_force": net_rows,
+                                      "parity_energy": energy_rows, "parity_force": force_rows},
+                   progress)
     return metrics
