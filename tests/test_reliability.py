@@ -159,7 +159,7 @@ def test_train_killed_and_rerun_equals_uninterrupted(tmp_path):
     log = (tmp_path / "results" / "logs" / "train" / f"{run}.log").read_text()
     assert "resuming from" in log, log
 
-    stage = tmp_path / "results" / "config" / "train.json"
+    stage = tmp_path / "results" / "config" / "train" / f"{run}.json"  # the run's own slice
     forcematch("train", "--config", str(stage), "--dataset-dir",
                str(tmp_path / "results" / "dataset"), "--out-dir", str(tmp_path / "uninterrupted"),
                "--model", "pair", "--loss", "joint", "--n-train", "all")
@@ -214,7 +214,7 @@ def test_a_partial_replica_holding_pickled_objects_is_refused(tmp_path):
     stops with a clear message instead of running the file's code."""
     from forcematch.config import load_config
     from forcematch.errors import ForcematchError
-    from forcematch.simulate import run_replica
+    from forcematch.reference import run_replica
 
     config = load_config(TINY)
     config["simulate"]["checkpoint_every_frames"] = 10

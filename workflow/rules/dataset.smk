@@ -8,6 +8,8 @@ rule dataset:
         val="results/dataset/val.h5",
         test="results/dataset/test.h5",
         stats="results/dataset/stats.json",
+    params:
+        out_dir=lambda wildcards, output: str(Path(output.train).parent),
     log:
         "results/logs/dataset.log",
     benchmark:
@@ -18,4 +20,4 @@ rule dataset:
         runtime=30,
     shell:
         "forcematch dataset --config {input.config} --inputs {input.replicas}"
-        " --out-dir results/dataset > {log} 2>&1"
+        " --out-dir {params.out_dir} > {log} 2>&1"

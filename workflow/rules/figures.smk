@@ -8,7 +8,7 @@ rule figures:
         validate=["results/validate/reference/metrics.json"]
         + expand("results/validate/{run}/metrics.json", run=RUNS),
         train=expand("results/train/{run}/metrics.csv", run=RUNS),
-        diagnose=rules.diagnose_collapse.output,
+        diagnose=rules.diagnose_collapse.output.summary,
     output:
         png=[
             report(f"results/figures/{name}.png", caption=f"../report/{name}.rst",
@@ -21,6 +21,8 @@ rule figures:
     params:
         validate_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.validate],
         train_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.train],
+        diagnose_dir=lambda wildcards, input: str(Path(input.diagnose).parent),
+        out_dir=lambda wildcards, output: str(Path(output.provenance).parent),
     log:
         "results/logs/figures.log",
     benchmark:
@@ -31,5 +33,5 @@ rule figures:
         runtime=10,
     shell:
         "forcematch figures --validate-dirs {params.validate_dirs}"
-        " --train-dirs {params.train_dirs} --diagnose-dir results/diagnose/collapse"
-        " --out-dir results/figures > {log} 2>&1"
+        " --train-dirs {params.train_dirs} --diagnose-dir {params.diagnose_dir}"
+        " --out-dir {params.out_dir} > {log} 2>&1"

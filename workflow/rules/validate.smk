@@ -6,9 +6,15 @@ rule validate_reference:
     """Reference data against physics (U/N) and OpenMM's double-precision Reference platform."""
     input:
         config=STAGE_CONFIG["validate"],
-        splits=rules.dataset.output,
+        train=rules.dataset.output.train,
+        val=rules.dataset.output.val,
+        test=rules.dataset.output.test,
+        stats=rules.dataset.output.stats,
     output:
         [f"results/validate/reference/{name}" for name in VALIDATE_OUTPUTS],
+    params:
+        dataset_dir=lambda wildcards, input: str(Path(input.train).parent),
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     log:
         "results/logs/validate/reference.log",
     benchmark:
@@ -18,18 +24,25 @@ rule validate_reference:
         mem_mb=4000,
         runtime=30,
     shell:
-        "forcematch validate --config {input.config} --dataset-dir results/dataset"
-        " --out-dir results/validate/reference --threads {threads} > {log} 2>&1"
+        "forcematch validate --config {input.config} --dataset-dir {params.dataset_dir}"
+        " --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
 
 
 rule validate_model:
     """A trained model on the held-out test replicas: accuracy, FD in float64, net force."""
     input:
+        # Not the train sections: validation depends on the model through `model`.
         config=STAGE_CONFIG["validate"],
-        splits=rules.dataset.output,
+        train=rules.dataset.output.train,
+        val=rules.dataset.output.val,
+        test=rules.dataset.output.test,
+        stats=rules.dataset.output.stats,
         model="results/train/{run}/model",
     output:
         [f"results/validate/{{run}}/{name}" for name in VALIDATE_OUTPUTS],
+    params:
+        dataset_dir=lambda wildcards, input: str(Path(input.train).parent),
+        out_dir=lambda wildcards, output: str(Path(output[0]).parent),
     log:
         "results/logs/validate/{run}.log",
     benchmark:
@@ -41,6 +54,6 @@ rule validate_model:
         mem_mb=6000,
         runtime=30,
     shell:
-        "forcematch validate --config {input.config} --dataset-dir results/dataset"
-        " --model {input.model} --out-dir results/validate/{wildcards.run}"
+        "forcematch validate --config {input.config} --dataset-dir {params.dataset_dir}"
+        " --model {input.model} --out-dir {params.out_dir}"
         " --threads {threads} > {log} 2>&1"
