@@ -13,9 +13,21 @@ from pathlib import Path
 
 import jax
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
+
+
+def tiny_config(directory: Path, name: str = "config.yaml", **sections) -> Path:
+    """tests/config/tiny.yaml with the keys of `sections` ({section: {key: value}}) replaced,
+    written to `directory/name`."""
+    config = yaml.safe_load(TINY.read_text())
+    for section, values in sections.items():
+        config[section] = config.get(section, {}) | values
+    path = directory / name
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 @pytest.fixture

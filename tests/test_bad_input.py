@@ -16,41 +16,18 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import flax.serialization
 import h5py
 import numpy as np
 import pytest
-import yaml
-
-from forcematch import cli
+from bad_input_config import CASES as CONFIG_CASES
+from bad_input_data import CASES as DATA_CASES
+from bad_input_training import CASES as TRAINING_CASES
+from catalogue import TINY, Case, Tiny, config_with, run
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "config" / "tiny.yaml"
-
-
-@dataclass
-class Tiny:
-    """Real outputs of the tiny config: replicas, dataset splits (the session's `tiny_data`)
-    and a model trained on them by `forcematch train`."""
-
-    root: Path
-    config: Path
-    replicas: list[Path]
-    dataset: Path
-    model: Path
-
-    def copy_replicas(self, tmp: Path) -> list[Path]:
-        return [Path(shutil.copy(p, tmp / p.name)) for p in self.replicas]
-
-    def copy_dataset(self, tmp: Path) -> Path:
-        return Path(shutil.copytree(self.dataset, tmp / "dataset"))
-
-
-def run(argv: list[str]) -> int:
-    return cli.main([str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")
@@ -70,14 +47,6 @@ def _keep_environment():
     os.environ.clear()
     os.environ.update(saved)
 
-
-def config_with(tmp: Path, **sections) -> Path:
-    config = yaml.safe_load(TINY.read_text())
-    for section, values in sections.items():
-        config[section] = config.get(section, {}) | values
-    path = tmp / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def check_config(**sections) -> Callable:
@@ -251,14 +220,6 @@ def output_is_a_directory(tiny, tmp):
     return ["simulate", "--config", tiny.config, "--replica", 0, "--out", tmp / "replica_0.h5"]
 
 
-@dataclass
-class Case:
-    id: str
-    what: str  # the README's "input" column
-    argv: Callable[[Tiny, Path], list]
-    message: str  # regular expression the one-line message must match
-
-
 CASES = [
     Case("unknown-key", "unknown config key (a typo)", unknown_key,
          r"unknown config key 'n_atom' in 'system'; known keys: .*n_atoms"),
@@ -350,6 +311,8 @@ CASES = [
          r"training diverged: loss is (nan|inf) at epoch 1, step 3 \(try a lower learning_rate "
          r"or grad_clip_norm\); last good checkpoint: step 2 in .*checkpoint"),
 ]
+# The README's order: these rows, then one table per area.
+CASES += CONFIG_CASES + TRAINING_CASES + DATA_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -20,7 +20,7 @@ import flax.serialization
 import jax
 import numpy as np
 import pytest
-import yaml
+from conftest import tiny_config
 from test_workflow import ROOT, TINY, snakemake
 
 from forcematch.h5md import read_h5md, read_parameters
@@ -28,15 +28,6 @@ from forcematch.h5md import read_h5md, read_parameters
 ARRAYS = ("positions_nm", "forces_kJ_mol_nm", "potential_energy_kJ_mol", "box_nm", "step")
 # Keys of final_metrics.json that measure the run rather than the model.
 RUN_KEYS = ("wall_s", "train_s", "frames_per_s", "provenance")
-
-
-def tiny_config(tmp_path: Path, **sections) -> Path:
-    config = yaml.safe_load(TINY.read_text())
-    for section, values in sections.items():
-        config[section] = config.get(section, {}) | values
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def env() -> dict:

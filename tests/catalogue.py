@@ -1,0 +1,54 @@
+"""The pieces every catalogue case uses: the tiny run's files, a case, running a subcommand.
+
+The cases live in `test_bad_input.py` (the first rows) and in `bad_input_*.py`, one module per
+area; `test_bad_input.py` runs them all in the README's order.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from conftest import TINY, tiny_config
+
+from forcematch import cli
+
+__all__ = ["TINY", "Case", "Tiny", "config_with", "run"]
+
+
+@dataclass
+class Tiny:
+    """Real outputs of the tiny config: replicas, dataset splits (the session's `tiny_data`)
+    and a model trained on them by `forcematch train`."""
+
+    root: Path
+    config: Path
+    replicas: list[Path]
+    dataset: Path
+    model: Path
+
+    def copy_replicas(self, tmp: Path) -> list[Path]:
+        return [Path(shutil.copy(p, tmp / p.name)) for p in self.replicas]
+
+    def copy_dataset(self, tmp: Path) -> Path:
+        return Path(shutil.copytree(self.dataset, tmp / "dataset"))
+
+
+@dataclass
+class Case:
+    id: str
+    what: str  # the README's "input" column
+    argv: Callable[[Tiny, Path], list]  # the subcommand's arguments, after breaking one thing
+    message: str  # regular expression the one-line message must match
+
+
+def run(argv: list) -> int:
+    """`forcematch <argv>` in this process; its exit status."""
+    return cli.main([str(a) for a in argv])
+
+
+def config_with(tmp: Path, **sections) -> Path:
+    """The tiny config with `sections` replaced, as tmp/bad.yaml."""
+    return tiny_config(tmp, "bad.yaml", **sections)
