@@ -1,54 +1,97 @@
 # forcematch: reference LJ argon (OpenMM) -> H5MD datasets -> force-matched JAX model ->
 # validation -> figures. Each rule calls one `forcematch <stage>` subcommand; all logic lives in
-# src/forcematch. Run: snakemake --cores 8   (config: config/config.yaml)
+# src/forcematch. Run: snakemake --cores 8   (config/config.yaml), or with --configfile FILE
+# (exactly one file, run as written: README "Configuration").
+import re
+import sys
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from forcematch.config import (
-    STAGE_SECTIONS,
-    stage_config,
-    validate_config,
-    write_if_changed,
-)
+from forcematch.config import STAGE_SECTIONS, load_config, write_slice, write_stage_slices
 from forcematch.errors import ForcematchError
-from forcematch.sweep import run_slice, sweep_runs
+from forcematch.sweep import run_slice, summary, sweep_runs
 
 
 min_version("9.0")
 
 
-configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
-
-
 report: "workflow/report/workflow.rst"
 
 
-# Schema and derived checks (cutoff against the box, enough replicas for the split, ...) run
-# here, so `snakemake -n` already reports a bad config, naming the key.
+# The config that runs is the one file the user wrote, read by forcematch itself: there is no
+# `configfile:` directive (Snakemake would merge the default config under --configfile, so a
+# config without `sweep` would silently get the default sweep), and Snakemake's merged `config`
+# is not used. `forcematch check-config FILE` prints what `snakemake --configfile FILE` runs.
+DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+_CONFIGFILE_OPTION = re.compile(r"--configf(?:i(?:l(?:es?)?)?)?")  # argparse accepts prefixes
+
+
+def _configfiles_in_argv(argv):
+    """The files named by every --configfile option in `argv` (argparse keeps only the last
+    option's, so `--configfile a.yaml --configfile b.yaml` would silently drop a.yaml)."""
+    files, taking = [], False
+    for arg in argv:
+        option, eq, value = arg.partition("=")
+        if _CONFIGFILE_OPTION.fullmatch(option):
+            taking = not eq
+            files += [value] if eq else []
+        elif taking and not arg.startswith("-"):
+            files.append(arg)
+        else:
+            taking = False
+    return files
+
+
+def config_file():
+    """--configfile FILE, or config/config.yaml; WorkflowError for two files or --config."""
+    given = [str(path) for path in workflow.overwrite_configfiles]
+    if "snakemake" in sys.argv[0]:
+        given = max(given, _configfiles_in_argv(sys.argv[1:]), key=len)
+    if len(given) > 1:
+        raise WorkflowError(
+            f"{len(given)} config files given ({', '.join(given)}): forcematch runs exactly "
+            "one config file; merge them into one and check it with `forcematch check-config "
+            "FILE`")
+    if workflow.config_settings.config:
+        keys = ", ".join(sorted(workflow.config_settings.config))
+        raise WorkflowError(
+            f"snakemake --config ({keys}) is refused: forcematch runs the config file as "
+            "written; put the setting in the file and check it with `forcematch check-config "
+            "FILE`")
+    return Path(given[0]) if given else DEFAULT_CONFIG
+
+
+# Schema, derived checks (cutoff against the box, enough replicas for the split, ...) and the
+# bounds on what the config expands to run here, so `snakemake -n` reports a bad config.
 try:
-    CONFIG = validate_config(dict(config), source="config")
+    CONFIG_FILE = config_file()
+    CONFIG = load_config(CONFIG_FILE)
+    RUNS = sweep_runs(CONFIG)
 except ForcematchError as err:
     raise WorkflowError(str(err)) from None
-
-# Each stage reads only its own slice of the config (rewritten only when its content changes),
-# so editing train.* reruns training and what follows, never the simulations. Training has one
-# slice per run (train_run_config below), so editing one run's settings reruns only that run.
-STAGE_CONFIG = {
-    stage: str(write_if_changed(f"results/config/{stage}.json", stage_config(CONFIG, stage)))
-    for stage in STAGE_SECTIONS
-    if stage != "train"
-}
+print(f"forcematch: {CONFIG_FILE}: {summary(CONFIG)}", file=sys.stderr)
 REPLICAS = list(range(CONFIG["simulate"]["replicas"]))
-RUNS = sweep_runs(CONFIG)
+
+# Each stage reads only its own slice of the config, so editing train.* reruns training and what
+# follows, never the simulations; training has one slice per <model>-<loss> (train_run_config),
+# so editing one run's settings reruns only that run. Slices are content-addressed,
+# results/config/<stage>-<hash>.json, written once and never rewritten: parsing this file with
+# another config (a dry run, or a second snakemake that the lock then refuses) never changes an
+# input of a job already running.
+STAGE_CONFIG = {
+    stage: str(path)
+    for stage, path in write_stage_slices(
+        CONFIG, "results/config", [stage for stage in STAGE_SECTIONS if stage != "train"]
+    ).items()
+}
 
 
 def train_run_config(wildcards):
-    """results/config/train/<run>.json: the slice of the config that one training run reads."""
-    run = f"{wildcards.model}-{wildcards.loss}-n{wildcards.n_train}"
-    return str(write_if_changed(f"results/config/train/{run}.json",
-                                run_slice(CONFIG, wildcards.model, wildcards.loss)))
+    """results/config/train/<model>-<loss>-<hash>.json: the slice one training run reads."""
+    return str(write_slice("results/config/train", f"{wildcards.model}-{wildcards.loss}",
+                           run_slice(CONFIG, wildcards.model, wildcards.loss)))
 
 
 include: "workflow/rules/simulate.smk"

@@ -1,5 +1,6 @@
 """Config validation: the schema and the derived checks name the key that is wrong."""
 
+import json
 import math
 import subprocess
 import sys
@@ -249,3 +250,134 @@ def test_train_settings_accepts_null_clip_and_val_frames():
         train_settings({"batch_size": "8"}, source="run x")
     with pytest.raises(ForcematchError, match="unknown config key 'devices' in 'train'"):
         train_settings({"devices": 1})
+
+
+# ---------------------------------------------------------------------------------------------
+# the config file as written: a strict loader, and bounds on what a config expands to
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("dup.yaml", "system:\n  n_atoms: 32\ntrain:\n  epochs: 2\n  seed: 1\n  epochs: 3\n",
+     "dup.yaml: line 6: duplicate key 'epochs' in 'train' (first at line 4)"),
+    ("dup.yaml", "train: {epochs: 2}\nsystem: {n_atoms: 32}\ntrain: {seed: 1}\n",
+     "dup.yaml: line 3: duplicate key 'train' at the top level (first at line 1)"),
+    ("dup.yaml", "train_by_run:\n  pair-energy: {epochs: 2, epochs: 3}\n",
+     "line 2: duplicate key 'epochs' in 'train_by_run.pair-energy' (first at line 2)"),
+    ("alias.yaml", "train: &t {epochs: 2}\ntrain_by_model: {pair: *t}\n",
+     "alias.yaml: line 1: YAML anchor '&t' refused: anchors and aliases are not allowed"),
+    ("alias.yaml", "train: {epochs: 2}\ntrain_by_model: {pair: *t}\n",
+     "alias.yaml: line 2: YAML alias '*t' refused"),
+    ("merge.yaml", "train:\n  <<: {epochs: 3}\n", "line 2: YAML merge key '<<' in 'train'"),
+    ("bool.yaml", "yes: 1\n", "line 1: key 'yes' at the top level is not a string (YAML reads "
+                              "it as bool); quote it"),
+    ("int.yaml", "sweep:\n  1: [pair]\n", "line 2: key '1' in 'sweep' is not a string (YAML "
+                                         "reads it as int)"),
+    ("null.yaml", "~: 1\n", "key '~' at the top level is not a string (YAML reads it as null)"),
+    ("deep.yaml", "a: " + "[" * 33 + "]" * 33 + "\n", "line 1: nested deeper than 32 levels"),
+    ("deep.yaml", "a: " + "{b: " * 40 + "1" + "}" * 40 + "\n", "nested deeper than 32 levels"),
+    ("dup.json", '{"train": {"epochs": 2},\n "system": {},\n "train": {}}',
+     "dup.json: line 1: duplicate key 'train' in the JSON object that starts on this line"),
+    ("dup.json", '{"train":\n  {"epochs": 2, "epochs": 3}}', "dup.json: line 2: duplicate key"),
+    ("deep.json", "[" * 100_000 + "]" * 100_000, "deep.json: nested deeper than Python can"),
+    ("list.yaml", "[]\n", "list.yaml: the config must be a mapping, got list"),
+])
+def test_config_file_is_read_as_written(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ForcematchError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_billion_laughs_is_refused_before_it_expands(tmp_path):
+    from bad_input_config import BILLION_LAUGHS
+
+    path = tmp_path / "lol.yaml"
+    path.write_text(BILLION_LAUGHS)
+    assert path.stat().st_size < 1024
+    with pytest.raises(ForcematchError, match=r"line 1: YAML anchor '&a0' refused"):
+        load_config(path)
+
+
+def test_config_file_size_text_and_kind(tmp_path):
+    from forcematch.config_file import MAX_CONFIG_BYTES
+
+    big = tmp_path / "big.yaml"
+    big.write_text("# x\n" * (MAX_CONFIG_BYTES // 4 + 1))
+    with pytest.raises(ForcematchError, match=r"a config file may have at most 1048576 bytes"):
+        load_config(big)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"system:\n  n_atoms: 32\n\xff")
+    with pytest.raises(ForcematchError, match=r"bin.yaml: line 3: not UTF-8 text \(byte 22\)"):
+        load_config(binary)
+    with pytest.raises(ForcematchError, match="is a directory"):
+        load_config(tmp_path)
+    # what the strict loader still accepts: an empty file, quoted keys, JSON with tabs and NaN
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_config(tmp_path / "empty.yaml") == validate_config({})
+    (tmp_path / "quoted.yaml").write_text("train_by_model: {'pair': {epochs: 3}}\n")
+    assert load_config(tmp_path / "quoted.yaml")["train_by_model"] == {"pair": {"epochs": 3}}
+    (tmp_path / "tabs.json").write_text('{\n\t"train": {"learning_rate": 3e-05}}')
+    assert load_config(tmp_path / "tabs.json")["train"]["learning_rate"] == 3e-05
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"sweep": {"models": ["pair", "atomic"], "losses": ["energy", "force", "joint"],
+                "n_train": list(range(1, 85))}},
+     "the sweep asks for 504 training runs (2 sweep.models x 3 sweep.losses x 84 sweep.n_train)"
+     "; the limit is 500"),
+    ({"simulate": {"replicas": 1001}}, "simulate.replicas = 1001 exceeds the limit of 1000"),
+    ({"simulate": {"frames_per_replica": 10**9}}, "atom-frames need 2.4e+04 GB of positions"),
+    ({"system": {"n_atoms": 10**9}}, "5 x 2000 x 1000000000 atom-frames need 4.8e+05 GB"),
+    ({"simulate": {"equilibration_steps": 10**10}},
+     "5 replicas x 10000040000 MD steps (simulate.equilibration_steps + frames_per_replica x "
+     "steps_between_frames) x 100 atoms = 5e+12 atom-steps; the limit is 1e+12"),
+])
+def test_absurd_expansion_is_refused(raw, message):
+    with pytest.raises(ForcematchError) as info:
+        validate_config(raw)
+    assert message in str(info.value)
+
+
+def test_bounds_leave_the_shipped_configs_alone():
+    for name in ("config.yaml", "paper.yaml", "large.yaml"):
+        load_config(ROOT / "config" / name)
+    # 500 runs exactly is allowed
+    validate_config({"sweep": {"models": ["pair"], "losses": ["force"],
+                               "n_train": list(range(1, 501))}, "train": {"batch_size": 1}})
+
+
+def test_slices_are_written_once_under_their_hash(tmp_path):
+    from forcematch.config import write_slice, write_stage_slices
+
+    base = validate_config({})
+    path = write_slice(tmp_path, "simulate", stage_config(base, "simulate"))
+    assert path.name == f"simulate-{config_hash(stage_config(base, 'simulate'))}.json"
+    assert json.loads(path.read_text()) == stage_config(base, "simulate")
+    stamp = path.stat().st_mtime_ns
+    assert write_slice(tmp_path, "simulate", stage_config(base, "simulate")) == path
+    assert path.stat().st_mtime_ns == stamp  # unchanged config: same file, same mtime
+    other = write_slice(tmp_path, "simulate",
+                        stage_config(validate_config({"simulate": {"seed": 9}}), "simulate"))
+    assert other != path and path.stat().st_mtime_ns == stamp  # the old file is never touched
+    path.write_text("{}")  # edited by hand: restored to what its name says
+    assert json.loads(write_slice(tmp_path, "simulate", stage_config(base, "simulate"))
+                      .read_text()) == stage_config(base, "simulate")
+    paths = write_stage_slices(base, tmp_path / "stages")
+    assert set(paths) == {"simulate", "dataset", "train", "validate", "diagnose"}
+    assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == sorted(
+        p.name for p in paths.values())  # no temporary files left
+
+
+def test_check_config_prints_the_runs_of_the_sweep(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text("train: {model: atomic, energy_weight: 0}\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "forcematch.cli", "check-config", str(path)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    assert result.stderr.strip() == (f"# config {config_hash(config)}; box 1.715600 nm; "
+                                     "1 training run: atomic-force-nall")

@@ -1,5 +1,7 @@
 """The whole Snakemake workflow on the tiny config, in a temporary directory; what a config
-edit reruns; and the per-run config slices that make it rerun only that."""
+edit reruns; the per-run config slices that make it rerun only that; and that the config that
+runs is the one the user wrote (one file, as `forcematch check-config` shows it, never switched
+by another snakemake while a run is under way)."""
 
 import json
 import math
@@ -8,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path = TINY) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(
-        [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-         "--directory", str(workdir), "--configfile", str(configfile), *args],
-        capture_output=True, text=True, env=env, check=False, timeout=900,
-    )
+def snakemake_argv(workdir: Path, *args: str, configfile: Path | None = TINY) -> list[str]:
+    """`snakemake` on this workflow in `workdir`; no --configfile when `configfile` is None."""
+    config = ["--configfile", str(configfile)] if configfile is not None else []
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+            "--directory", str(workdir), *config, *args]
+
+
+ENV = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = TINY,
+              timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(snakemake_argv(workdir, *args, configfile=configfile),
+                          capture_output=True, text=True, env=ENV, check=False, timeout=timeout)
 
 
 def planned_jobs(result: subprocess.CompletedProcess) -> set[tuple[str, str]]:
@@ -213,3 +223,196 @@ def test_dry_run_reports_a_bad_model_or_integer_key(tmp_path, bad, named):
     assert result.returncode != 0, out[-2000:]
     for text in named:
         assert text in out, out[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# The config that runs is the config the user wrote (README "Configuration")
+
+
+def tiny_variant(path: Path, **sections) -> Path:
+    """The tiny config with whole sections replaced (None: removed), written to `path`."""
+    config = yaml.safe_load(TINY.read_text())
+    for section, value in sections.items():
+        config.pop(section, None)
+        if value is not None:
+            config[section] = value
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def check_config(path: Path) -> tuple[dict, str]:
+    """(the config `forcematch check-config` prints, its summary line without '# ')."""
+    result = subprocess.run([sys.executable, "-m", "forcematch.cli", "check-config", str(path)],
+                            capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), result.stderr.strip().removeprefix("# ")
+
+
+def snakefile_summary(result: subprocess.CompletedProcess, path: Path) -> str:
+    """The line the Snakefile printed when it loaded `path`."""
+    prefix = f"forcematch: {path}: "
+    lines = [line for line in result.stderr.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0].removeprefix(prefix)
+
+
+def planned_runs(result: subprocess.CompletedProcess) -> list[str]:
+    runs = []
+    for rule, wildcards in planned_jobs(result):
+        if rule == "train":
+            values = dict(item.split("=") for item in wildcards.split(", "))
+            runs.append(f"{values['model']}-{values['loss']}-n{values['n_train']}")
+    return sorted(runs)
+
+
+@pytest.mark.parametrize("sweep", [
+    None,  # before: Snakemake merged config/config.yaml's 18-run sweep under this file
+    {"models": ["pair"], "losses": ["force", "joint"], "n_train": [16]},
+], ids=["no-sweep", "sweep"])
+def test_check_config_shows_what_snakemake_runs(tmp_path, sweep):
+    path = tiny_variant(tmp_path / "mine.yaml", sweep=sweep)
+    config, shown = check_config(path)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = snakemake(workdir, "-n", configfile=path)
+    assert snakefile_summary(result, path) == shown
+    runs = shown.split(": ", 1)[1].split(", ")
+    assert planned_runs(result) == sorted(runs)
+    assert runs == (["pair-joint-nall"] if sweep is None else ["pair-force-n16", "pair-joint-n16"])
+    # every config slice the jobs would read is a slice of what check-config printed
+    from forcematch.config import config_hash, stage_config
+    from forcematch.sweep import parse_run_name, run_slice
+
+    expected = {f"{stage}-{config_hash(stage_config(config, stage))}.json"
+                for stage in ("simulate", "dataset", "validate", "diagnose")}
+    for run in runs:
+        model, loss, _ = parse_run_name(run)
+        expected.add(f"train/{model}-{loss}-{config_hash(run_slice(config, model, loss))}.json")
+    written = {str(p.relative_to(workdir / "results" / "config"))
+               for p in (workdir / "results" / "config").rglob("*.json")}
+    assert written == expected
+
+
+def test_default_config_without_configfile(tmp_path):
+    # No --configfile: config/config.yaml, the default experiment's 46 jobs.
+    result = snakemake(tmp_path, "-n", configfile=None)
+    assert snakefile_summary(result, ROOT / "config" / "config.yaml") == check_config(
+        ROOT / "config" / "config.yaml")[1]
+    jobs = planned_jobs(result)
+    assert len(jobs) == 46
+    assert len(planned_runs(result)) == 18
+
+
+@pytest.mark.parametrize("given", [
+    lambda a, b: ["--configfile", a, b],
+    lambda a, b: ["--configfile", a, "--configfile", b],  # argparse would keep only b
+    lambda a, b: [f"--configfiles={a}", "--configfile", b],
+], ids=["one-option", "repeated", "equals-and-repeated"])
+def test_two_config_files_are_refused(tmp_path, given):
+    a = tiny_variant(tmp_path / "a.yaml", sweep=None)
+    b = tiny_variant(tmp_path / "b.yaml", train={"epochs": 3})
+    result = snakemake(tmp_path, "-n", *given(str(a), str(b)), configfile=None)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"2 config files given ({a}, {b}): forcematch runs exactly one config file" in out
+    assert not (tmp_path / "results").exists()
+
+
+def test_config_on_the_command_line_is_refused(tmp_path):
+    result = snakemake(tmp_path, "-n", "--config", "sweep=1", "train=2")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "snakemake --config (sweep, train) is refused: forcematch runs the config file as " \
+           "written" in out, out[-2000:]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (lambda tiny: tiny + "train:\n  epochs: 4\n",
+     r"mine.yaml: line \d+: duplicate key 'train' at the top level \(first at line \d+\)"),
+    (lambda tiny: tiny.replace("  epochs: 2\n", "  epochs: 2\n  epochs: 20\n", 1),
+     r"mine.yaml: line \d+: duplicate key 'epochs' in 'train'"),
+    (lambda tiny: tiny + "train_by_model: {pair: &p {epochs: 3}, mpnn: *p}\n",
+     r"mine.yaml: line \d+: YAML anchor '&p' refused"),
+    (lambda tiny: tiny.replace("  n_train: [16, all]", "  n_train: [" + ", ".join(
+        str(n) for n in range(1, 201)) + "]"),
+     r"the sweep asks for 600 training runs"),
+], ids=["duplicate-section", "duplicate-key", "alias", "sweep-too-large"])
+def test_dry_run_refuses_what_check_config_refuses(tmp_path, text, message):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text(TINY.read_text()))
+    checked = subprocess.run([sys.executable, "-m", "forcematch.cli", "check-config", str(path)],
+                             capture_output=True, text=True, check=False, timeout=120)
+    assert checked.returncode == 2 and re.search(message, checked.stderr), checked.stderr
+    result = snakemake(tmp_path, "-n", configfile=path)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert re.search(message, out), out[-2000:]
+    assert not (tmp_path / "results").exists()  # refused before anything is written
+
+
+def test_dry_run_with_another_config_leaves_the_slices_alone(tmp_path):
+    # What a running job reads never changes: another config's dry run writes new files.
+    first = tiny_variant(tmp_path / "first.yaml", sweep=None)
+    second = tiny_variant(tmp_path / "second.yaml", sweep=None,
+                          simulate=yaml.safe_load(TINY.read_text())["simulate"] | {"seed": 8})
+    assert snakemake(tmp_path, "-n", configfile=first).returncode == 0
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns)
+              for p in (tmp_path / "results" / "config").rglob("*.json")}
+    assert snakemake(tmp_path, "-n", configfile=second).returncode == 0
+    assert snakemake(tmp_path, "-n", configfile=first).returncode == 0
+    after = {p: (p.read_bytes(), p.stat().st_mtime_ns)
+             for p in (tmp_path / "results" / "config").rglob("*.json")}
+    assert {p: after[p] for p in before} == before
+    assert len(after) > len(before)  # the second config's own slices beside the first's
+
+
+@pytest.mark.slow
+def test_a_second_run_cannot_switch_the_config_of_a_running_one(tmp_path):
+    from forcematch.config import config_hash, load_config, stage_config
+    from forcematch.h5md import read_parameters
+    from forcematch.sweep import run_config
+
+    one_run = {"models": ["pair"], "losses": ["joint"], "n_train": ["all"]}
+    first = tiny_variant(tmp_path / "first.yaml", sweep=one_run)
+    second = tiny_variant(tmp_path / "second.yaml", sweep=one_run,
+                          simulate=yaml.safe_load(TINY.read_text())["simulate"] | {"seed": 8})
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    running = subprocess.Popen(snakemake_argv(workdir, "--cores", "2", configfile=first),
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=ENV)
+    try:
+        deadline = time.monotonic() + 300
+        while not (workdir / "results" / "logs" / "simulate").exists():
+            assert running.poll() is None and time.monotonic() < deadline, "first run ended"
+            time.sleep(0.2)
+        refused = snakemake(workdir, "--cores", "2", configfile=second, timeout=300)
+        log, _ = running.communicate(timeout=900)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.wait()
+    assert refused.returncode != 0
+    assert "Directory cannot be locked" in refused.stdout + refused.stderr, refused.stderr[-2000:]
+    assert running.returncode == 0, log[-4000:]
+    # every job of the first run ran with the first config
+    config = load_config(first)
+    hashes = {stage: config_hash(stage_config(config, stage))
+              for stage in ("simulate", "dataset", "validate", "diagnose")}
+    results = workdir / "results"
+    for replica in range(3):
+        assert read_parameters(results / "simulate" / f"replica_{replica}.h5")[
+            "config_hash"] == hashes["simulate"]
+    for split in ("train", "val", "test"):
+        assert read_parameters(results / "dataset" / f"{split}.h5")["config_hash"] == hashes[
+            "dataset"]
+    assert json.loads((results / "dataset" / "stats.json").read_text())[
+        "config_hash"] == hashes["dataset"]
+    final = json.loads((results / "train" / "pair-joint-nall" / "final_metrics.json").read_text())
+    assert final["provenance"]["config_hash"] == config_hash(
+        stage_config(run_config(config, "pair", "joint", "all"), "train"))
+    for name in ("reference", "pair-joint-nall"):
+        metrics = json.loads((results / "validate" / name / "metrics.json").read_text())
+        assert metrics["provenance"]["config_hash"] == hashes["validate"]
+    summary = json.loads((results / "diagnose" / "collapse" / "summary.json").read_text())
+    assert summary["provenance"]["config_hash"] == hashes["diagnose"]

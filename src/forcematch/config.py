@@ -11,6 +11,8 @@ import copy
 import hashlib
 import json
 import math
+import os
+import uuid
 from collections.abc import Mapping
 from functools import cache
 from importlib import resources
@@ -21,6 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from forcematch.config_file import read_config_file
 from forcematch.errors import ForcematchError
 from forcematch.units import cubic_box_length_nm
 
@@ -168,7 +171,7 @@ def train_settings(values: Mapping | None, *, source: str = "train") -> MappingP
 
 def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> dict[str, Any]:
     """Return a validated copy of `raw` with every default filled in; raise ForcematchError."""
-    config = copy.deepcopy(raw) if raw else {}
+    config = {} if raw is None else copy.deepcopy(raw)
     if not isinstance(config, dict):
         raise ForcematchError(f"{source}: the config must be a mapping, got {type(raw).__name__}")
     _check(config, None, (), source)
@@ -181,7 +184,9 @@ def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
     """Limits that involve more than one key (the schema checks one key at a time).
 
     The diagnostic runs use min(diagnose.n_train, training frames), so need no check here.
+    `check_size` bounds what the config expands to (jobs, data, MD work).
     """
+    check_size(config, source=source)
     system, simulate, split = config["system"], config["simulate"], config["split"]
     box_nm = box_length_nm(config)
     if system["cutoff_nm"] >= box_nm / 2:
@@ -223,24 +228,51 @@ def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
         )
 
 
+# Bounds on what a config expands to, checked when it loads (so `snakemake -n` refuses a typo
+# such as frames_per_replica: 2000000000 before any job runs). The default config uses 18 runs,
+# 48 MB of reference data and 2.5e7 atom-steps.
+MAX_SWEEP_RUNS = 500  # training jobs of one sweep (models x losses x n_train)
+MAX_REPLICAS = 1000  # simulation jobs
+MAX_REFERENCE_BYTES = 100 * 10**9  # positions + forces of every frame, float64: 48 B per atom
+MAX_MD_ATOM_STEPS = 10**12  # replicas x MD steps x atoms: ~2 weeks at 1e6 atom-steps/s
+
+
+def check_size(config: dict[str, Any], *, source: str = "config") -> None:
+    """Refuse a config that expands beyond the MAX_* bounds above, naming the keys."""
+    simulate, n_atoms, sweep = config["simulate"], config["system"]["n_atoms"], config["sweep"]
+    replicas, frames = simulate["replicas"], simulate["frames_per_replica"]
+    if replicas > MAX_REPLICAS:
+        raise ForcematchError(f"{source}: simulate.replicas = {replicas} exceeds the limit of "
+                              f"{MAX_REPLICAS} simulation jobs")
+    data_bytes = replicas * frames * n_atoms * 48
+    if data_bytes > MAX_REFERENCE_BYTES:
+        raise ForcematchError(
+            f"{source}: simulate.replicas x simulate.frames_per_replica x system.n_atoms = "
+            f"{replicas} x {frames} x {n_atoms} atom-frames need {data_bytes / 1e9:.3g} GB of "
+            f"positions and forces (48 bytes each); the limit is "
+            f"{MAX_REFERENCE_BYTES / 1e9:.0f} GB")
+    steps = simulate["equilibration_steps"] + frames * simulate["steps_between_frames"]
+    if replicas * steps * n_atoms > MAX_MD_ATOM_STEPS:
+        raise ForcematchError(
+            f"{source}: {replicas} replicas x {steps} MD steps (simulate.equilibration_steps + "
+            f"frames_per_replica x steps_between_frames) x {n_atoms} atoms = "
+            f"{replicas * steps * n_atoms:.3g} atom-steps; the limit is {MAX_MD_ATOM_STEPS:.0e}")
+    counts = [len(sweep[key] or [None]) for key in ("models", "losses", "n_train")]
+    if math.prod(counts) > MAX_SWEEP_RUNS:
+        raise ForcematchError(
+            f"{source}: the sweep asks for {math.prod(counts)} training runs "
+            f"({counts[0]} sweep.models x {counts[1]} sweep.losses x {counts[2]} sweep.n_train); "
+            f"the limit is {MAX_SWEEP_RUNS}")
+
+
 def box_length_nm(config: dict[str, Any]) -> float:
     system = config["system"]
     return cubic_box_length_nm(system["n_atoms"], system["density_g_cm3"], system["mass_amu"])
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) config file and validate it."""
-    path = Path(path)
-    if not path.is_file():
-        raise ForcematchError(f"config file not found: {path}")
-    try:
-        # JSON through its own parser: PyYAML (YAML 1.1) reads JSON's 3e-05 as a string.
-        raw = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(
-            path.read_text())
-    except (yaml.YAMLError, json.JSONDecodeError) as err:
-        detail = " ".join(str(err).split())  # one line
-        raise ForcematchError(f"{path}: not valid YAML or JSON: {detail}") from err
-    return validate_config(raw, source=str(path))
+    """Read a YAML (or JSON) config file strictly (`forcematch.config_file`) and validate it."""
+    return validate_config(read_config_file(path), source=str(path))
 
 
 def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
@@ -279,3 +311,41 @@ def write_if_changed(path: str | Path, config: dict[str, Any]) -> Path:
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def write_slice(directory: str | Path, name: str, config: dict[str, Any]) -> Path:
+    """Write `config` as JSON to `<directory>/<name>-<config_hash>.json`, once; return the path.
+
+    The path names the content, so the file a job reads never changes while the job runs, even
+    when another `snakemake` (a dry run, or one the lock refuses) parses the workflow with
+    another config meanwhile: a changed config gets a new path, which Snakemake sees as a
+    changed input and reruns; an unchanged one keeps its file and mtime, so nothing reruns.
+    The file appears complete or not at all (a hard link of a finished temporary file), so
+    two writers of the same slice at once are safe.
+    """
+    directory = Path(directory)
+    path = directory / f"{name}-{config_hash(config)}.json"
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    if path.is_file() and path.read_text() == text:
+        return path
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
+    try:
+        with open(tmp, "x") as handle:  # mode from the umask, as any output
+            handle.write(text)
+        try:
+            os.link(tmp, path)  # refuses to replace an existing file: written once
+        except FileExistsError:
+            if path.read_text() != text:  # edited by hand: restore what its name says
+                os.replace(tmp, path)
+        except OSError:  # a file system without hard links
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_stage_slices(config: dict[str, Any], directory: str | Path,
+                       stages=tuple(STAGE_SECTIONS)) -> dict[str, Path]:
+    """Each stage's slice of `config`, written by `write_slice` as `<stage>-<hash>.json`."""
+    return {stage: write_slice(directory, stage, stage_config(config, stage)) for stage in stages}

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from forcematch.config import stage_config, validate_config
+from forcematch.config import box_length_nm, config_hash, stage_config, validate_config
 from forcematch.errors import ForcematchError
 
 LOSSES = ("joint", "force", "energy")
@@ -88,6 +88,17 @@ def sweep_runs(config: dict[str, Any]) -> list[str]:
             for n in sizes:
                 names.append(run_name(run_config(config, model, loss, n)))
     return names
+
+
+def summary(config: dict[str, Any]) -> str:
+    """One line saying what `config` runs: its hash, the box and every training run.
+
+    `forcematch check-config FILE` prints it, and the Snakefile prints it when it loads FILE,
+    so the two can be compared: what check-config shows is what the workflow runs.
+    """
+    runs = sweep_runs(config)
+    return (f"config {config_hash(config)}; box {box_length_nm(config):.6f} nm; {len(runs)} "
+            f"training run{'' if len(runs) == 1 else 's'}: {', '.join(runs)}")
 
 
 # The (model family, loss) pairs that `forcematch diagnose-collapse` trains (forcematch.diagnose):
