@@ -1,9 +1,11 @@
 """Training on synthetic Lennard-Jones data: learning, metrics, checkpoints, resume, failures."""
 
 import csv
+import errno
 import itertools
 import json
 import math
+import os
 
 import flax.serialization
 import jax
@@ -11,12 +13,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from forcematch import atomic
+from forcematch.atomic import OutputError
 from forcematch.config import schema, train_settings
 from forcematch.data.frames import Frames
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
+from forcematch.models import build_model
 from forcematch.potential import load_model
 from forcematch.training import train
+from forcematch.training.optim import make_optimizer, make_schedule
 
 BOX = 1.2  # nm, 32 atoms: close to liquid argon's density
 CUTOFF = 0.55  # nm
@@ -259,3 +265,116 @@ def test_n_train_subset_is_seeded(data, tmp_path):
     assert m1["val_force_rmse"] == m2["val_force_rmse"]
     with pytest.raises(ForcematchError, match="n_train"):
         train(*data, dict(cfg, n_train=65), MODEL_CFG, CUTOFF, tmp_path / "c")
+
+
+def test_learning_rate_row_is_the_rate_of_the_epochs_last_step(trained):
+    """metrics.csv's learning_rate is what the epoch's last optimiser step used."""
+    out, _, _ = trained
+    steps_per_epoch, total = 8, 192
+    schedule = make_schedule(train_settings(TRAIN_CFG), total)
+    for row in read_metrics(out / "metrics.csv"):
+        last = int(row["step"]) - 1  # Optax's count before the epoch's last step
+        assert float(row["learning_rate"]) == pytest.approx(float(schedule(last)), rel=1e-6)
+    assert int(read_metrics(out / "metrics.csv")[0]["step"]) == steps_per_epoch
+    # What Optax does with that count: Adam's first steps on a constant gradient move each
+    # parameter by the rate of the step's count (m/sqrt(v) = 1), schedule(0), schedule(1), ...
+    optimizer = make_optimizer(train_settings(dict(TRAIN_CFG, grad_clip_norm=None)), total)
+    params = {"w": jnp.zeros(3)}
+    state = optimizer.init(params)
+    for count in range(3):
+        updates, state = optimizer.update({"w": jnp.ones(3)}, state, params)
+        assert float(-updates["w"][0]) == pytest.approx(float(schedule(count)), rel=1e-4)
+
+
+@pytest.mark.parametrize("seed", [2**32, 2**63, 2**64])
+def test_a_seed_jax_cannot_hold_is_refused(data, tmp_path, seed):
+    with pytest.raises(ForcematchError, match=rf"train.seed = {seed} is outside 0..4294967295"):
+        train(*data, dict(TRAIN_CFG, seed=seed), MODEL_CFG, CUTOFF, tmp_path)
+    assert not (tmp_path / "checkpoint").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize("error, hint", [
+    (OSError(errno.ENOSPC, "No space left on device"),
+     "free some disk space"),
+    (PermissionError(errno.EACCES, "Permission denied"),
+     "make the output directory writable or choose another --out-dir"),
+])
+def test_a_refused_write_keeps_the_checkpoint_and_says_what_to_do(data, tmp_path, monkeypatch,
+                                                                   error, hint):
+    """The disk fills (or the directory turns read-only) at the 4th checkpoint: one message
+    naming the file, the 3rd checkpoint kept; a rerun resumes from it."""
+    cfg = dict(TRAIN_CFG, epochs=3)
+    saves = []
+    original = atomic._new_temp_file  # where a full or read-only disk first refuses a write
+
+    def failing(path):
+        if path.name == "state.msgpack":
+            saves.append(path)
+            if len(saves) == 4:  # steps 5, 8, 13 saved; step 16 refused
+                raise error
+        return original(path)
+
+    monkeypatch.setattr(atomic, "_new_temp_file", failing)
+    with pytest.raises(OutputError) as refused:
+        train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path, progress=lambda _: None)
+    message = str(refused.value)
+    assert message.startswith(f"cannot write {tmp_path / 'checkpoint' / 'state.msgpack'}: ")
+    assert f"{hint}, then rerun: training resumes from step 13 of 24" in message
+    assert "\n" not in message
+    monkeypatch.undo()
+    lines = []
+    train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path, progress=lines.append)
+    assert lines[0].startswith("resuming") and "step 13/24" in lines[0]
+
+
+def damage_checkpoint(run, how):
+    ckpt = run / "checkpoint"
+    if how == "shape":
+        state = flax.serialization.msgpack_restore((ckpt / "state.msgpack").read_bytes())
+        leaf = state["params"]
+        while "kernel" not in leaf:
+            leaf = next(v for _, v in sorted(leaf.items()) if isinstance(v, dict))
+        leaf["kernel"] = leaf["kernel"][:-1]
+        (ckpt / "state.msgpack").write_bytes(flax.serialization.msgpack_serialize(state))
+    elif how == "step":
+        state = flax.serialization.msgpack_restore((ckpt / "state.msgpack").read_bytes())
+        state["step"] = 10**6
+        (ckpt / "state.msgpack").write_bytes(flax.serialization.msgpack_serialize(state))
+    elif how == "metrics":
+        (ckpt / "metrics.csv").write_text("epoch,step\nnot,a number\n")
+    elif how == "config-fifo":
+        (ckpt / "config.json").unlink()
+        os.mkfifo(ckpt / "config.json")
+    elif how == "truncated":
+        data = (ckpt / "state.msgpack").read_bytes()
+        (ckpt / "state.msgpack").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how, message", [
+    ("shape", r"cannot restore checkpoint .*state.msgpack: \S+kernel has shape \(\d+, 16\) "
+              r"where \(\d+, 16\) is needed; remove .*checkpoint to start afresh"),
+    ("step", r"cannot restore checkpoint .*state.msgpack: step 1000000 is outside 0..8"),
+    ("metrics", r"metrics.csv: damaged metrics file .*; remove .*checkpoint to start afresh"),
+    ("config-fifo", r"cannot read checkpoint: .*config.json is a FIFO"),
+    ("truncated", r"state.msgpack: not a readable msgpack state"),
+])
+def test_a_damaged_checkpoint_is_refused_by_name(data, tmp_path, how, message):
+    cfg = dict(TRAIN_CFG, epochs=1)
+    train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path, progress=lambda _: None)
+    damage_checkpoint(tmp_path, how)
+    with pytest.raises(ForcematchError, match=message):
+        train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path, progress=lambda _: None)
+
+
+def test_global_readout_networks_start_from_independent_keys():
+    """Layers of equal shape in the edge and readout networks must not start equal (one key
+    shared by both networks made them so)."""
+    model = build_model("global_readout", {"edge_hidden": [16, 16], "readout_hidden": [16, 16]},
+                        CUTOFF)
+    frames = lj_frames(1, 0)
+    params = model.init(jax.random.PRNGKey(0), jnp.asarray(frames.positions_nm[0], jnp.float32),
+                        jnp.asarray(frames.box_nm[0], jnp.float32), jnp.zeros(N, jnp.int32))
+    edge = params["edge"]["params"]["Dense_1"]["kernel"]
+    readout = params["readout"]["params"]["Dense_1"]["kernel"]
+    assert edge.shape == readout.shape == (16, 16)
+    assert not np.allclose(edge, readout)

@@ -1,12 +1,28 @@
-"""The validation arithmetic, checked against functions whose derivatives are known exactly."""
+"""The validation arithmetic, checked against functions whose derivatives are known exactly;
+U/N against a reference only where one exists; outputs that are strict JSON, written whole."""
+
+import errno
+import json
+import math
 
 import numpy as np
 import pytest
+from conftest import TINY
 
+from forcematch import atomic
+from forcematch.atomic import OutputError, write_json
+from forcematch.config import load_config, schema
+from forcematch.data.frames import Frames
+from forcematch.errors import ForcematchError
 from forcematch.metrics import accuracy
 from forcematch.validate import (
+    U_PER_ATOM_EPS_EXPECTED,
+    U_REFERENCE_STATE,
+    _u_per_atom_metrics,
+    _write_outputs,
     fd_samples,
     finite_difference_errors,
+    has_u_reference,
     net_force,
     summarise_fd,
     u_per_atom_eps,
@@ -75,6 +91,7 @@ def test_u_per_atom_in_epsilon():
     energies = np.full(100, -5.6 * 0.99607 * 100)
     mean, sem = u_per_atom_eps(energies, 100, 0.99607)
     assert mean == pytest.approx(-5.6) and sem == pytest.approx(0)
+    assert u_per_atom_eps(energies[:1], 100, 0.99607)[1] is None  # one frame: no spread
 
 
 def test_collapsed_model_gives_finite_metrics():
@@ -87,3 +104,83 @@ def test_collapsed_model_gives_finite_metrics():
     errors = finite_difference_errors(lambda stack: np.zeros(len(stack)), rng.normal(size=(6, 3)),
                                       np.zeros((6, 3)), fd_samples(rng, 6, 4), STEPS)
     assert np.all(errors == 0.0)
+
+
+def test_u_reference_only_for_its_state():
+    defaults = {key: spec["default"] for key, spec in
+                schema()["properties"]["system"]["properties"].items()}
+    assert has_u_reference(defaults)  # the default experiment is the reference state
+    assert not has_u_reference(load_config(TINY)["system"])  # tiny: 0.55 nm cutoff
+    for key, value in U_REFERENCE_STATE.items():
+        other = not value if isinstance(value, bool) else value * 1.01
+        assert not has_u_reference(defaults | {key: other}), key
+    assert has_u_reference(defaults | {"n_atoms": 1000})  # not a property of the state
+
+
+def frames_with_energies(u_per_atom_eps: list[float]) -> Frames:
+    n, t = 4, len(u_per_atom_eps)
+    energies = np.asarray(u_per_atom_eps) * n * 0.99607
+    return Frames(np.zeros((t, n, 3)), np.zeros((t, n, 3)), energies, np.ones(3),
+                  np.zeros(n, np.int32))
+
+
+def test_u_per_atom_metrics_say_when_there_is_no_reference():
+    defaults = {key: spec["default"] for key, spec in
+                schema()["properties"]["system"]["properties"].items()}
+    lines = []
+    splits = [frames_with_energies([-5.6, -5.58])]
+    at_reference = _u_per_atom_metrics(splits, defaults, lines.append)
+    assert at_reference["u_per_atom_eps_expected"] == U_PER_ATOM_EPS_EXPECTED
+    assert at_reference["u_per_atom_within_tolerance"] is True
+    elsewhere = _u_per_atom_metrics(splits, defaults | {"temperature_K": 120.0}, lines.append)
+    assert elsewhere["u_per_atom_eps"] == pytest.approx(-5.59)
+    assert elsewhere["u_per_atom_eps_expected"] is None
+    assert elsewhere["u_per_atom_within_tolerance"] is None
+    assert elsewhere["u_per_atom_note"] == "no reference value for this state"
+    assert "no reference value for this state" in lines[-1]
+    one = _u_per_atom_metrics([frames_with_energies([-5.6])], defaults, lines.append)
+    assert one["u_per_atom_eps_sem"] is None  # not NaN: JSON has no NaN
+
+
+def test_write_json_refuses_nan_naming_the_key(tmp_path):
+    with pytest.raises(ForcematchError, match=r"m.json: 'runs.a\[1\].force_rmse_rel' is nan: "
+                                              r"JSON has no NaN or infinity"):
+        write_json(tmp_path / "m.json", {"runs": {"a": [{}, {"force_rmse_rel": math.nan}]}})
+    with pytest.raises(ForcematchError, match=r"'x' is -inf"):
+        write_json(tmp_path / "m.json", {"x": -math.inf})
+    assert not (tmp_path / "m.json").exists()
+    write_json(tmp_path / "m.json", {"x": None, "y": 1.5})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"x": None, "y": 1.5}
+
+
+TABLES = {"fd": [{"step_nm": 0.1, "max_rel_error": 1e-3}],
+          "net_force": [{"frame": 0, "net_force_kJ_mol_nm": 1e-5}]}
+
+
+@pytest.mark.parametrize("error, hint", [
+    (OSError(errno.ENOSPC, "No space left on device"), "free some disk space"),
+    (PermissionError(errno.EACCES, "Permission denied"), "make the output directory writable"),
+    (OSError(errno.EROFS, "Read-only file system"),
+     "make the output directory writable or choose another --out-dir"),
+])
+def test_a_refused_write_leaves_the_previous_output(tmp_path, monkeypatch, error, hint):
+    out = tmp_path / "validate"
+    _write_outputs(out, {"net_force_max": 1.0}, TABLES, progress=lambda _: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def refuse(root):
+        raise error
+
+    monkeypatch.setattr(atomic, "_fsync_tree", refuse)
+    with pytest.raises(OutputError, match=rf"^cannot write {out}: {error.strerror}; {hint}"):
+        _write_outputs(out, {"net_force_max": 2.0}, TABLES, progress=lambda _: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["validate"]  # no temporaries left
+
+
+def test_metrics_with_nan_are_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "validate"
+    with pytest.raises(ForcematchError, match="'force_corr' is nan"):
+        _write_outputs(out, {"net_force_max": 1.0, "force_corr": math.nan}, TABLES,
+                       progress=lambda _: None)
+    assert not out.exists() and sorted(tmp_path.iterdir()) == []

@@ -1,19 +1,25 @@
 """Atomic writes: a temporary name in the target's directory, fsync'ed and renamed.
 
 A killed job never leaves a half-written file or directory under the final name, and a
-temporary is created exclusively (mkstemp/mkdtemp), never through a planted symlink.
+temporary is created exclusively (mkstemp/mkdtemp), never through a planted symlink. A write
+that the file system refuses (no space, quota, read-only, permission) raises `OutputError`, a
+`ForcematchError` naming the path and what to do, instead of a bare OSError.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
+
+from forcematch.errors import ForcematchError
 
 # Temporary names start with "." and end in ".tmp": `.<name>.<random>.tmp`. New files get the
 # permissions open() would give them (0o666 less the umask), directories 0o777 less the umask.
@@ -25,6 +31,53 @@ from typing import IO, Any
 #   with atomic_path(path) as tmp:        a temporary path, for writers that need a file name
 #                                         (h5py.File(tmp, "w"))
 #   with atomic_directory(path) as tmp:   a whole directory, renamed into place when complete
+#   with output_errors(path):             any other output write: OSError -> OutputError
+
+# The errors of a write that the file system refuses: the user's to fix, not a bug (no space,
+# quota, file-size limit; permission, read-only file system).
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM,
+                           errno.EROFS})
+
+
+class OutputError(ForcematchError):
+    """An output the file system would not take: `path`, the OSError, and what to do."""
+
+    def __init__(self, path: str | os.PathLike, error: OSError, hint: str | None = None):
+        self.path, self.error = Path(path), error
+        self.hint = hint or fix_for(error)
+        super().__init__(f"cannot write {self.path}: {error.strerror or error}; {self.hint}")
+
+    def with_hint(self, hint: str) -> OutputError:
+        """The same error with `hint` (what to do, in the stage's terms) instead."""
+        return OutputError(self.path, self.error, hint)
+
+
+_FIXES = {
+    errno.ENOSPC: "free some disk space",
+    errno.EDQUOT: "free some space or raise the disk quota",
+    errno.EFBIG: "raise the file-size limit (ulimit -f) or free some space",
+}
+
+
+def fix_for(error: OSError) -> str:
+    """What to do about an OSError of OUTPUT_ERRNOS, in a few words."""
+    fix = _FIXES.get(error.errno, "make the output directory writable or choose another "
+                                  "--out-dir")
+    return f"{fix}, then rerun"
+
+
+@contextmanager
+def output_errors(path: str | os.PathLike, *, own_name: bool = False) -> Iterator[None]:
+    """Turn an OSError of OUTPUT_ERRNOS raised in the block into OutputError naming `path`
+    (with `own_name`, the file the error names, if any: e.g. the parent that mkdir could not
+    create); every other exception passes unchanged. Atomic writes name their target, never
+    the temporary file the error was about."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in OUTPUT_ERRNOS:
+            raise
+        raise OutputError((own_name and exc.filename) or path, exc) from exc
 
 
 def _umask() -> int:
@@ -89,18 +142,20 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs: Any) -> Ite
     ``csv.writer(f)``, ``fig.savefig(f, format="png")``.
     """
     path = Path(path)
-    fd, tmp = _new_temp_file(path)
+    with output_errors(path):
+        fd, tmp = _new_temp_file(path)
     try:
         try:
             handle = os.fdopen(fd, mode, **kwargs)
         except BaseException:
             os.close(fd)
             raise
-        with handle:
+        with output_errors(path), handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        _replace(tmp, path)
+        with output_errors(path):
+            _replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -115,16 +170,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On a clean exit it is fsync'ed and renamed over `path`; if the block raises, it is removed.
     """
     path = Path(path)
-    fd, tmp = _new_temp_file(path)
+    with output_errors(path):
+        fd, tmp = _new_temp_file(path)
     os.close(fd)
     try:
-        yield tmp
-        fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        _replace(tmp, path)
+        with output_errors(path):
+            yield tmp
+            fd = os.open(tmp, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            _replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -142,9 +199,35 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+def _non_finite(payload: Any, where: str = "") -> tuple[str, float] | None:
+    """(key path, value) of the first NaN or infinite float in `payload`, else None."""
+    if isinstance(payload, float):
+        return None if math.isfinite(payload) else (where or "the value", payload)
+    if isinstance(payload, dict):
+        items: Iterable = ((f"{where}.{k}" if where else str(k), v) for k, v in payload.items())
+    elif isinstance(payload, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(payload))
+    else:
+        return None
+    for key, value in items:
+        found = _non_finite(value, key)
+        if found is not None:
+            return found
+    return None
+
+
 def write_json(path: str | os.PathLike, payload: Any) -> Path:
-    """Write `payload` as indented, key-sorted JSON with a final newline, atomically."""
-    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    """Write `payload` as indented, key-sorted JSON with a final newline, atomically.
+
+    Strict JSON: a NaN or infinite number raises ForcematchError naming its key (JSON has no
+    such tokens; Python's json module would write bare `NaN`, which other readers reject).
+    """
+    found = _non_finite(payload)
+    if found is not None:
+        raise ForcematchError(f"{path}: '{found[0]}' is {found[1]}: JSON has no NaN or "
+                              "infinity, so it was not written")
+    text = json.dumps(payload, indent=2, sort_keys=True, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 def _fsync_tree(root: Path) -> None:
@@ -190,12 +273,29 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     raises, the temporary directory is removed and `path` is untouched.
     """
     path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
+    with output_errors(path):
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
-        yield tmp
-        _fsync_tree(tmp)
-        _swap_directory(tmp, path)
+        with output_errors(path):
+            os.chmod(tmp, 0o777 & ~_umask())
+            yield tmp
+            _fsync_tree(tmp)
+            _swap_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_replaceable(path: str | os.PathLike, names: Iterable[str], option: str) -> None:
+    """Refuse to replace an existing directory `path` (as `atomic_directory` does, whole) when
+    it holds anything but files named `names`: a mistyped `--out-dir .` must not wipe a
+    directory of the user's. `option` names the command-line option, for the message."""
+    path = Path(path)
+    if not path.is_dir():
+        return
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in set(names))
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ForcematchError(
+            f"output directory {path} holds files this stage did not write ({shown}); it would "
+            f"be replaced whole: choose a new or empty {option}")

@@ -1,7 +1,10 @@
 """`forcematch <stage>`: one subcommand per workflow stage, usable without Snakemake.
 
 Every subcommand validates the config it is given before any long work, prints progress to
-stdout and exits with status 2 and a one-line message on bad input.
+stdout and exits with status 2 and a one-line message on bad input: a ForcematchError, a bad
+command-line argument (argparse's usage text is left to --help), or a write the file system
+refuses (no space, read-only, permission: the OSErrors of `atomic.OUTPUT_ERRNOS`). Any other
+exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,26 +14,33 @@ import os
 import sys
 from pathlib import Path
 
+from forcematch.atomic import OUTPUT_ERRNOS
 from forcematch.errors import ForcematchError
-from forcematch.sweep import LOSSES, run_config, run_name
+from forcematch.sweep import LOSSES, run_config
+
+# Thread pools of the numerical libraries: set to the rule's `threads`, overriding the
+# environment (an exported OMP_NUM_THREADS=8 must not break a rule's promise of 1 thread).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
 def limit_threads(threads: int) -> None:
     """Keep XLA's and BLAS's CPU thread pools within `threads` (a Snakemake rule's promise).
 
-    Must run before JAX is imported.
+    Must run before JAX is imported. The variables are set, not defaulted: values exported in
+    the environment are replaced, since the rule's `threads` is what the scheduler counted.
     """
-    threads = max(1, int(threads))
-    flags = os.environ.get("XLA_FLAGS", "")
-    if "xla_cpu_multi_thread_eigen" not in flags:
-        # XLA's CPU backend has no thread-count flag; without Eigen's thread pool it runs each
-        # op on one thread. (A bare "intra_op_parallelism_threads=N" token, often suggested, is
-        # not an XLA flag: XLA ignores it and every flag after it.)
-        os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}"
-        ).strip()
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(var, str(threads))
+    if threads < 1:
+        raise ForcematchError(f"--threads must be at least 1, got {threads}")
+    # XLA's CPU backend has no thread-count flag; without Eigen's thread pool it runs each op
+    # on one thread. (A bare "intra_op_parallelism_threads=N" token, often suggested, is not an
+    # XLA flag: XLA ignores it and every flag after it.) An exported setting is replaced.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_cpu_multi_thread_eigen")]
+    flags.append(f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}")
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
 
 
 def _existing_file(path: str | Path, what: str) -> Path:
@@ -81,20 +91,20 @@ def _cmd_info(args) -> None:
 def _cmd_check_config(args) -> None:
     import json
 
-    from forcematch.config import box_length_nm, load_config
+    from forcematch.config import load_config
+    from forcematch.sweep import summary
 
     config = load_config(args.config)
     print(json.dumps(config, indent=2))
-    print(f"# box {box_length_nm(config):.6f} nm; training run {run_name(config)}",
-          file=sys.stderr)
+    # The line the Snakefile prints when it loads this file: what `snakemake` runs.
+    print(f"# {summary(config)}", file=sys.stderr)
 
 
 def _cmd_write_stage_configs(args) -> None:
-    from forcematch.config import STAGE_SECTIONS, load_config, stage_config, write_if_changed
+    from forcematch.config import load_config, write_stage_slices
 
-    config = load_config(args.config)
-    for stage in STAGE_SECTIONS:
-        path = write_if_changed(Path(args.out_dir) / f"{stage}.json", stage_config(config, stage))
+    # Content-addressed, as the workflow writes them: <stage>-<hash>.json, never rewritten.
+    for path in write_stage_slices(load_config(args.config), args.out_dir).values():
         print(path)
 
 
@@ -122,16 +132,12 @@ def _cmd_dataset(args) -> None:
 
 def _dataset_stats(dataset_dir: Path, expected_hash: str | None) -> dict:
     """The training split's statistics from the dataset stage's stats.json."""
-    import json
-
+    from forcematch.model_files import read_json_object
     from forcematch.provenance import require_same_origin
 
     path = _existing_file(dataset_dir / "stats.json", "dataset statistics")
-    try:
-        stats = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ForcematchError(f"{path}: not readable JSON: {exc}") from exc
-    if not isinstance(stats, dict) or not isinstance(stats.get("train"), dict):
+    stats = read_json_object(path)
+    if not isinstance(stats.get("train"), dict):
         raise ForcematchError(f"{path}: no 'train' statistics (rerun the dataset stage)")
     require_same_origin([(str(path), stats)], expected=expected_hash)
     return stats["train"]
@@ -178,8 +184,10 @@ def _cmd_validate(args) -> None:
         validate_reference(config, splits, _out_dir(args.out_dir))
     else:
         model_dir = Path(args.model).expanduser().resolve()
-        if not model_dir.is_dir():
+        if not model_dir.exists():
             raise ForcematchError(f"model directory not found: {args.model}")
+        if not model_dir.is_dir():
+            raise ForcematchError(f"model {args.model} is not a directory")
         validate_model(config, model_dir, splits[-1], _out_dir(args.out_dir))
 
 
@@ -206,14 +214,49 @@ def _flag(text: str) -> bool:
     return text == "1"
 
 
-def _count(text: str) -> int:
+def _integer(text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+        value = minimum - 1
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}")
     return value
+
+
+def _count(text: str) -> int:
+    return _integer(text, 0)
+
+
+def _positive(text: str) -> int:
+    return _integer(text, 1)
+
+
+def _n_train(text: str) -> str:
+    """'all' or a frame count >= 1 (kept as text: `sweep.run_config` takes either)."""
+    if text == "all":
+        return text
+    try:
+        if int(text) >= 1:
+            return str(int(text))
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"expected 'all' or a frame count >= 1, got {text!r}")
+
+
+class UsageError(Exception):
+    """A bad command line, reported by `main` as one line (argparse would print the usage)."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors raised as UsageError instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        raise UsageError(self.prog, message)
 
 
 def _stage_parser(sub, name: str, func, help: str, *, dataset: bool = True,
@@ -226,7 +269,7 @@ def _stage_parser(sub, name: str, func, help: str, *, dataset: bool = True,
         p.add_argument("--dataset-dir", required=True)
         p.add_argument("--out-dir", required=True)
     if threads:
-        p.add_argument("--threads", type=int, default=1,
+        p.add_argument("--threads", type=_positive, default=1,
                        help="CPU threads (XLA, BLAS, OpenMM) this job may use")
     return p
 
@@ -235,7 +278,8 @@ def _add_train_parser(sub) -> None:
     p = _stage_parser(sub, "train", _cmd_train, "force-match a model on a dataset")
     p.add_argument("--model", help="override train.model")
     p.add_argument("--loss", choices=LOSSES, help="override the loss weights")
-    p.add_argument("--n-train", help="override train.n_train ('all' or a frame count)")
+    p.add_argument("--n-train", type=_n_train,
+                   help="override train.n_train ('all' or a frame count)")
     p.add_argument("--restart-stale", action="store_true",
                    help="move a checkpoint of another config aside instead of refusing to start")
     # How to run, not what to train: outside the config and its hash.
@@ -261,13 +305,13 @@ def _add_config_parsers(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="forcematch", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="forcematch", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     _add_config_parsers(sub)
 
     p = _stage_parser(sub, "simulate", _cmd_simulate,
                       "sample one replica of the reference system with OpenMM", dataset=False)
-    p.add_argument("--replica", type=int, required=True)
+    p.add_argument("--replica", type=_count, required=True)
     p.add_argument("--out", required=True, help="H5MD file to write")
     p.add_argument("--platform", choices=["CPU", "Reference", "CUDA", "OpenCL"])
 
@@ -293,12 +337,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _failure(command: str, err: BaseException) -> str | None:
+    """The one-line message for an exception a user can fix; None for a bug."""
+    if isinstance(err, ForcematchError):
+        return f"forcematch {command}: error: {err}"
+    if isinstance(err, OSError) and err.errno in OUTPUT_ERRNOS:
+        where = f": {err.filename}" if err.filename else ""
+        return (f"forcematch {command}: error: {err.strerror or err}{where}; check the "
+                "permissions and free space of the output directory, then rerun")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as err:
+        print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
+        return 2
     try:
         args.func(args)
-    except ForcematchError as err:
-        print(f"forcematch {args.command}: error: {err}", file=sys.stderr)
+    except (ForcematchError, OSError) as err:
+        message = _failure(args.command, err)
+        if message is None:
+            raise
+        print(message, file=sys.stderr)
         return 2
     return 0
 

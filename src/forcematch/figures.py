@@ -1,7 +1,12 @@
 """Paper figures, drawn from the CSV and JSON files that training and validation wrote.
 
-Every figure is saved as PNG and PDF together with the CSV of exactly the data it shows, each
-written atomically (`forcematch.provenance.atomic_open`). Nothing here recomputes a result.
+Every figure is saved as PNG and PDF together with the CSV of exactly the data it shows. The
+whole output directory is drawn in a temporary directory and renamed into place when complete
+(`atomic.atomic_directory`), so a failed run leaves the previous figures, never new files
+beside old ones; it may hold only the files written here (`output_names`). Nothing here
+recomputes a result: the parity panels state the RMSE of metrics.json (all test frames), not
+one of the points drawn (the force CSV of validation holds a sample of components). Every input
+is checked first, naming the directory or file that is missing, empty or malformed.
 Units are those of the CSV columns they plot: forces kJ/mol/nm, energies kJ/mol per atom
 (parity) or meV/atom (accuracy vs size), finite-difference steps nm; errors are relative.
 """
@@ -9,7 +14,6 @@ Units are those of the CSV columns they plot: forces kJ/mol/nm, energies kJ/mol 
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -19,37 +23,37 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from forcematch.atomic import atomic_open, write_json  # noqa: E402
+from forcematch.atomic import (  # noqa: E402
+    atomic_directory,
+    check_replaceable,
+    output_errors,
+    write_json,
+)
 from forcematch.config import config_hash  # noqa: E402
-from forcematch.errors import ForcematchError  # noqa: E402
+from forcematch.figure_inputs import Inputs, load_inputs, read_csv  # noqa: E402
 from forcematch.provenance import provenance  # noqa: E402
 
 FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
            "net_force")
 
 
-def read_csv(path: Path) -> dict[str, np.ndarray]:
-    """Columns of a numeric CSV file as float arrays."""
-    if not path.is_file():
-        raise ForcematchError(f"figure input not found: {path}")
-    with path.open() as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows:
-        raise ForcematchError(f"{path}: no rows")
-    return {key: np.array([float(r[key]) for r in rows]) for key in rows[0]}
+def output_names() -> list[str]:
+    """Every file `make_figures` may write (the output directory holds these and no other)."""
+    return [f"{name}.{ext}" for name in (*FIGURES, "collapse")
+            for ext in ("png", "pdf", "csv")] + ["provenance.json"]
 
 
 def _save(fig, out_dir: Path, name: str, columns: dict[str, Sequence]) -> None:
-    """Write name.png, name.pdf and name.csv (long format, one row per plotted point), each
-    atomically; the figure is closed."""
+    """Write name.png, name.pdf and name.csv (long format, one row per plotted point) into the
+    directory being drawn; the figure is closed."""
     try:
         for suffix in ("png", "pdf"):
-            with atomic_open(out_dir / f"{name}.{suffix}") as handle:
-                fig.savefig(handle, format=suffix, dpi=150, bbox_inches="tight")
+            fig.savefig(out_dir / f"{name}.{suffix}", format=suffix, dpi=150,
+                        bbox_inches="tight")
     finally:
         plt.close(fig)
     keys = list(columns)
-    with atomic_open(out_dir / f"{name}.csv", "w", newline="") as handle:
+    with open(out_dir / f"{name}.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(keys)
         writer.writerows(zip(*(columns[k] for k in keys), strict=True))
@@ -66,15 +70,18 @@ def _long(tables: dict[str, dict[str, np.ndarray]], keys: Sequence[str]) -> dict
     return out
 
 
-def parity_figure(runs: dict[str, Path], out_dir: Path, quantity: str) -> None:
-    """Predicted against reference forces or energies per atom, one panel per model."""
-    x_key, y_key, unit, plain_unit = {
+def parity_figure(runs: dict[str, Path], metrics: dict[str, dict], out_dir: Path,
+                  quantity: str) -> None:
+    """Predicted against reference forces or energies per atom, one panel per model. Each
+    panel states the RMSE of metrics.json (over every test frame), whatever sample is drawn."""
+    x_key, y_key, unit, plain_unit, rmse_key = {
         "force": ("force_true_kJ_mol_nm", "force_pred_kJ_mol_nm", "kJ mol$^{-1}$ nm$^{-1}$",
-                  "kJ/mol/nm"),
+                  "kJ/mol/nm", "force_rmse"),
         "energy": ("energy_true_kJ_mol_per_atom", "energy_pred_kJ_mol_per_atom",
-                   "kJ mol$^{-1}$ per atom", "kJ/mol per atom"),
+                   "kJ mol$^{-1}$ per atom", "kJ/mol per atom", "energy_rmse_per_atom"),
     }[quantity]
-    tables = {name: read_csv(d / f"parity_{quantity}.csv") for name, d in runs.items()}
+    tables = {name: read_csv(d / f"parity_{quantity}.csv", (x_key, y_key))
+              for name, d in runs.items()}
     n_cols = min(3, len(tables))
     n_rows = -(-len(tables) // n_cols)
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(4 * n_cols, 4 * n_rows), squeeze=False,
@@ -82,12 +89,14 @@ def parity_figure(runs: dict[str, Path], out_dir: Path, quantity: str) -> None:
     for ax in axes.ravel()[len(tables):]:
         ax.set_visible(False)
     for ax, (name, table) in zip(axes.ravel(), tables.items(), strict=False):
-        x, y = table[x_key], table[y_key]
+        x, y, m = table[x_key], table[y_key], metrics[name]
         lo, hi = min(x.min(), y.min()), max(x.max(), y.max())
         ax.plot([lo, hi], [lo, hi], color="0.6", lw=1)
         ax.scatter(x, y, s=2, alpha=0.4, rasterized=True)
-        rmse = np.sqrt(np.mean((y - x) ** 2))
-        ax.set(title=f"{name}\nRMSE {rmse:.3g} {plain_unit}",
+        total = m["n_test_frames"] * (3 * m["n_atoms"] if quantity == "force" else 1)
+        shown = f"; {len(x)} of {total} points shown" if len(x) < total else ""
+        ax.set(title=f"{name}\nRMSE {m[rmse_key]:.3g} {plain_unit} "
+                     f"({m['n_test_frames']} test frames{shown})",
                xlabel=f"reference {quantity} ({unit})", ylabel=f"predicted {quantity} ({unit})")
         ax.set_aspect("equal")
     _save(fig, out_dir, f"parity_{quantity}", _long(tables, [x_key, y_key]))
@@ -96,7 +105,7 @@ def parity_figure(runs: dict[str, Path], out_dir: Path, quantity: str) -> None:
 def learning_curve_figure(train_dirs: dict[str, Path], out_dir: Path) -> None:
     """Validation force RMSE (fraction of the force std) and training loss per epoch."""
     keys = ["epoch", "train_loss", "val_force_rmse_rel", "val_force_std_ratio", "val_force_corr"]
-    tables = {name: read_csv(d / "metrics.csv") for name, d in train_dirs.items()}
+    tables = {name: read_csv(d / "metrics.csv", keys) for name, d in train_dirs.items()}
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for name, t in tables.items():
         ax_loss.semilogy(t["epoch"], t["train_loss"], marker="o", ms=2, label=name)
@@ -133,7 +142,7 @@ def accuracy_vs_size_figure(metrics: dict[str, dict], out_dir: Path) -> None:
 def fd_figure(runs: dict[str, Path], out_dir: Path) -> None:
     """Finite-difference error against step size: truncation (large h) meets round-off (small h)."""
     keys = ["step_nm", "max_rel_error", "median_rel_error"]
-    tables = {name: read_csv(d / "fd.csv") for name, d in runs.items()}
+    tables = {name: read_csv(d / "fd.csv", keys) for name, d in runs.items()}
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for name, t in tables.items():
         (line,) = ax.loglog(t["step_nm"], t["max_rel_error"], marker="o", ms=3,
@@ -149,7 +158,7 @@ def fd_figure(runs: dict[str, Path], out_dir: Path) -> None:
 def net_force_figure(runs: dict[str, Path], out_dir: Path) -> None:
     """Histogram of |sum_i F_i| per frame on a log axis."""
     keys = ["frame", "net_force_kJ_mol_nm"]
-    tables = {name: read_csv(d / "net_force.csv") for name, d in runs.items()}
+    tables = {name: read_csv(d / "net_force.csv", keys) for name, d in runs.items()}
     values = [np.maximum(t["net_force_kJ_mol_nm"], 1e-300) for t in tables.values()]
     lo = np.log10(max(min(v.min() for v in values), 1e-16))
     hi = np.log10(max(v.max() for v in values)) + 0.1
@@ -163,11 +172,11 @@ def net_force_figure(runs: dict[str, Path], out_dir: Path) -> None:
     _save(fig, out_dir, "net_force", _long(tables, keys))
 
 
-def collapse_figure(diagnose_dir: Path, out_dir: Path) -> None:
+def collapse_figure(diagnose_dir: Path, summary: dict, out_dir: Path) -> None:
     """Force spread ratio and correlation per epoch of the collapse diagnostic runs."""
-    summary = json.loads((diagnose_dir / "summary.json").read_text())
     keys = ["epoch", "val_force_std_ratio", "val_force_corr", "val_force_rmse_rel"]
-    tables = {name: read_csv(diagnose_dir / name / "metrics.csv") for name in summary["runs"]}
+    tables = {name: read_csv(diagnose_dir / name / "metrics.csv", keys)
+              for name in summary["runs"]}
     fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for name, t in tables.items():
         (line,) = ax_t.plot(t["epoch"], t["val_force_std_ratio"], marker="o", ms=3,
@@ -196,23 +205,37 @@ def make_figures(
     """All figures. Series are named after their directories; 'reference' is the reference data.
 
     Per-run panels (parity, learning curves, FD, net force) show the runs trained on all frames;
-    the accuracy-vs-size figure shows every run.
+    the accuracy-vs-size figure shows every run. Every input is checked before anything is
+    drawn; `out_dir` is replaced whole when every figure is drawn.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    runs = {Path(d).name: Path(d) for d in validate_dirs}
-    metrics = {name: json.loads((d / "metrics.json").read_text())
-               for name, d in runs.items() if name != "reference"}
-    if not metrics:
-        raise ForcematchError("figures need at least one validated model")
-    n_max = max(int(m["n_train"]) for m in metrics.values())
-    full = {name: runs[name] for name, m in metrics.items() if int(m["n_train"]) == n_max}
-    trains = {Path(d).name: Path(d) for d in train_dirs if Path(d).name in full}
-    parity_figure(full, out_dir, "force")
-    parity_figure(full, out_dir, "energy")
-    learning_curve_figure(trains, out_dir)
-    accuracy_vs_size_figure(metrics, out_dir)
-    with_reference = ({"reference": runs["reference"]} if "reference" in runs else {}) | full
+    inputs = load_inputs(validate_dirs, train_dirs, diagnose_dir)
+    check_replaceable(out_dir, output_names(), "--out-dir")
+    with output_errors(out_dir.parent, own_name=True):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_directory(out_dir) as tmp:
+        names = _draw(inputs, tmp)
+        written = [out_dir / f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
+        # The figures' provenance: the records of every input they were drawn from.
+        records = {f"validate/{name}": m.get("provenance") for name, m in inputs.metrics.items()}
+        if inputs.summary is not None:
+            records["diagnose"] = inputs.summary.get("provenance")
+        write_json(tmp / "provenance.json",
+                   provenance("figures", config_hash(records), inputs=records)
+                   | {"files": [p.name for p in written]})
+    progress(f"wrote {len(written)} files and provenance.json to {out_dir}")
+    return written
+
+
+def _draw(inputs: Inputs, out_dir: Path) -> list[str]:
+    """Draw every figure of `inputs` into `out_dir`; the names drawn."""
+    full, metrics = inputs.full, inputs.metrics
+    parity_figure(full, metrics, out_dir, "force")
+    parity_figure(full, metrics, out_dir, "energy")
+    learning_curve_figure({name: inputs.trains[name] for name in full}, out_dir)
+    accuracy_vs_size_figure(inputs.models, out_dir)
+    with_reference = ({"reference": inputs.runs["reference"]} if "reference" in inputs.runs
+                      else {}) | full
     fd_figure(with_reference, out_dir)
     # Net force: the reference, the per-atom energy model trained on energies only (the user's
     # question) and every joint model.
@@ -221,18 +244,7 @@ def make_figures(
                 or (metrics[name]["model"], metrics[name]["loss"]) == ("atomic", "energy")}
     net_force_figure(net_runs, out_dir)
     names = list(FIGURES)
-    if diagnose_dir is not None:
-        collapse_figure(Path(diagnose_dir), out_dir)
+    if inputs.diagnose_dir is not None:
+        collapse_figure(inputs.diagnose_dir, inputs.summary, out_dir)
         names.append("collapse")
-    written = [out_dir / f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
-    # The figures' provenance: the records of every input they were drawn from.
-    inputs = {f"validate/{name}": json.loads((d / "metrics.json").read_text()).get("provenance")
-              for name, d in runs.items()}
-    if diagnose_dir is not None:
-        inputs["diagnose"] = json.loads((Path(diagnose_dir) / "summary.json").read_text()).get(
-            "provenance")
-    write_json(out_dir / "provenance.json",
-               provenance("figures", config_hash(inputs), inputs=inputs) | {"files": [
-                   p.name for p in written]})
-    progress(f"wrote {len(written)} files and provenance.json to {out_dir}")
-    return written
+    return names

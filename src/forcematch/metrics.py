@@ -12,6 +12,10 @@ chunks of frames:
     force_corr                       Pearson r of the components; 0 for constant predictions
                                      (a collapsed model: no correlation), NaN for constant
                                      reference forces
+
+The relative numbers (force_rmse_rel, force_std_ratio, force_corr) are NaN when the reference
+forces are constant: undefined, never a number to report. Validation and training refuse such
+data by name, and `atomic.write_json` refuses to write a NaN.
     energy_mae_per_atom, energy_rmse_per_atom     kJ mol-1 per atom (|ΔE| / N)
     energy_mae_per_atom_meV
 """

@@ -13,15 +13,23 @@ provenance) and `state.msgpack` (the parameters, through `flax.serialization`: n
 
 from __future__ import annotations
 
-import json
+import os
 from pathlib import Path
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from forcematch.config import train_settings
 from forcematch.errors import ForcematchError
+from forcematch.model_files import (
+    check_model_info,
+    check_params,
+    read_json_object,
+    read_regular_file,
+    restore_msgpack,
+    state_size_limit,
+)
 from forcematch.models import EnergyModel, Normalisation, build_model, energy_fn, forces_fn
 from forcematch.models import predict_fn as batched_predict_fn
 
@@ -145,17 +153,38 @@ class Potential:
                             jnp.asarray(box_nm, jnp.float64), self._species(species))
 
 
+def expected_params(model: EnergyModel, n_atoms: int):
+    """The shapes of `model`'s parameters (a pytree of ShapeDtypeStructs), without computing
+    them: what a state file of the model must hold."""
+    positions = jax.ShapeDtypeStruct((n_atoms, 3), jnp.float32)
+    box = jax.ShapeDtypeStruct((3,), jnp.float32)
+    species = jax.ShapeDtypeStruct((n_atoms,), jnp.int32)
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), positions, box, species)
+
+
 def load_model(path) -> Potential:
-    """The model in a model/ or checkpoint/ directory (config.json + state.msgpack, no pickle)."""
+    """The model in a model/ or checkpoint/ directory (config.json + state.msgpack, no pickle).
+
+    Nothing in the directory is trusted: non-regular or oversized files, invalid JSON, missing
+    keys or values of the wrong type, model options the schema refuses, and parameters of
+    other shapes than the model described (or NaN) raise ForcematchError naming the file.
+    """
     path = Path(path)
     config_path, state_path = path / "config.json", path / "state.msgpack"
-    if not config_path.exists() or not state_path.exists():
+    if not os.path.lexists(config_path) or not os.path.lexists(state_path):
         raise ForcematchError(f"{path} is not a forcematch model (config.json, state.msgpack)")
+    info = read_json_object(config_path)
+    check_model_info(info, config_path, MODEL_FORMAT)
     try:
-        info = json.loads(config_path.read_text())
-        state = flax.serialization.msgpack_restore(state_path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise ForcematchError(f"cannot read model {path}: {exc}") from exc
-    if info.get("format") != MODEL_FORMAT or "params" not in state:
-        raise ForcematchError(f"{path} is not a forcematch model directory")
+        model = build_model(info["model"], info["model_config"], info["cutoff_nm"],
+                            info["capacity"])
+        train_settings(info["train_config"], source="train_config")
+    except ForcematchError as err:
+        raise ForcematchError(f"{config_path}: {err}") from None
+    expected = expected_params(model, info["n_atoms"])
+    state = restore_msgpack(read_regular_file(state_path, state_size_limit(expected, 4)),
+                            state_path)
+    if not isinstance(state, dict) or "params" not in state:
+        raise ForcematchError(f"{state_path}: no 'params' in the state (not a forcematch model)")
+    check_params(state["params"], expected, state_path)
     return Potential(path, info, state["params"])

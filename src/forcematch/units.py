@@ -35,13 +35,4 @@ def cubic_box_length_nm(n_atoms: int, density_g_cm3: float, mass_amu: float) -> 
     return (volume_cm3 * 1e21) ** (1.0 / 3.0)  # 1 cm^3 = 1e21 nm^3
 
 
-def reduced_density(n_atoms: int, box_nm: float, sigma_nm: float = ARGON_SIGMA_NM) -> float:
-    """rho* = N sigma^3 / V for a cubic box."""
-    return n_atoms * sigma_nm**3 / box_nm**3
-
-
-def kT_kJ_mol(temperature_K: float) -> float:
-    return BOLTZMANN_KJ_MOL_K * temperature_K
-
-
 assert math.isclose(ARGON_EPSILON_KJ_MOL, 0.99607, rel_tol=1e-4)

@@ -7,8 +7,14 @@ the CSV files that the figures are drawn from:
 - momentum: the net force |sum_i F_i| per frame, zero for a translation-invariant energy;
 - accuracy on the held-out test replicas (models), or of the stored single-precision forces
   against OpenMM's double-precision Reference platform (reference data);
-- physics (reference data): mean potential energy per atom in units of epsilon against the
-  equation of state.
+- physics (reference data): mean potential energy per atom in units of epsilon, against the
+  equation of state where a reference value exists (`U_REFERENCE_STATE`: the default argon
+  state); any other state reports its U/N with "no reference value for this state".
+
+The output directory is written whole (`atomic.atomic_directory`): a failed run leaves the
+previous one, never new files beside old ones. It may hold only validation outputs
+(`OUTPUT_FILES`), since it is replaced whole. Numbers that would be undefined are refused
+with a message instead of written as NaN (constant reference forces: no relative errors).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from forcematch.atomic import atomic_directory, write_json
+from forcematch.atomic import atomic_directory, check_replaceable, output_errors, write_json
 from forcematch.config import config_hash, stage_config
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
@@ -29,11 +35,23 @@ from forcematch.metrics import UNITS as METRIC_UNITS
 from forcematch.metrics import accuracy
 from forcematch.provenance import provenance, require_same_origin
 from forcematch.sweep import loss_label
+from forcematch.units import ARGON_EPSILON_KJ_MOL, ARGON_MASS_AMU, ARGON_SIGMA_NM
 
 # U/N of OpenMM's LJ argon, N = 100, 0.8 nm cutoff switched from 0.7 nm, dispersion correction,
-# 100 K, rho* = 0.7818 (design.md); the full potential (Thol 2016 EOS) gives -5.566.
+# 100 K, rho* = 0.7818 (design.md); the full potential (Thol 2016 EOS) gives -5.566. It holds
+# for this state only (`system` keys; the atom count is not part of the state, though the
+# tolerance was set for the 100-atom box): any other state gets no expected value.
 U_PER_ATOM_EPS_EXPECTED = -5.59
 U_PER_ATOM_EPS_TOLERANCE = 0.05
+U_REFERENCE_STATE = {
+    "temperature_K": 100.0, "density_g_cm3": 1.3137, "cutoff_nm": 0.8, "switch_nm": 0.7,
+    "sigma_nm": ARGON_SIGMA_NM, "epsilon_kJ_mol": round(ARGON_EPSILON_KJ_MOL, 5),
+    "mass_amu": ARGON_MASS_AMU, "dispersion_correction": True,
+}
+NO_REFERENCE = "no reference value for this state"
+# Every file validation writes: the output directory may hold these and nothing else.
+OUTPUT_FILES = ("metrics.json", "fd.csv", "net_force.csv", "parity_energy.csv",
+                "parity_force.csv")
 
 UNITS = METRIC_UNITS | {
     "fd_max_rel_error": "1 (max over samples of |F_fd - F| / rms F, at the best step)",
@@ -41,8 +59,9 @@ UNITS = METRIC_UNITS | {
     "net_force_max": "kJ mol-1 nm-1",
     "net_force_mean": "kJ mol-1 nm-1",
     "u_per_atom_eps": "epsilon (LJ well depth) per atom",
-    "u_per_atom_eps_sem": "epsilon per atom",
-    "u_per_atom_eps_expected": "epsilon per atom",
+    "u_per_atom_eps_sem": "epsilon per atom (null with fewer than 2 frames)",
+    "u_per_atom_eps_expected": "epsilon per atom (null: no reference value for this state)",
+    "u_per_atom_eps_tolerance": "epsilon per atom",
     "n_test_frames": "1",
 }
 
@@ -109,12 +128,25 @@ def summarise_fd(steps_nm: Sequence[float], errors: np.ndarray) -> tuple[dict, l
 
 def u_per_atom_eps(
     energy_kJ_mol: np.ndarray, n_atoms: int, epsilon_kJ_mol: float, n_blocks: int = 10
-) -> tuple[float, float]:
-    """Mean potential energy per atom in units of epsilon, and its block-average standard error."""
+) -> tuple[float, float | None]:
+    """Mean potential energy per atom in units of epsilon, and its block-average standard error
+    (None with fewer than 2 frames: no spread to estimate it from)."""
     u = np.asarray(energy_kJ_mol, dtype=np.float64) / n_atoms / epsilon_kJ_mol
     blocks = np.array([b.mean() for b in np.array_split(u, min(n_blocks, len(u)))])
-    sem = float(blocks.std(ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else float("nan")
+    sem = float(blocks.std(ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else None
     return float(u.mean()), sem
+
+
+def has_u_reference(system: dict) -> bool:
+    """Whether `system` (the config's section) is the state U_PER_ATOM_EPS_EXPECTED is for."""
+    for key, value in U_REFERENCE_STATE.items():
+        got = system.get(key)
+        if isinstance(value, bool) or isinstance(got, bool):
+            if got is not value:
+                return False
+        elif not (isinstance(got, int | float) and np.isclose(got, value, rtol=1e-9, atol=0)):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,20 +177,28 @@ def _parity_rows(traj: Frames, energy_pred: np.ndarray, forces_pred: np.ndarray,
 def _write_outputs(out_dir: Path, metrics: dict, tables: dict[str, list[dict]],
                    progress: Callable[[str], None]) -> None:
     """metrics.json and one CSV per table, written as one directory that replaces `out_dir`
-    whole: a failed run never leaves new files beside old ones."""
-    for key, value in metrics.items():
-        if isinstance(value, float) and not np.isfinite(value) and not key.endswith("_sem"):
-            raise ForcematchError(f"{out_dir / 'metrics.json'}: metric '{key}' is {value}")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    whole: a failed run never leaves new files beside old ones. `write_json` refuses NaN and
+    infinity, naming the key."""
+    with output_errors(out_dir.parent, own_name=True):
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out_dir) as tmp:
+        write_json(tmp / "metrics.json", metrics)
         for name, rows in tables.items():
             with open(tmp / f"{name}.csv", "w", newline="") as handle:
                 writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
                 writer.writeheader()
                 writer.writerows(rows)
-        write_json(tmp / "metrics.json", metrics)
     progress(f"net force max {metrics['net_force_max']:.2e} kJ/mol/nm; "
              f"wrote {out_dir / 'metrics.json'}")
+
+
+def _require_force_spread(metrics: dict, what: str) -> None:
+    """Refuse reference forces without spread: every relative force number would be NaN."""
+    if not metrics["force_std_ref"] > 0:
+        raise ForcematchError(
+            f"{what}: the reference forces are all equal (std 0 kJ/mol/nm), so relative force "
+            "errors (force_rmse_rel, force_std_ratio, force_corr) are undefined; check the "
+            "dataset")
 
 
 def _fd_summary(energies_of_frame, frames: Frames, frame_ids, rng, vcfg: dict,
@@ -177,19 +217,27 @@ def _fd_summary(energies_of_frame, frames: Frames, frame_ids, rng, vcfg: dict,
     return fd_metrics, fd_rows
 
 
-def _u_per_atom_metrics(splits: Sequence[Frames], epsilon_kJ_mol: float,
+def _u_per_atom_metrics(splits: Sequence[Frames], system: dict,
                         progress: Callable[[str], None]) -> dict:
-    """U/N in ε over all frames of all splits, against the equation of state."""
+    """U/N in ε over all frames of all splits, against the equation of state where the state
+    (`system`) has a reference value."""
     energies = np.concatenate([s.potential_energy_kJ_mol for s in splits])
-    u_mean, u_sem = u_per_atom_eps(energies, splits[-1].n_atoms, epsilon_kJ_mol)
-    progress(f"U/N = {u_mean:.4f} +- {u_sem:.4f} eps over {len(energies)} frames "
+    u_mean, u_sem = u_per_atom_eps(energies, splits[-1].n_atoms, system["epsilon_kJ_mol"])
+    sem = "" if u_sem is None else f" +- {u_sem:.4f}"
+    metrics = {"u_per_atom_eps": u_mean, "u_per_atom_eps_sem": u_sem}
+    if not has_u_reference(system):
+        progress(f"U/N = {u_mean:.4f}{sem} eps over {len(energies)} frames ({NO_REFERENCE}: "
+                 f"{U_PER_ATOM_EPS_EXPECTED} eps is for {U_REFERENCE_STATE})")
+        return metrics | {"u_per_atom_eps_expected": None, "u_per_atom_eps_tolerance": None,
+                          "u_per_atom_within_tolerance": None, "u_per_atom_note": NO_REFERENCE}
+    progress(f"U/N = {u_mean:.4f}{sem} eps over {len(energies)} frames "
              f"(expected {U_PER_ATOM_EPS_EXPECTED} +- {U_PER_ATOM_EPS_TOLERANCE})")
-    return {
-        "u_per_atom_eps": u_mean,
-        "u_per_atom_eps_sem": u_sem,
+    return metrics | {
         "u_per_atom_eps_expected": U_PER_ATOM_EPS_EXPECTED,
+        "u_per_atom_eps_tolerance": U_PER_ATOM_EPS_TOLERANCE,
         "u_per_atom_within_tolerance": bool(
             abs(u_mean - U_PER_ATOM_EPS_EXPECTED) <= U_PER_ATOM_EPS_TOLERANCE),
+        "u_per_atom_note": "expected value: OpenMM, N = 100, this state (design.md)",
     }
 
 
@@ -206,6 +254,7 @@ def validate_reference(
     from forcematch.reference import energy_and_forces, lj_system_from_config
 
     vcfg = config["validate"]
+    check_replaceable(out_dir, OUTPUT_FILES, "--out-dir")
     rng = np.random.default_rng(vcfg["seed"])
     lj = lj_system_from_config(config)
     dataset_hash = require_same_origin(
@@ -213,7 +262,7 @@ def validate_reference(
         expected=config_hash(stage_config(config, "dataset")))
     splits = [read_h5md(p) for p in split_paths]
     test = splits[-1]
-    u_metrics = _u_per_atom_metrics(splits, lj.epsilon_kJ_mol, progress)
+    u_metrics = _u_per_atom_metrics(splits, config["system"], progress)
 
     # Stored (CPU platform, single-precision forces) against the double-precision Reference.
     frames = np.sort(rng.choice(test.n_frames, size=min(n_accuracy_frames, test.n_frames),
@@ -222,6 +271,7 @@ def validate_reference(
     e_ref, f_ref = energy_and_forces(lj, sub.positions_nm, sub.box_nm, platform="Reference")
     metrics: dict[str, Any] = {"name": "reference", "n_test_frames": int(test.n_frames)}
     metrics |= accuracy(e_ref, sub.potential_energy_kJ_mol, f_ref, sub.forces_kJ_mol_nm)
+    _require_force_spread(metrics, f"{split_paths[-1]} (OpenMM Reference platform forces)")
 
     def reference_frame(t):
         box = test.box_nm[t]
@@ -267,11 +317,17 @@ def validate_model(
 
 
 def _model_description(model, model_dir: Path) -> dict:
+    final = model.info.get("final_metrics")
+    n_train = final.get("n_train_frames") if isinstance(final, dict) else None
+    if not (isinstance(n_train, int) and not isinstance(n_train, bool) and n_train > 0):
+        raise ForcematchError(
+            f"{model_dir / 'config.json'} has no final_metrics.n_train_frames: not a finished "
+            "model (a checkpoint directory? validate the run's model/ directory)")
     return {
         "name": model_dir.parent.name if model_dir.name == "model" else model_dir.name,
         **model.describe(),
         "loss": loss_label(model.train_config),
-        "n_train": model.info["final_metrics"]["n_train_frames"],
+        "n_train": n_train,
         # Training refits the per-atom energy constant by least squares on the training
         # energies: forces (and the centred energy loss) leave it undetermined.
         "energy_offset_fitted": True,
@@ -301,13 +357,16 @@ def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
     import jax
 
     vcfg = config["validate"]
+    check_replaceable(out_dir, OUTPUT_FILES, "--out-dir")
     rng = np.random.default_rng(vcfg["seed"])
     model, test, dataset_hash = _load_model_and_test(model_dir, test_path)
+    description = _model_description(model, model_dir)  # refuses an unfinished model first
     energy_pred, forces_pred = model.predict(test.positions_nm, test.box_nm)
     metrics: dict[str, Any] = {"n_test_frames": int(test.n_frames)}
-    metrics |= _model_description(model, model_dir)
+    metrics |= description
     metrics |= accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
                         forces_pred)
+    _require_force_spread(metrics, str(test_path))
     progress(f"test force RMSE {metrics['force_rmse']:.4f} kJ/mol/nm "
              f"({100 * metrics['force_rmse_rel']:.3f} % of the force std), energy MAE "
              f"{metrics['energy_mae_per_atom_meV']:.4f} meV/atom")

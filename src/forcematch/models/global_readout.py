@@ -17,6 +17,7 @@ shrinks with its correlation (figure `collapse`). Do not use it as a potential.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from forcematch import space
@@ -39,10 +40,13 @@ class GlobalReadoutModel(NeighbourListModel):
 
     def init(self, rng, positions_nm, box_nm, species):
         del species
+        # One key per network: with a shared key, layers of equal shape in the two networks
+        # would start with identical weights.
+        edge_key, readout_key = jax.random.split(rng)
         d = jnp.zeros((4, 3), jnp.result_type(positions_nm))
-        edge_params = self._edge.init(rng, d)
+        edge_params = self._edge.init(edge_key, d)
         h = self._edge.apply(edge_params, d).sum(axis=0)
-        return {"edge": edge_params, "readout": self._readout.init(rng, h)}
+        return {"edge": edge_params, "readout": self._readout.init(readout_key, h)}
 
     def energy(self, params, positions_nm, box_nm, species):
         """Scalar energy (model units); NaN on neighbour-list overflow."""

@@ -2,11 +2,18 @@
 
     out_dir/checkpoint/   config.json (the run's description) + state.msgpack (params,
                           optimiser state, step, timers) + metrics.csv (one row per epoch,
-                          flushed): what a killed run resumes from
+                          flushed): what a killed run resumes from; `lock` names the live
+                          process that trains here (`training.lock`)
     out_dir/model/        config.json + state.msgpack (params): read by `potential.load_model`
 
 No pickle: arrays through `flax.serialization` (msgpack), metadata through JSON; every file
-written to a temporary name and renamed.
+written to a temporary name and renamed. A checkpoint is read as untrusted input
+(`forcematch.model_files`): a damaged one is refused, naming the file, never half-restored.
+
+metrics.csv columns: `learning_rate` is the rate the epoch's last optimiser step used
+(`schedule(step - 1)`: Optax evaluates the schedule at the count of steps taken before);
+`train_*` are means over the epoch's steps, `val_*` the `forcematch.metrics` keys on the
+per-epoch validation frames, `wall_s` seconds since the run started (summed over resumes).
 """
 
 from __future__ import annotations
@@ -22,8 +29,18 @@ import flax.serialization
 import jax
 import numpy as np
 
-from forcematch.atomic import atomic_directory, atomic_write_bytes, write_json
+from forcematch.atomic import atomic_directory, atomic_write_bytes, output_errors, write_json
 from forcematch.errors import ForcematchError
+from forcematch.model_files import (
+    read_json_object,
+    read_regular_file,
+    restore_msgpack,
+    shape_mismatch,
+    state_size_limit,
+)
+from forcematch.training.lock import LOCK_NAME
+
+MAX_METRICS_BYTES = 256 * 2**20  # one row per epoch: far less
 
 # Training settings that do not change the trained parameters: a checkpoint may be resumed
 # across them.
@@ -62,7 +79,8 @@ def save_state(ckpt: Path, state: dict) -> None:
 def config_differences(old: dict, new: dict) -> list[str]:
     """What differs between two runs' config.json, as readable items (empty: same run)."""
     diffs = [k for k in _RESUME_KEYS if old.get(k) != new.get(k)]
-    old_tc, new_tc = dict(old.get("train_config", {})), dict(new["train_config"])
+    old_tc = old.get("train_config") if isinstance(old.get("train_config"), dict) else {}
+    new_tc = dict(new["train_config"])
     for key in sorted(set(old_tc) | set(new_tc)):
         if key not in RESUME_IGNORED and old_tc.get(key) != new_tc.get(key):
             diffs.append(f"train_config.{key} ({old_tc.get(key)!r} -> {new_tc.get(key)!r})")
@@ -73,20 +91,20 @@ def restore(ckpt: Path, info: dict, target: dict, restart_stale: bool,
             progress: Callable[[str], object]) -> dict | None:
     """The saved state if `ckpt` holds a checkpoint of the run `info`; None if none.
 
-    A checkpoint of another run raises, or with `restart_stale` is moved aside.
+    A checkpoint of another run raises, or with `restart_stale` is moved aside; a damaged one
+    (unreadable, of other shapes than `target`) raises naming the file.
     """
     config_path = ckpt / "config.json"
-    if not config_path.exists():
+    if not os.path.lexists(config_path):
         return None
     try:
-        old = json.loads(config_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ForcematchError(f"cannot read checkpoint {config_path}: {exc}") from exc
+        old = read_json_object(config_path)
+    except ForcematchError as err:
+        raise ForcematchError(f"cannot read checkpoint: {err}; remove {ckpt} to start "
+                              "afresh") from None
     diffs = config_differences(old, info)
     if diffs and restart_stale:
-        stale = ckpt.with_name(ckpt.name + ".stale")
-        shutil.rmtree(stale, ignore_errors=True)
-        ckpt.rename(stale)
+        stale = _move_aside(ckpt)
         progress(f"{ckpt} belonged to another run (differs in {', '.join(diffs)}): moved to "
                  f"{stale}; starting afresh")
         return None
@@ -94,44 +112,80 @@ def restore(ckpt: Path, info: dict, target: dict, restart_stale: bool,
         raise ForcematchError(f"{ckpt} belongs to another run (differs in {', '.join(diffs)}); "
                               "use another output directory or remove it")
     state_path = ckpt / "state.msgpack"
-    if not state_path.exists():
+    if not os.path.lexists(state_path):
         return None
+    state = _restore_state(state_path, target)
+    if not 0 <= int(state["step"]) <= info["total_steps"]:
+        raise ForcematchError(f"cannot restore checkpoint {state_path}: step {state['step']} "
+                              f"is outside 0..{info['total_steps']}; remove {ckpt} to start "
+                              "afresh")
+    return state
+
+
+def _restore_state(state_path: Path, target: dict) -> dict:
+    """`target` with the values of the state file, refused unless every array has its shape."""
+    data = read_regular_file(state_path, state_size_limit(target["params"], 4))
     try:
-        return flax.serialization.from_bytes(target, state_path.read_bytes())
-    except Exception as exc:  # msgpack/structure errors have no common base class
-        raise ForcematchError(f"cannot restore checkpoint {state_path}: {exc}") from exc
+        state = flax.serialization.from_state_dict(target, restore_msgpack(data, state_path))
+    except ForcematchError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - flax's structure errors share no base class
+        raise ForcematchError(f"cannot restore checkpoint {state_path}: {exc}") from None
+    mismatch = shape_mismatch(state, target)
+    if mismatch:
+        raise ForcematchError(f"cannot restore checkpoint {state_path}: {mismatch}; remove "
+                              f"{state_path.parent} to start afresh")
+    return state
+
+
+def _move_aside(ckpt: Path) -> Path:
+    """Move the checkpoint's files (not its lock, which this process holds) to
+    `<ckpt>.stale/`, replacing an older one; returns that directory."""
+    stale = ckpt.with_name(ckpt.name + ".stale")
+    with output_errors(stale):
+        shutil.rmtree(stale, ignore_errors=True)
+        stale.mkdir()
+        for entry in ckpt.iterdir():
+            if entry.name != LOCK_NAME:
+                entry.rename(stale / entry.name)
+    return stale
 
 
 def start_afresh(out: Path, info: dict) -> None:
     """An empty checkpoint of the run `info`; stale outputs of an earlier run removed."""
     ckpt = out / "checkpoint"
-    ckpt.mkdir(exist_ok=True)
-    (ckpt / "state.msgpack").unlink(missing_ok=True)
-    write_json(ckpt / "config.json", info)
-    for stale in (ckpt / "metrics.csv", out / "metrics.csv", out / "final_metrics.json"):
-        stale.unlink(missing_ok=True)
-    shutil.rmtree(out / "model", ignore_errors=True)
+    with output_errors(ckpt):
+        ckpt.mkdir(exist_ok=True)
+        (ckpt / "state.msgpack").unlink(missing_ok=True)
+        write_json(ckpt / "config.json", info)
+        for stale in (ckpt / "metrics.csv", out / "metrics.csv", out / "final_metrics.json"):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(out / "model", ignore_errors=True)
 
 
 def truncate_metrics(path: Path, completed_epochs: int) -> None:
     """Keep only rows of epochs <= completed_epochs (a resumed run rewrites the rest)."""
-    if not path.exists():
+    if not os.path.lexists(path):
         return
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    keep = [r for r in rows if int(r["epoch"]) <= completed_epochs]
-    buf = ",".join(METRICS_COLUMNS) + "\n"
-    buf += "".join(",".join(r[c] for c in METRICS_COLUMNS) + "\n" for r in keep)
-    atomic_write_bytes(path, buf.encode())
+    text = read_regular_file(path, MAX_METRICS_BYTES).decode("utf-8", errors="replace")
+    try:
+        rows = list(csv.DictReader(text.splitlines()))
+        keep = [r for r in rows if int(r["epoch"]) <= completed_epochs]
+        body = "".join(",".join(r[c] for c in METRICS_COLUMNS) + "\n" for r in keep)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ForcematchError(f"{path}: damaged metrics file ({type(exc).__name__}: {exc}); "
+                              f"remove {path.parent} to start afresh") from None
+    atomic_write_bytes(path, (",".join(METRICS_COLUMNS) + "\n" + body).encode())
 
 
 def append_metrics(path: Path, row: dict) -> None:
     """Append one epoch's row (METRICS_COLUMNS) to the CSV at `path`, flushed to disk."""
     new = not path.exists()
-    with open(path, "a", newline="") as fh:
+    line = ",".join(repr(float(row[c])) if c not in ("epoch", "step") else str(row[c])
+                    for c in METRICS_COLUMNS) + "\n"
+    with output_errors(path), open(path, "a", newline="") as fh:
         if new:
             fh.write(",".join(METRICS_COLUMNS) + "\n")
-        fh.write(",".join(repr(float(row[c])) if c not in ("epoch", "step") else str(row[c])
-                          for c in METRICS_COLUMNS) + "\n")
+        fh.write(line)
         fh.flush()
         os.fsync(fh.fileno())

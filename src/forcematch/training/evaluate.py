@@ -9,6 +9,7 @@ import numpy as np
 
 from forcematch.data.frames import Frames
 from forcematch.data.sources import FrameSource, chunked
+from forcematch.errors import ForcematchError
 from forcematch.metrics import Accuracy
 from forcematch.models import Normalisation
 from forcematch.potential import EVAL_CHUNK, pad_frames
@@ -44,4 +45,9 @@ def evaluate(predict_fn: Callable, params, species, source: FrameSource, norm: N
     acc = Accuracy(source.n_atoms)
     for frames, (pe, pf) in predicted(predict_fn, params, species, source):
         acc.add(pe + correction, pf, frames.potential_energy_kJ_mol, frames.forces_kJ_mol_nm)
-    return acc.result()
+    result = acc.result()
+    if not result["force_std_ref"] > 0:
+        raise ForcematchError(
+            f"validation frames ({source.n_frames}): the reference forces are all equal (std "
+            "0 kJ/mol/nm), so relative force errors are undefined; check the dataset")
+    return result

@@ -1,4 +1,4 @@
-"""Force matching: train an energy model on reference forces and/or energies, resumably.
+"""Force matching: the `Trainer`, one training run (`training.run.train` starts it).
 
 `train()` gets frames (a `Frames` in memory, or a frame source such as `H5MDSource` that reads
 batches from HDF5 in a background thread), fully resolved training settings (the config
@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -39,9 +39,8 @@ import optax
 from forcematch import __version__, losses
 from forcematch.atomic import atomic_write_bytes, write_json
 from forcematch.config import train_settings
-from forcematch.data.frames import Frames
-from forcematch.data.sources import ArraySource, FrameSource, as_source, in_memory
-from forcematch.data.stats import DensestFrame, check_normalisation, scan, statistics
+from forcematch.data.sources import ArraySource, FrameSource, in_memory
+from forcematch.data.stats import DensestFrame, check_normalisation, scan
 from forcematch.errors import ForcematchError
 from forcematch.models import Normalisation, build_model, energy_fn, predict_fn
 from forcematch.potential import MODEL_FORMAT
@@ -51,47 +50,6 @@ from forcematch.training.evaluate import evaluate, refit_offset
 from forcematch.training.optim import make_optimizer, make_schedule
 
 _PREFETCH_BATCHES = 3  # batches read ahead by the background thread
-
-
-def train(
-    train_data: Frames | FrameSource,
-    val_data: Frames | FrameSource,
-    settings: Mapping | None,
-    model_config: dict | None,
-    cutoff_nm: float,
-    out_dir,
-    *,
-    stats: dict | None = None,
-    devices: int | None = None,
-    restart_stale: bool = False,
-    provenance: dict | None = None,
-    progress: Callable[[str], object] = print,
-) -> dict:
-    """Train (or resume training) a model; returns the final metrics (also final_metrics.json).
-
-    Args:
-        train_data, val_data: training and validation frames of the same atoms.
-        settings: the `train` options (missing keys take the schema's defaults).
-        model_config: options of the model family `settings["model"]` (schema defaults).
-        cutoff_nm: model cutoff (nm).
-        out_dir: directory for checkpoint/, model/, metrics.csv, final_metrics.json.
-        stats: normalisation statistics (`data.stats.statistics` keys, the dataset stage's
-            stats.json); default: computed from `train_data` (which must then be a `Frames`).
-        devices: data-parallel over the first `devices` local JAX devices (None or 0: all).
-        restart_stale: a checkpoint of another run in out_dir is moved to checkpoint.stale
-            and training starts afresh, instead of raising.
-        provenance: where the run came from (`forcematch.provenance.provenance`), stored in
-            the checkpoint, the model and final_metrics.json (not part of the resume check).
-        progress: called with one human-readable line per event (start, epoch, end).
-    """
-    if stats is None:
-        if not isinstance(train_data, Frames):
-            raise ForcematchError("train(): streamed training data needs `stats` (stats.json)")
-        stats = statistics(train_data)
-    trainer = Trainer(as_source(train_data), as_source(val_data), settings, model_config,
-                      cutoff_nm, Path(out_dir), stats=stats, devices=devices,
-                      provenance=provenance, progress=progress)
-    return trainer.run(restart_stale)
 
 
 class Trainer:
@@ -317,7 +275,8 @@ class Trainer:
         s = self.sums
         row = {
             "epoch": self.step // self.steps_per_epoch, "step": self.step,
-            "learning_rate": float(self.schedule(self.step)),
+            # the rate of the epoch's last step: Optax's count before that step was step - 1
+            "learning_rate": float(self.schedule(self.step - 1)),
             "train_loss": s[0] / s[3], "train_energy_loss": s[1] / s[3],
             "train_force_loss": s[2] / s[3],
             "val_force_rmse_kJ_mol_nm": m["force_rmse"], "val_force_rmse_rel": m["force_rmse_rel"],
@@ -381,7 +340,7 @@ class Trainer:
             # wall_s: the whole run incl. compilation and evaluation (summed over resumes)
             "wall_s": self.wall0 + time.perf_counter(), "train_s": self.train_s,
             "frames_per_s": (self.total_steps * self.batch_size / self.train_s
-                             if self.train_s > 0 else math.nan),
+                             if self.train_s > 0 else None),
             "devices": self.n_devices, "streamed": self.streamed,
             "provenance": self.info["provenance"],
         }

@@ -1,0 +1,101 @@
+"""`train()`: one training run, start to finish, owned by this process.
+
+Before any long work it claims the run's checkpoint directory (`training.lock`: a second live
+trainer on it is refused, naming the first), checks what the settings alone can refuse (a
+seed JAX cannot hold), then hands over to the `Trainer` (`training.loop`). A write the file
+system refuses (no space, read-only, permission) stops the run with one line naming the file
+and saying what to do; the checkpoint keeps the last completed step for the rerun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from forcematch.atomic import OutputError, output_errors
+from forcematch.config import train_settings
+from forcematch.data.frames import Frames
+from forcematch.data.sources import FrameSource, as_source
+from forcematch.data.stats import statistics
+from forcematch.errors import ForcematchError
+from forcematch.training.lock import CheckpointLock
+from forcematch.training.loop import Trainer
+
+# JAX's PRNG keys hold 32 bits of a seed unless 64-bit mode is on: PRNGKey(2**32) is
+# PRNGKey(0), and beyond 2**63 it raises OverflowError. Seeds below this are used exactly.
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(settings: Mapping, key: str = "train.seed") -> None:
+    """Refuse a seed that JAX's PRNG would truncate or reject."""
+    seed = settings["seed"]
+    if not 0 <= seed <= MAX_SEED:
+        raise ForcematchError(f"{key} = {seed} is outside 0..{MAX_SEED}: JAX's random keys "
+                              "hold 32 bits, so a larger seed would be truncated (silently "
+                              "equal to another) or refused")
+
+
+def train(
+    train_data: Frames | FrameSource,
+    val_data: Frames | FrameSource,
+    settings: Mapping | None,
+    model_config: dict | None,
+    cutoff_nm: float,
+    out_dir,
+    *,
+    stats: dict | None = None,
+    devices: int | None = None,
+    restart_stale: bool = False,
+    provenance: dict | None = None,
+    progress: Callable[[str], object] = print,
+) -> dict:
+    """Train (or resume training) a model; returns the final metrics (also final_metrics.json).
+
+    Args:
+        train_data, val_data: training and validation frames of the same atoms.
+        settings: the `train` options (missing keys take the schema's defaults).
+        model_config: options of the model family `settings["model"]` (schema defaults).
+        cutoff_nm: model cutoff (nm).
+        out_dir: directory for checkpoint/, model/, metrics.csv, final_metrics.json.
+        stats: normalisation statistics (`data.stats.statistics` keys, the dataset stage's
+            stats.json); default: computed from `train_data` (which must then be a `Frames`).
+        devices: data-parallel over the first `devices` local JAX devices (None or 0: all).
+        restart_stale: a checkpoint of another run in out_dir is moved to checkpoint.stale
+            and training starts afresh, instead of raising.
+        provenance: where the run came from (`forcematch.provenance.provenance`), stored in
+            the checkpoint, the model and final_metrics.json (not part of the resume check).
+        progress: called with one human-readable line per event (start, epoch, end).
+
+    Raises ForcematchError when another live process trains into `out_dir/checkpoint`.
+    """
+    settings = train_settings(dict(settings or {}))
+    check_seed(settings)
+    if stats is None:
+        if not isinstance(train_data, Frames):
+            raise ForcematchError("train(): streamed training data needs `stats` (stats.json)")
+        stats = statistics(train_data)
+    out = Path(out_dir)
+    ckpt = out / "checkpoint"
+    with output_errors(ckpt, own_name=True):
+        try:
+            ckpt.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ForcematchError(f"{ckpt} exists and is not a directory") from None
+    with CheckpointLock(ckpt):
+        trainer = Trainer(as_source(train_data), as_source(val_data), settings, model_config,
+                          cutoff_nm, out, stats=stats, devices=devices,
+                          provenance=provenance, progress=progress)
+        try:
+            return trainer.run(restart_stale)
+        except OutputError as err:
+            raise err.with_hint(_resume_hint(err, trainer, ckpt)) from err
+
+
+def _resume_hint(err: OutputError, trainer: Trainer, ckpt: Path) -> str:
+    """What to do after a refused write: fix the file system, rerun, resume where it stopped."""
+    fix = err.hint.removesuffix(", then rerun")
+    saved = getattr(trainer, "last_saved", 0)
+    if not saved:
+        return f"{fix}, then rerun (no step was checkpointed yet)"
+    return (f"{fix}, then rerun: training resumes from step {saved} of {trainer.total_steps} "
+            f"(kept in {ckpt})")
