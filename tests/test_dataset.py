@@ -29,9 +29,10 @@ def synthetic_replica(config, replica, n_frames=5, n_atoms=N_ATOMS):
     rng = np.random.default_rng(replica)
     box = box_length_nm(config)
     steps = np.arange(1, n_frames + 1, dtype=np.int64)
+    forces = rng.normal(scale=100, size=(n_frames, n_atoms, 3))
     return Frames(
         positions_nm=rng.uniform(0, box, size=(n_frames, n_atoms, 3)),
-        forces_kJ_mol_nm=rng.normal(scale=100, size=(n_frames, n_atoms, 3)),
+        forces_kJ_mol_nm=forces - forces.mean(axis=1, keepdims=True),  # no net force
         potential_energy_kJ_mol=-5.6 * n_atoms + rng.normal(size=n_frames),
         box_nm=np.full((n_frames, 3), box),
         step=steps,
@@ -94,3 +95,56 @@ def test_wrong_number_of_replicas(tmp_path, config):
     paths = write_replicas(tmp_path, config)[:3]
     with pytest.raises(ForcematchError, match="got 3 replica files but simulate.replicas is 4"):
         build_dataset(config, paths, tmp_path / "dataset", progress=lambda _: None)
+
+
+def test_a_failed_write_leaves_the_previous_dataset_whole(tmp_path, config, monkeypatch):
+    """Splits are written into a new directory that replaces the old one only when complete:
+    a failure after train.h5 leaves every old file as it was, and no temporaries."""
+    import forcematch.dataset as dataset_module
+
+    paths = write_replicas(tmp_path, config)
+    out = tmp_path / "dataset"
+    build_dataset(config, paths, out, progress=lambda _: None)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["stats.json", "test.h5", "train.h5", "val.h5"]
+    other = {k: synthetic_replica(config, 10 + k) for k in range(4)}
+    paths = write_replicas(tmp_path, config, other)
+    real_write, calls = dataset_module.write_h5md, []
+
+    def write_then_fail(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:
+            raise ForcematchError(f"cannot write {path}: No space left on device")
+        return real_write(path, *args, **kwargs)
+
+    monkeypatch.setattr(dataset_module, "write_h5md", write_then_fail)
+    with pytest.raises(ForcematchError, match=r"^cannot write .*/dataset/val.h5: No space left "
+                       r"on device; .*/dataset was left as it was$"):
+        build_dataset(config, paths, out, progress=lambda _: None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    monkeypatch.undo()
+    build_dataset(config, paths, out, progress=lambda _: None)
+    assert np.array_equal(read_h5md(out / "train.h5").positions_nm[:5],
+                          other[0].positions_nm)
+
+
+def test_an_out_dir_holding_other_files_is_refused(tmp_path, config):
+    paths = write_replicas(tmp_path, config)
+    out = tmp_path / "dataset"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ForcematchError, match=r"holds files this stage did not write "
+                       r"\(notes.txt\)"):
+        build_dataset(config, paths, out, progress=lambda _: None)
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+
+
+def test_replicas_repeating_each_other_are_refused(tmp_path, config):
+    """Training replicas 0 and 1 run with the same seed (both train): not independent."""
+    paths = write_replicas(tmp_path, config, {1: synthetic_replica(config, 0)})
+    with pytest.raises(ForcematchError, match=r"replica_1.h5 \(train\) frame 0 repeats "
+                       r".*replica_0.h5 \(train\) frame 0: .*5 frames repeat frames of another "
+                       r"replica of the train split"):
+        build_dataset(config, paths, tmp_path / "dataset", progress=lambda _: None)
+    assert not (tmp_path / "dataset").exists()

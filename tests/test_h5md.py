@@ -351,3 +351,139 @@ def test_nan_box_names_frame(written):
         f["particles/all/box/edges/value"][1, 2] = np.nan
     with pytest.raises(ForcematchError, match="traj.h5: non-finite box/edges at frame 1"):
         read_h5md(path)
+
+
+# ------------------------------------------- storage types, declared sizes, non-regular files
+
+
+@pytest.mark.parametrize("item, dtype", [
+    ("particles/all/position/value", np.float16),
+    ("particles/all/force/value", np.float16),
+    ("particles/all/velocity/value", np.float16),
+    ("observables/potential_energy/value", np.float16),
+    ("particles/all/box/edges/value", np.float16),
+    ("particles/all/position/value", np.int32),
+    ("observables/potential_energy/value", np.int64),
+])
+def test_storage_types_other_than_float32_and_float64_are_refused(written, item, dtype):
+    path, _ = written
+    with h5py.File(path, "r+") as f:
+        values, unit = f[item][()], f[item].attrs["unit"]
+        del f[item]
+        f.create_dataset(item, data=values, dtype=dtype)
+        f[item].attrs["unit"] = unit
+    kind = np.dtype(dtype).name
+    with pytest.raises(ForcematchError, match=f"traj.h5: /{item} is stored as {kind}.*; "
+                       "forcematch reads float64 or float32 only"):
+        read_h5md(path)
+
+
+def test_integer_box_edges_are_read(written):
+    path, traj = written
+    with h5py.File(path, "r+") as f:
+        del f["particles/all/box/edges/value"]
+        f["particles/all/box/edges/value"] = np.full((T, 3), 2, dtype=np.int32)
+        f["particles/all/box/edges/value"].attrs["unit"] = "nm"
+    assert np.array_equal(read_h5md(path).box_nm, np.full((T, 3), 2.0))
+
+
+def huge_file(path, t=10**9, n=N):
+    """An H5MD file whose headers declare t frames (nothing written: HDF5 allocates lazily)."""
+    with h5py.File(path, "w") as f:
+        f.create_group("h5md").attrs["version"] = [1, 1]
+        part = f.create_group("particles/all")
+        for group, shape, unit in (("position", (t, n, 3), "nm"),
+                                   ("force", (t, n, 3), "kJ mol-1 nm-1"),
+                                   ("box/edges", (t, 3), "nm")):
+            g = part.create_group(group)
+            chunks = (1, *(min(s, 4096) for s in shape[1:]))
+            g.create_dataset("value", shape=shape, dtype="f8", chunks=chunks)
+            g["value"].attrs["unit"] = unit
+            g.create_dataset("step", shape=(t,), dtype="i8", chunks=(min(t, 4096),))
+            g.create_dataset("time", shape=(t,), dtype="f8", chunks=(min(t, 4096),))
+            g["time"].attrs["unit"] = "ps"
+        e = f.create_group("observables/potential_energy")
+        e.create_dataset("value", shape=(t,), dtype="f8", chunks=(min(t, 4096),))
+        e["value"].attrs["unit"] = "kJ mol-1"
+    return path
+
+
+def test_declared_sizes_beyond_the_bound_are_refused_before_reading(tmp_path, monkeypatch):
+    from forcematch.data.sources import H5MDSource
+
+    path = huge_file(tmp_path / "huge.h5")
+    assert path.stat().st_size < 1_000_000 and n_frames(path) == 10**9
+    msg = (r"huge.h5: reading /particles/all/position/value \(1000000000 x 5 x 3 values\) and "
+           r"2 more arrays would take 231 GiB as float64, more than the 8 GiB bound on one "
+           r"read \(FORCEMATCH_MAX_READ_GIB\)")
+    with pytest.raises(ForcematchError, match=msg):
+        read_h5md(path)
+    assert read_h5md(path, slice(0, 2)).n_frames == 2  # a few frames of it are fine
+    with pytest.raises(ForcematchError, match=r"huge.h5: reading .*box/edges/value "
+                       r"\(1000000000 x 3 values\) and 1 more arrays would take 29.8 GiB"):
+        H5MDSource(path)
+    wide = huge_file(tmp_path / "wide.h5", t=2, n=10**9)  # one frame of 1e9 atoms
+    with pytest.raises(ForcematchError, match=r"wide.h5: reading .*position/value "
+                       r"\(1 x 1000000000 x 3 values\)"):
+        H5MDSource(wide)
+    monkeypatch.setenv("FORCEMATCH_MAX_READ_GIB", "1e-6")  # ~1 KiB: the small file is refused
+    write_h5md(tmp_path / "traj.h5", make_traj(), {})
+    with pytest.raises(ForcematchError, match=r"traj.h5: .* more than the 1e-06 GiB bound"):
+        read_h5md(tmp_path / "traj.h5")
+    monkeypatch.setenv("FORCEMATCH_MAX_READ_GIB", "lots")
+    with pytest.raises(ForcematchError, match="FORCEMATCH_MAX_READ_GIB='lots' must be a "
+                       "positive number"):
+        read_h5md(tmp_path / "traj.h5")
+
+
+def test_non_regular_files_are_refused_without_opening(tmp_path):
+    """A FIFO would block h5py's open for ever: it is refused from its file type."""
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)
+    (tmp_path / "dir.h5").mkdir()
+    cases = [(fifo, "a FIFO \\(named pipe\\)"), (tmp_path / "dir.h5", "a directory"),
+             ("/dev/zero", "a character device")]
+    errors: list[str] = []
+
+    def read_all():
+        for path, _ in cases:
+            for fn in (read_h5md, read_parameters, n_frames):
+                try:
+                    fn(path)
+                except ForcematchError as exc:
+                    errors.append(str(exc))
+
+    worker = threading.Thread(target=read_all, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "a read blocked"
+    assert len(errors) == 9
+    for i, (path, kind) in enumerate(cases):
+        for err in errors[3 * i : 3 * i + 3]:
+            assert re_match(f"{path}: is {kind}, not a regular file; forcematch reads H5MD "
+                            "files only", err), err
+
+
+def re_match(pattern: str, text: str) -> bool:
+    import re
+
+    return re.fullmatch(pattern, text) is not None
+
+
+def test_write_errors_of_hdf5_are_one_line(tmp_path, monkeypatch):
+    """HDF5 reports a full disk as an OSError without errno; it reaches the user as one line
+    naming the file, and no temporary is left."""
+
+    def full(*args, **kwargs):
+        raise OSError("Can't write data (file write failed: time = Thu Nov 30,\n"
+                      "errno = 28, error message = 'No space left on device')")
+
+    monkeypatch.setattr(h5py.File, "create_group", full)
+    with pytest.raises(ForcematchError, match=r"cannot write .*out.h5: Can't write data .* "
+                       r"errno = 28, error message = 'No space left on device'\)$") as info:
+        write_h5md(tmp_path / "out.h5", make_traj(), {})
+    assert "\n" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []

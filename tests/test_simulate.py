@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import openmm
 import pytest
 
 from forcematch.atomic import (
@@ -317,3 +318,176 @@ def test_atomic_directory_appears_whole(tmp_path):
         (tmp / "b.txt").write_text("two")
     assert [p.name for p in target.iterdir()] == ["b.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+# Failures on the OpenMM side: one line each, and only a blow-up discards committed work.
+
+SHORT = {**CONFIG, "simulate": {**CONFIG["simulate"], "checkpoint_every_frames": 7}}
+
+
+def partial_state(out) -> dict:
+    return json.loads((out.parent / f".{out.name}.partial" / "state.json").read_text())
+
+
+def fail_once_at(monkeypatch, frame: int, error: Exception) -> None:
+    """Make frame `frame` of the next run raise `error` once, as a GPU or disk might."""
+    from forcematch.reference import sampler
+
+    original = sampler._ReplicaRun._sample_frame
+    calls = {"n": 0}
+
+    def sample_frame(self, i):
+        if i == frame and calls["n"] == 0:
+            calls["n"] += 1
+            raise error
+        return original(self, i)
+
+    monkeypatch.setattr(sampler._ReplicaRun, "_sample_frame", sample_frame)
+
+
+@pytest.fixture(scope="module")
+def whole_short(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "whole.h5"
+    run_replica(SHORT, 0, out, progress=None)
+    return read_h5md(out)
+
+
+def assert_same_frames(a, b):
+    for name in ("positions_nm", "forces_kJ_mol_nm", "potential_energy_kJ_mol"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
+@pytest.mark.parametrize("error, says", [
+    (openmm.OpenMMException("Error launching CUDA kernel: CUDA_ERROR_LAUNCH_FAILED"),
+     r"replica 0: OpenMM failed at MD step \d+ \(frame 16\): Error launching CUDA kernel"),
+    (ForcematchError("cannot write x.npz: No space left on device; free some disk space"),
+     r"replica 0: cannot write x.npz: No space left on device"),
+])
+def test_transient_errors_keep_the_checkpoint_and_a_rerun_continues(tmp_path, monkeypatch,
+                                                                    whole_short, error, says):
+    out = tmp_path / "r.h5"
+    fail_once_at(monkeypatch, 16, error)
+    with pytest.raises(ForcematchError, match=says + r".*; kept the checkpoint "
+                       r".*\.r\.h5\.partial \(14 frames committed\): rerun to continue from it"):
+        run_replica(SHORT, 0, out, progress=None)
+    assert partial_state(out)["frames_done"] == 14
+    run_replica(SHORT, 0, out, progress=None)
+    assert_same_frames(read_h5md(out), whole_short)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.h5"]
+
+
+def test_nan_from_openmm_is_a_blow_up_and_discards_the_checkpoint(tmp_path, monkeypatch):
+    fail_once_at(monkeypatch, 16, openmm.OpenMMException(
+        "Particle coordinate is NaN.  For more information, see https://github.com/openmm"))
+    with pytest.raises(ForcematchError, match=r"replica 0: OpenMM failed at MD step \d+ "
+                       r"\(frame 16\): Particle coordinate is NaN. For more") as info:
+        run_replica(SHORT, 0, tmp_path / "r.h5", progress=None)
+    assert "kept" not in str(info.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_space_while_checkpointing_keeps_the_last_commit(tmp_path, monkeypatch, whole_short):
+    import errno
+
+    from forcematch.reference import checkpoint
+
+    original, calls = checkpoint.atomic_write_bytes, {"n": 0}
+
+    def write(path, data):
+        calls["n"] += 1
+        if calls["n"] == 3:  # the commits after equilibration, frame 7, then frame 14
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(path, data)
+
+    monkeypatch.setattr(checkpoint, "atomic_write_bytes", write)
+    out = tmp_path / "r.h5"
+    with pytest.raises(ForcematchError, match=r"^replica 0: cannot write .*openmm_00000014.chk: "
+                       r"No space left on device; kept the checkpoint .* \(7 frames committed\)"):
+        run_replica(SHORT, 0, out, progress=None)
+    assert partial_state(out)["frames_done"] == 7
+    monkeypatch.undo()
+    run_replica(SHORT, 0, out, progress=None)
+    assert_same_frames(read_h5md(out), whole_short)
+
+
+def test_no_space_for_the_output_keeps_the_checkpoint(tmp_path, monkeypatch):
+    from forcematch.reference import sampler
+
+    def full(path, *args, **kwargs):
+        raise ForcematchError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(sampler, "write_h5md", full)
+    out = tmp_path / "r.h5"
+    with pytest.raises(ForcematchError, match=r"^replica 0: cannot write .*r.h5: No space left "
+                       r"on device; kept the checkpoint .* \(14 frames committed\): a rerun "
+                       r"samples only the frames after it$"):
+        run_replica(SHORT, 0, out, progress=None)
+    assert partial_state(out)["frames_done"] == 14 and not out.exists()
+
+
+@pytest.mark.parametrize("damage, says", [
+    (lambda d: (d / "frames_00000000_00000007.npz").write_bytes(b"PK\x03\x04 garbage"),
+     r"frames_00000000_00000007.npz: unreadable checkpoint chunk"),
+    (lambda d: (d / "frames_00000007_00000014.npz").write_bytes(
+        (d / "frames_00000007_00000014.npz").read_bytes()[:200]),
+     r"frames_00000007_00000014.npz: unreadable checkpoint chunk"),
+    (lambda d: np.savez(d / "frames_00000000_00000007.npz", positions_nm=np.zeros((7, 3, 3)),
+                        forces_kJ_mol_nm=np.zeros((7, 3, 3)), energy_kJ_mol=np.zeros(7)),
+     r"frames_00000000_00000007.npz: checkpoint chunk holds arrays of shapes \(7, 3, 3\)"),
+    (lambda d: (d / "openmm_00000014.chk").write_bytes(b"not a checkpoint"),
+     r"replica 0: OpenMM cannot load the checkpoint in .*\.r\.h5\.partial"),
+])
+def test_damaged_checkpoints_are_named_not_tracebacks(tmp_path, damage, says):
+    out = tmp_path / "r.h5"
+    run_replica(SHORT, 0, out, progress=None, stop_after_frames=14)
+    damage(tmp_path / ".r.h5.partial")
+    with pytest.raises(ForcematchError, match=says + ".*delete .* afresh"):
+        run_replica(SHORT, 0, out, progress=None)
+    assert partial_state(out)["frames_done"] == 14  # kept for the user to look at
+
+
+def test_state_of_the_wrong_shape_is_ignored(tmp_path):
+    out = tmp_path / "r.h5"
+    run_replica(SHORT, 0, out, progress=None, stop_after_frames=7)
+    state = tmp_path / ".r.h5.partial" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "frames_done": "7"}))
+    lines: list[str] = []
+    run_replica(SHORT, 0, out, progress=lines.append)
+    assert any("ignoring unreadable partial replica" in line for line in lines)
+    assert read_h5md(out).n_frames == 20
+
+
+def test_seeds_beyond_openmm_are_refused():
+    from forcematch.reference import SamplingSettings
+
+    big = {**CONFIG, "simulate": {**CONFIG["simulate"], "seed": 2**31}}
+    with pytest.raises(ForcematchError, match=r"simulate.seed = 2147483648 is outside "
+                       r"0..2147483647: OpenMM seeds are 32-bit signed integers"):
+        SamplingSettings.from_config(big)
+    with pytest.raises(ForcematchError, match="simulate.seed = 2147483648 is outside"):
+        replica_seed(2**31, 0)
+    assert 1 <= replica_seed(2**31 - 1, 10**6) < 2**31 - 1  # derived seeds always fit
+    sys_ = lj_system_from_config(CONFIG)
+    with pytest.raises(ForcematchError, match="OpenMM seed 4294967296 is outside"):
+        make_context(build_system(sys_), 100.0, 5.0, 1.0, 2**32)
+
+
+def test_non_finite_parameters_are_refused_before_openmm_sees_them():
+    from forcematch.reference import SamplingSettings
+
+    for key in ("sigma_nm", "epsilon_kJ_mol", "mass_amu"):
+        bad = {**CONFIG, "system": {**CONFIG["system"], key: float("nan")}}
+        with pytest.raises(ForcematchError, match=f"system.{key} = nan must be a finite number"):
+            lj_system_from_config(bad)
+    bad = {**CONFIG, "simulate": {**CONFIG["simulate"], "timestep_fs": float("inf")}}
+    with pytest.raises(ForcematchError, match="simulate.timestep_fs = inf must be a finite"):
+        SamplingSettings.from_config(bad)
+
+
+def test_minimiser_failure_is_one_line(tmp_path):
+    """ε = 1e300 overflows the LJ energy: OpenMM's minimiser raises, forcematch names it."""
+    huge = {**CONFIG, "system": {**CONFIG["system"], "epsilon_kJ_mol": 1e300}}
+    with pytest.raises(ForcematchError, match=r"^replica 0: energy minimisation failed at MD "
+                       r"step 0: .*(NaN|infinite)"):
+        run_replica(huge, 0, tmp_path / "r.h5", progress=None)
+    assert list(tmp_path.iterdir()) == []

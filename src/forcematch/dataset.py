@@ -1,7 +1,11 @@
 """Check replica trajectories, split them by replica and record normalisation statistics.
 
 Consecutive frames of one trajectory are correlated, so a random split by frame would leak the
-test set into training: whole replicas go to validation and test instead.
+test set into training: whole replicas go to validation and test instead. Before anything is
+written every replica is checked (`forcematch.data.checks`: labels, position rounding,
+coordinates wrapped into the box) and so are all of them together (`forcematch.data.repeats`:
+frames repeated within or across replicas, a leak first; stale force labels). The output
+directory is replaced whole, so it holds either the previous complete dataset or the new one.
 """
 
 from __future__ import annotations
@@ -12,15 +16,23 @@ from typing import Any
 
 import numpy as np
 
-from forcematch.atomic import write_json
+from forcematch.atomic import atomic_directory, check_replaceable, write_json
 from forcematch.config import box_length_nm, config_hash, stage_config
+from forcematch.data.checks import (
+    check_labels,
+    check_not_empty,
+    check_resolution,
+    wrap_into_box,
+)
 from forcematch.data.frames import Frames
+from forcematch.data.repeats import check_repeated_forces, check_repeats
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, read_parameters, write_h5md
 from forcematch.provenance import provenance, require_same_origin
 
 SPLITS = ("train", "val", "test")
+OUTPUTS = tuple(f"{name}.h5" for name in SPLITS) + ("stats.json",)
 
 
 def split_replicas(n_replicas: int, val_replicas: int, test_replicas: int) -> dict[str, list[int]]:
@@ -40,11 +52,15 @@ def split_replicas(n_replicas: int, val_replicas: int, test_replicas: int) -> di
     }
 
 
-def check_replica(path: str | Path, config: dict[str, Any]) -> Frames:
-    """Read one replica file and check it against the config: atom count, box, finite values.
+def check_replica(path: str | Path, config: dict[str, Any],
+                  progress: Callable[[str], None] = print) -> Frames:
+    """Read one replica file and check it against the config and physics; its frames, with
+    coordinates outside the box wrapped into it (`forcematch.data.checks.wrap_into_box`).
 
-    `read_h5md` already checks the layout, units and finiteness; this adds what only the
-    config knows.
+    `read_h5md` already checks the layout, units, storage types and finiteness; this adds the
+    atom count and box the config gives, and what the data must satisfy to be labels
+    (`forcematch.data.checks`): forces not all zero, energies not constant, net force at
+    round-off, positions stored at full precision.
     """
     traj = read_h5md(path)
     n_atoms = config["system"]["n_atoms"]
@@ -52,6 +68,7 @@ def check_replica(path: str | Path, config: dict[str, Any]) -> Frames:
         raise ForcematchError(
             f"{path}: holds {traj.n_atoms} atoms but system.n_atoms is {n_atoms}"
         )
+    check_not_empty(traj, str(path))
     box_nm = box_length_nm(config)
     bad = np.flatnonzero(np.any(np.abs(traj.box_nm - box_nm) > 1e-6 * box_nm, axis=1))
     if bad.size:
@@ -59,6 +76,11 @@ def check_replica(path: str | Path, config: dict[str, Any]) -> Frames:
             f"{path}: frame {bad[0]} has box {traj.box_nm[bad[0]].tolist()} nm, but the config "
             f"gives a cubic box of {box_nm:.6f} nm"
         )
+    check_labels(traj, str(path))
+    check_resolution(traj, str(path))
+    traj, note = wrap_into_box(traj, str(path))
+    if note:
+        progress(note)
     return traj
 
 
@@ -72,7 +94,7 @@ def _read_replicas(config: dict[str, Any], replica_paths: Sequence[str | Path],
     simulate_hash = config_hash(stage_config(config, "simulate"))
     replicas, sources = [], []
     for k, path in enumerate(replica_paths):
-        frames = check_replica(path, config)
+        frames = check_replica(path, config, progress)
         recorded = read_parameters(path)
         if recorded.get("replica") is not None and recorded["replica"] != k:
             raise ForcematchError(
@@ -90,6 +112,40 @@ def _read_replicas(config: dict[str, Any], replica_paths: Sequence[str | Path],
     return replicas, sources
 
 
+def _check_across(replicas: list[Frames], paths: Sequence[str | Path],
+                  assignment: dict[str, list[int]]) -> None:
+    """Refuse frames repeated within or across replicas (a leak first) and stale forces."""
+    split_of = {k: name for name, members in assignment.items() for k in members}
+    names = [str(p) for p in paths]
+    check_repeats(replicas, names, [split_of[k] for k in range(len(replicas))])
+    check_repeated_forces(replicas, names)
+
+
+def _write_outputs(out_dir: Path, replicas: list[Frames], assignment: dict[str, list[int]],
+                   stats: dict, parameters: dict[str, dict],
+                   progress: Callable[[str], None]) -> None:
+    """Each split's file (its statistics into `stats`) and stats.json, written into a new
+    directory that replaces `out_dir` whole once complete; a failure leaves `out_dir` as it
+    was."""
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(out_dir) as tmp:
+            try:
+                for name, members in assignment.items():
+                    frames = Frames.concatenate([replicas[k] for k in members])
+                    write_h5md(tmp / f"{name}.h5", frames, parameters[name])
+                    stats[name] = statistics(frames) | {"replicas": members}
+                    progress(f"{name}.h5: replicas {members}, {frames.n_frames} frames")
+                write_json(tmp / "stats.json", stats)
+            except ForcematchError as exc:  # name the output, not the temporary directory
+                raise ForcematchError(f"{str(exc).replace(str(tmp), str(out_dir))}; "
+                                      f"{out_dir} was left as it was") from exc
+    except OSError as exc:
+        raise ForcematchError(f"cannot write the dataset into {out_dir}: "
+                              f"{exc.strerror or exc}; {out_dir} was left as it was") from exc
+    progress(f"wrote {out_dir}: {', '.join(OUTPUTS)}")
+
+
 def build_dataset(
     config: dict[str, Any],
     replica_paths: Sequence[str | Path],
@@ -99,27 +155,26 @@ def build_dataset(
 ) -> dict[str, Any]:
     """Check every replica, write `{train,val,test}.h5` and `stats.json` into `out_dir`.
 
-    `replica_paths[k]` must hold replica k. All files are checked before anything is written.
-    Returns the statistics written to `stats.json`: per split, those of
+    `replica_paths[k]` must hold replica k. All files are checked before anything is written,
+    and `out_dir` is replaced whole (`forcematch.atomic.atomic_directory`): a failure leaves
+    the previous complete dataset or none, never a mix. An `out_dir` holding other files is
+    refused. Returns the statistics written to `stats.json`: per split, those of
     `forcematch.data.stats.statistics` (what training normalises by) and the replicas.
     """
     out_dir = Path(out_dir)
+    check_replaceable(out_dir, OUTPUTS, "--out-dir")
     replicas, sources = _read_replicas(config, replica_paths, progress)
     split = config["split"]
     assignment = split_replicas(len(replicas), split["val_replicas"], split["test_replicas"])
+    _check_across(replicas, replica_paths, assignment)
     dataset_hash = config_hash(stage_config(config, "dataset"))
     record = provenance("dataset", dataset_hash, inputs={
         "simulate_config_hash": config_hash(stage_config(config, "simulate"))})
     stats: dict[str, Any] = {"config_hash": dataset_hash, "provenance": record}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name in SPLITS:
-        members = assignment[name]
-        frames = Frames.concatenate([replicas[k] for k in members])
-        parameters = {"config": stage_config(config, "dataset"), "config_hash": dataset_hash,
-                      "split": name, "replicas": members,
-                      "sources": [sources[k] for k in members], "provenance": record}
-        write_h5md(out_dir / f"{name}.h5", frames, parameters)
-        stats[name] = statistics(frames) | {"replicas": members}
-        progress(f"wrote {out_dir / f'{name}.h5'}: replicas {members}, {frames.n_frames} frames")
-    write_json(out_dir / "stats.json", stats)
+    parameters = {
+        name: {"config": stage_config(config, "dataset"), "config_hash": dataset_hash,
+               "split": name, "replicas": members,
+               "sources": [sources[k] for k in members], "provenance": record}
+        for name, members in assignment.items()}
+    _write_outputs(out_dir, replicas, assignment, stats, parameters, progress)
     return stats

@@ -17,7 +17,11 @@ Files from other H5MD tools are read too: the particle group may have another na
 the only one; ``step``/``time`` may be the H5MD scalar form (value + ``offset`` attr); box edges
 may be fixed ([3]) or time-dependent ([T,3]) and may be diagonal [3,3] matrices; a missing
 ``species`` reads as zeros and a missing ``mass`` as NaN. Units are checked strictly against
-``forcematch.units.UNIT``. Position, force, box and potential energy are required.
+``forcematch.units.UNIT``. Position, force, box and potential energy are required, stored as
+float32 or float64 (float16 and integers are refused; box edges may be integers). Only regular
+files are opened (a FIFO would block), and declared shapes are checked against a bound on one
+read (`h5md_readers.MAX_READ_GIB`, 8 GiB as float64, or FORCEMATCH_MAX_READ_GIB) before
+anything is allocated.
 
 The low-level readers (opening, unit checks, frame selections, box edges) live in
 `forcematch.h5md_readers`; those other modules use are re-exported here.
@@ -42,6 +46,8 @@ from forcematch.h5md_readers import (
     FrameSelection,
     attr_str,
     check_finite,
+    check_read_size,
+    check_storage,
     check_unit,
     frame_runs,
     open_checked,
@@ -55,6 +61,7 @@ from forcematch.units import UNIT
 __all__ = [
     "PARTICLE_GROUP",
     "FrameSelection",
+    "check_read_size",
     "frame_runs",
     "n_frames",
     "open_checked",
@@ -167,12 +174,16 @@ def write_h5md(
     Parent directories are created.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        _write_h5md_header(f, author)
-        _write_frames(f, frames)
-        # Last, so that a bad parameter fails a write that is already under way.
-        _write_parameters(f, parameters, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            _write_h5md_header(f, author)
+            _write_frames(f, frames)
+            # Last, so that a bad parameter fails a write that is already under way.
+            _write_parameters(f, parameters, path)
+    except OSError as exc:  # HDF5's own write errors (no space, ...) carry no errno
+        message = " ".join(str(exc).split())
+        raise ForcematchError(f"cannot write {path}: {message}") from exc
 
 
 # ---------------------------------------------------------------------------------------- read
@@ -190,9 +201,9 @@ def _per_frame_datasets(
             f"{where}: missing required H5MD item observables/potential_energy"
         )
     en_ds = require(f, "observables/potential_energy/value", where)
-    check_unit(pos_ds, UNIT["length"], where)
-    check_unit(frc_ds, UNIT["force"], where)
-    check_unit(en_ds, UNIT["energy"], where)
+    for ds, unit in ((pos_ds, UNIT["length"]), (frc_ds, UNIT["force"]), (en_ds, UNIT["energy"])):
+        check_unit(ds, unit, where)
+        check_storage(ds, where)
     if pos_ds.ndim != 3 or pos_ds.shape[2] != 3:
         raise ForcematchError(
             f"{where}: {pos_ds.name} has shape {pos_ds.shape}, expected (T, N, 3)"
@@ -219,6 +230,7 @@ def _velocity_dataset(
         return None
     vel_ds = require(f, f"{part.name}/velocity/value", where)
     check_unit(vel_ds, UNIT["velocity"], where)
+    check_storage(vel_ds, where)
     if vel_ds.shape != pos_ds.shape:
         raise ForcematchError(
             f"{where}: {vel_ds.name} has shape {vel_ds.shape}, "
@@ -247,6 +259,19 @@ def _read_masses(part: h5py.Group, n: int, where: str) -> np.ndarray:
     return np.broadcast_to(np.asarray(m_val, np.float64), (n,)).copy()
 
 
+def _per_atom_reads(part: h5py.Group) -> list[tuple[h5py.Dataset, int]]:
+    """(dataset, rows read) of species and mass: a whole [N] dataset, or the first row of an
+    H5MD time-dependent group."""
+    reads = []
+    for name in ("species", "mass"):
+        item = part.get(name)
+        if isinstance(item, h5py.Group) and isinstance(item.get("value"), h5py.Dataset):
+            reads.append((item["value"], 1))
+        elif isinstance(item, h5py.Dataset) and item.ndim >= 1:
+            reads.append((item, item.shape[0]))
+    return reads
+
+
 def _read_arrays(
     f: h5py.File, frames: slice | Sequence[int] | np.ndarray | None, where: str
 ) -> tuple[dict[str, np.ndarray | None], np.ndarray]:
@@ -256,6 +281,9 @@ def _read_arrays(
     pos_ds, frc_ds, en_ds = _per_frame_datasets(f, part, where)
     t, n = pos_ds.shape[:2]
     vel_ds = _velocity_dataset(f, part, pos_ds, where)
+    k = FrameSelection.count(frames, t)  # refuse what would not fit before allocating anything
+    check_read_size([(ds, k) for ds in (pos_ds, frc_ds, en_ds, vel_ds) if ds is not None]
+                    + _per_atom_reads(part), where)
     sel = FrameSelection(frames, t, where)
     pos_grp = part["position"]
     check_unit(require(f, f"{pos_grp.name}/time", where), UNIT["time"], where)

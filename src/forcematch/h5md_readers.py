@@ -7,7 +7,9 @@ imports them from `forcematch.h5md`). Every failure raises ForcematchError namin
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,12 @@ from forcematch.errors import ForcematchError
 from forcematch.units import UNIT
 
 PARTICLE_GROUP = "all"
+# The most one read may take in memory (float64), unless FORCEMATCH_MAX_READ_GIB says otherwise:
+# a file whose declared shapes need more is refused before anything is allocated.
+MAX_READ_GIB = 8.0
+_FILE_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+               stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket",
+               stat.S_IFDIR: "a directory"}
 
 
 def attr_str(value: Any) -> str:
@@ -61,12 +69,68 @@ def particle_group(f: h5py.File, where: str) -> h5py.Group:
     )
 
 
+def check_storage(ds: h5py.Dataset, where: str, *, integers: bool = False) -> None:
+    """Raise unless `ds` is stored as float32 or float64 (or, with `integers`, an integer).
+
+    float16 keeps 11 significant bits: positions near 1 nm move by up to 5e-4 nm, which shifts
+    force labels by about 1 % of their spread; such data cannot be trusted as labels.
+    """
+    kind, size = ds.dtype.kind, ds.dtype.itemsize
+    if (kind == "f" and size >= 4) or (integers and kind in "iu"):
+        return
+    detail = (" (11 significant bits, about 3 decimal digits)" if (kind, size) == ("f", 2)
+              else "")
+    raise ForcematchError(f"{where}: {ds.name} is stored as {ds.dtype}{detail}; forcematch "
+                          "reads float64 or float32 only (store full precision)")
+
+
+def max_read_bytes() -> float:
+    """The bound on one read (bytes as float64): FORCEMATCH_MAX_READ_GIB, else MAX_READ_GIB."""
+    text = os.environ.get("FORCEMATCH_MAX_READ_GIB", "")
+    try:
+        gib = float(text) if text.strip() else MAX_READ_GIB
+    except ValueError:
+        gib = math.nan
+    if not (math.isfinite(gib) and gib > 0):
+        raise ForcematchError(f"FORCEMATCH_MAX_READ_GIB={text!r} must be a positive number")
+    return gib * 2**30
+
+
+def check_read_size(parts: Sequence[tuple[h5py.Dataset, int]], where: str) -> None:
+    """Raise before reading when the rows asked of the datasets, as float64, would exceed the
+    bound of `max_read_bytes`. `parts`: (dataset, rows read along its first axis) pairs."""
+    sizes = [(rows * math.prod(ds.shape[1:]) * 8, ds, rows) for ds, rows in parts]
+    total, bound = sum(s[0] for s in sizes), max_read_bytes()
+    if total <= bound:
+        return
+    _, ds, rows = max(sizes, key=lambda s: s[0])
+    shape = " x ".join(str(n) for n in (rows, *ds.shape[1:]))
+    more = f" and {len(sizes) - 1} more arrays" if len(sizes) > 1 else ""
+    raise ForcematchError(
+        f"{where}: reading {ds.name} ({shape} values){more} would take {total / 2**30:.4g} GiB "
+        f"as float64, more than the {bound / 2**30:g} GiB bound on one read "
+        "(FORCEMATCH_MAX_READ_GIB): a corrupt header, or a file to split")
+
+
+def check_regular_file(path: Path, where: str) -> None:
+    """Raise unless `path` is an existing regular file (a FIFO would block the open)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ForcematchError(f"{where}: file not found") from None
+    except OSError as exc:
+        raise ForcematchError(f"{where}: cannot be examined: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        raise ForcematchError(f"{where}: is {kind}, not a regular file; forcematch reads "
+                              "H5MD files only")
+
+
 def open_checked(path: str | os.PathLike) -> tuple[h5py.File, str]:
     """The H5MD file `path` opened read-only, and its name for error messages."""
     path = Path(path)
     where = str(path)
-    if not path.exists():
-        raise ForcematchError(f"{where}: file not found")
+    check_regular_file(path, where)
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
@@ -119,7 +183,7 @@ class FrameSelection:
         if frames is None:
             frames = slice(None)
         if isinstance(frames, slice):
-            self.indices = np.arange(t)[frames]
+            self.indices = np.arange(*frames.indices(t))
             self.slice = frames if (frames.step in (None, 1)) else None
             self.runs, self.inverse = None, None
             if self.slice is None:
@@ -129,6 +193,17 @@ class FrameSelection:
         self.indices = idx
         self.slice = None
         self._from_indices(idx)
+
+    @staticmethod
+    def count(frames: slice | Sequence[int] | np.ndarray | None, t: int) -> int:
+        """How many frames `FrameSelection(frames, t, ...)` selects, without allocating them
+        (an index array or mask counts as its length)."""
+        if frames is None:
+            return t
+        if isinstance(frames, slice):
+            return len(range(*frames.indices(t)))
+        idx = np.asarray(frames)
+        return int(idx.sum()) if idx.dtype == bool else int(idx.size)
 
     def _from_indices(self, idx: np.ndarray) -> None:
         unique, inverse = np.unique(idx, return_inverse=True)
@@ -165,6 +240,7 @@ def _box_edges_value(part: h5py.Group, sel: FrameSelection, t: int, where: str):
     if isinstance(edges, h5py.Group):
         ds = require(part.file, f"{edges.name}/value", where)
         check_unit(ds, UNIT["length"], where)
+        check_storage(ds, where, integers=True)
         if ds.shape[:1] != (t,) or ds.shape[1:] not in ((3,), (3, 3)):
             raise ForcematchError(
                 f"{where}: {ds.name} has shape {ds.shape}, expected ({t}, 3) to match position"
@@ -172,6 +248,7 @@ def _box_edges_value(part: h5py.Group, sel: FrameSelection, t: int, where: str):
         return ds, sel.read(ds)
     ds = edges
     check_unit(ds, UNIT["length"], where)
+    check_storage(ds, where, integers=True)
     if ds.shape not in ((3,), (3, 3)):
         raise ForcematchError(f"{where}: {ds.name} has shape {ds.shape}, expected (3,)")
     return ds, np.broadcast_to(ds[()], (sel.indices.size, *ds.shape))

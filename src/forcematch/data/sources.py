@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+import h5py
 import numpy as np
 
 from forcematch import h5md
@@ -107,11 +108,14 @@ class H5MDSource:
             t = int(part["position/value"].shape[0])
             self._datasets = {"positions_nm": part["position/value"],
                               "forces_kJ_mol_nm": part["force/value"]}
+            energy_ds, edges = file["observables/potential_energy/value"], part["box/edges"]
+            edges = edges.get("value") if isinstance(edges, h5py.Group) else None
+            h5md.check_read_size([(energy_ds, t)] + ([(edges, t)] if edges is not None else []),
+                                 where)
             starts = range(0, t, READ_FRAMES)
             box = np.concatenate([np.empty((0, 3))] + [h5md.read_box(
                 part, h5md.FrameSelection(slice(a, a + READ_FRAMES), t, where), t, where)
                 for a in starts])
-            energy_ds = file["observables/potential_energy/value"]
             energy = np.concatenate([np.empty(0)] + [
                 np.asarray(energy_ds[a : a + READ_FRAMES], np.float64) for a in starts])
         except OSError as exc:
@@ -158,6 +162,7 @@ class H5MDSource:
         # a list of rows), then put back in the order asked for.
         rows, inverse = np.unique(file_frames, return_inverse=True)
         ds = self._datasets[field]
+        h5md.check_read_size([(ds, rows.size)], self.name)
         try:
             runs = [ds[run] for run in h5md.frame_runs(rows)]
             data = (np.empty((0, *ds.shape[1:])) if not runs else runs[0] if len(runs) == 1

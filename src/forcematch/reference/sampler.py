@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from forcematch.reference.system import (
     KJ_MOL,
     KJ_MOL_NM,
     NM,
+    OPENMM_MAX_SEED,
     LJSystem,
     build_system,
     lattice_positions_nm,
@@ -36,6 +38,20 @@ from forcematch.reference.system import (
 )
 
 EQUILIBRATION_CHUNK_STEPS = 1000  # the energy is checked after every chunk
+
+
+class BlowUp(ForcematchError):
+    """The trajectory blew up (NaN or infinite energy, forces or coordinates). It would blow up
+    again from its checkpoint, so the checkpoint is discarded; every other failure keeps it."""
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _is_blow_up(exc: BaseException) -> bool:
+    """An OpenMMException about NaN or infinite values (e.g. 'Particle coordinate is NaN')."""
+    return re.search(r"\bnan\b|infinit", str(exc), flags=re.IGNORECASE) is not None
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,15 @@ class SamplingSettings:
                 "config: simulate.frames_per_replica, steps_between_frames and "
                 "checkpoint_every_frames must be >= 1, equilibration_steps >= 0"
             )
+        for key, value in (("simulate.timestep_fs", settings.timestep_fs),
+                           ("system.temperature_K", settings.temperature_K),
+                           ("simulate.friction_per_ps", settings.friction_per_ps)):
+            if not (math.isfinite(value) and value > 0):
+                raise ForcematchError(f"config: {key} = {value} must be a finite number > 0")
+        if not 0 <= settings.seed <= OPENMM_MAX_SEED:
+            raise ForcematchError(
+                f"config: simulate.seed = {settings.seed} is outside 0..{OPENMM_MAX_SEED}: "
+                "OpenMM seeds are 32-bit signed integers")
         return settings
 
     def md_step(self, frames: int) -> int:
@@ -81,9 +106,17 @@ class SamplingSettings:
         return self.equilibration_steps + frames * self.stride
 
 
+def _step_count(context: openmm.Context, fallback: int) -> int:
+    """The context's MD step, or `fallback` when a failed context cannot say."""
+    try:
+        return int(context.getStepCount())
+    except openmm.OpenMMException:
+        return fallback
+
+
 def _finite_energy(energy: float, replica: int, md_step: int, what: str) -> float:
     if not math.isfinite(energy):
-        raise ForcematchError(
+        raise BlowUp(
             f"replica {replica}: potential energy is {energy} at MD step {md_step} ({what})"
         )
     return energy
@@ -99,7 +132,11 @@ def equilibrate(context: openmm.Context, lj: LJSystem, replica: int,
     """fcc start, energy minimisation, velocities at the temperature, equilibration."""
     context.setPositions(lattice_positions_nm(lj, np.random.default_rng(rseed)))
     if settings.minimize:
-        openmm.LocalEnergyMinimizer.minimize(context)
+        try:
+            openmm.LocalEnergyMinimizer.minimize(context)
+        except openmm.OpenMMException as exc:
+            raise BlowUp(f"replica {replica}: energy minimisation failed at MD step 0: "
+                         f"{_one_line(exc)}") from exc
         energy = _check_energy(context, replica, 0, "after minimisation")
         emit(progress, f"replica {replica}: minimised, U = {energy:.4f} kJ/mol")
     context.setVelocitiesToTemperature(settings.temperature_K * unit.kelvin, rseed)
@@ -113,10 +150,9 @@ def equilibrate(context: openmm.Context, lj: LJSystem, replica: int,
             done += n
             _check_energy(context, replica, done, "equilibration")
     except openmm.OpenMMException as exc:
-        raise ForcematchError(
-            f"replica {replica}: OpenMM failed at MD step {context.getStepCount()} "
-            f"(equilibration): {exc}"
-        ) from exc
+        kind = BlowUp if _is_blow_up(exc) else ForcematchError
+        raise kind(f"replica {replica}: OpenMM failed at MD step "
+                   f"{_step_count(context, done)} (equilibration): {_one_line(exc)}") from exc
     if settings.equilibration_steps:
         elapsed = time.perf_counter() - t0
         emit(progress, f"replica {replica}: equilibrated {settings.equilibration_steps} steps "
@@ -160,7 +196,13 @@ class _ReplicaRun:
         """Resume from the checkpoint, or equilibrate afresh; returns the frames already done."""
         saved = self.checkpoint.load(self.progress)
         if saved is not None:
-            context = self.new_context(saved)
+            try:
+                context = self.new_context(saved)
+            except openmm.OpenMMException as exc:
+                raise ForcematchError(
+                    f"replica {self.replica}: OpenMM cannot load the checkpoint in "
+                    f"{self.checkpoint.dir} ({_one_line(exc)}); delete it to start the replica "
+                    "afresh") from exc
             done = self.checkpoint.state["frames_done"]
             self.checkpoint.state["resumes"].append(done)
             emit(self.progress, f"replica {self.replica}: resuming from {self.checkpoint.dir} "
@@ -168,14 +210,20 @@ class _ReplicaRun:
                                 f"(MD step {context.getStepCount()})")
         else:
             context = self.new_context()
-            try:
+            try:  # nothing committed yet: whatever fails, the partial directory goes
                 equilibrate(context, self.lj, self.replica, self.settings, self.rseed,
                             self.progress)
+                saved = self.checkpoint.commit(context, None, None, None, 0)
             except ForcematchError:
                 self.checkpoint.remove()
                 raise
-            self.new_context(self.checkpoint.commit(context, None, None, None, 0))
+            self.new_context(saved)
         start = self.checkpoint.state["frames_done"]
+        if start > self.settings.n_frames:
+            raise ForcematchError(
+                f"replica {self.replica}: the checkpoint in {self.checkpoint.dir} holds {start} "
+                f"frames, more than simulate.frames_per_replica = {self.settings.n_frames}; "
+                "delete it to start the replica afresh")
         if start:
             self.positions[:start], self.forces[:start], self.energies[:start] = (
                 self.checkpoint.frames(self.lj.n_atoms))
@@ -184,7 +232,9 @@ class _ReplicaRun:
     def sample(self, start: int, stop_after_frames: int | None) -> bool:
         """Sample frames `start`.. to the end; False if stopped after `stop_after_frames`.
 
-        A failure removes the checkpoint: a blown-up trajectory would blow up again from it.
+        A blow-up (`BlowUp`: NaN or infinite values, which would recur from the checkpoint)
+        removes the checkpoint; every other failure (a transient GPU error, a full disk) keeps
+        it, and the message says where it is.
         """
         n_frames, t0, i = self.settings.n_frames, time.perf_counter(), start
         try:
@@ -197,15 +247,28 @@ class _ReplicaRun:
                         return False
                 self._report(i + 1, start, t0)
         except openmm.OpenMMException as exc:
-            self.checkpoint.remove()
-            raise ForcematchError(
-                f"replica {self.replica}: OpenMM failed at MD step "
-                f"{self.context.getStepCount()} (frame {i}): {exc}"
-            ) from exc
-        except ForcematchError:
+            kind = BlowUp if _is_blow_up(exc) else ForcematchError
+            step = _step_count(self.context, self.settings.md_step(i + 1))
+            raise self._failed(kind(f"replica {self.replica}: OpenMM failed at MD step {step} "
+                                    f"(frame {i}): {_one_line(exc)}")) from exc
+        except BlowUp:
             self.checkpoint.remove()
             raise
+        except ForcematchError as exc:
+            raise self._failed(exc) from exc
         return True
+
+    def _failed(self, error: ForcematchError) -> ForcematchError:
+        """`error` as raised: a blow-up after removing the checkpoint, anything else with the
+        checkpoint kept and named."""
+        if isinstance(error, BlowUp):
+            self.checkpoint.remove()
+            return error
+        text = str(error)
+        if not text.startswith(f"replica {self.replica}"):
+            text = f"replica {self.replica}: {text}"
+        return ForcematchError(f"{text}; kept the checkpoint {self.checkpoint.describe()}: "
+                               "rerun to continue from it")
 
     def _sample_frame(self, i: int) -> None:
         """Advance `stride` steps and record frame `i` (positions wrapped into the box)."""
@@ -218,10 +281,10 @@ class _ReplicaRun:
         self.energies[i] = _finite_energy(energy, self.replica, md_step, f"frame {i}")
         self.positions[i] = state.getPositions(asNumpy=True).value_in_unit(NM)
         self.forces[i] = state.getForces(asNumpy=True).value_in_unit(KJ_MOL_NM)
-        if not np.isfinite(self.forces[i]).all():
-            raise ForcematchError(
-                f"replica {self.replica}: non-finite forces at MD step {md_step} (frame {i})"
-            )
+        for name, values in (("coordinates", self.positions[i]), ("forces", self.forces[i])):
+            if not np.isfinite(values).all():
+                raise BlowUp(f"replica {self.replica}: non-finite {name} at MD step {md_step} "
+                             f"(frame {i})")
 
     def _report(self, done: int, start: int, t0: float) -> None:
         """A status line at every tenth of the frames: rate since `start` and time left."""
@@ -304,6 +367,11 @@ def run_replica(
                    f"platform {platform}, threads {threads}")
     if not run.sample(run.start(), stop_after_frames):
         return
-    write_h5md(out_path, run.sampled_frames(), run.parameters(config, stage_hash))
+    try:
+        write_h5md(out_path, run.sampled_frames(), run.parameters(config, stage_hash))
+    except ForcematchError as exc:
+        raise ForcematchError(
+            f"replica {replica}: {exc}; kept the checkpoint {checkpoint.describe()}: a rerun "
+            "samples only the frames after it") from exc
     checkpoint.remove()
     emit(progress, f"replica {replica}: wrote {settings.n_frames} frames to {out_path}")

@@ -22,6 +22,7 @@ from forcematch.units import (
 NM = unit.nanometer
 KJ_MOL = unit.kilojoule_per_mole
 KJ_MOL_NM = unit.kilojoule_per_mole / unit.nanometer
+OPENMM_MAX_SEED = 2**31 - 1  # OpenMM seeds are 32-bit signed integers
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,13 @@ class LJSystem:
     dispersion_correction: bool = True
 
     def __post_init__(self) -> None:
+        for name in ("mass_amu", "sigma_nm", "epsilon_kJ_mol", "cutoff_nm", "switch_nm",
+                     "box_nm"):  # the box follows from mass and density: after the mass
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                key = ("the box edge (from system.density_g_cm3)" if name == "box_nm"
+                       else f"system.{name}")
+                raise ForcematchError(f"{key} = {value} must be a finite number > 0")
         if self.n_atoms < 1:
             raise ForcematchError(f"system.n_atoms must be >= 1, got {self.n_atoms}")
         if not 0 < self.switch_nm < self.cutoff_nm:
@@ -118,6 +126,9 @@ def replica_seed(seed: int, replica: int) -> int:
     """Deterministic OpenMM seed in [1, 2**31 - 1) for (`seed`, `replica`); never 0 (= random)."""
     if seed < 0 or replica < 0:
         raise ForcematchError(f"seed and replica must be >= 0, got seed={seed}, replica={replica}")
+    if seed > OPENMM_MAX_SEED:
+        raise ForcematchError(f"simulate.seed = {seed} is outside 0..{OPENMM_MAX_SEED}: "
+                              "OpenMM seeds are 32-bit signed integers")
     word = int(np.random.SeedSequence([seed, replica]).generate_state(1, dtype=np.uint32)[0])
     return 1 + word % (2**31 - 2)
 
@@ -151,9 +162,16 @@ def make_context(
         friction_per_ps / unit.picosecond,
         timestep_fs * unit.femtosecond,
     )
+    if not 0 <= int(seed) <= OPENMM_MAX_SEED:
+        raise ForcematchError(f"OpenMM seed {seed} is outside 0..{OPENMM_MAX_SEED} (32-bit)")
     integrator.setRandomNumberSeed(int(seed))
     plat, props = platform_and_properties(platform, threads)
-    return openmm.Context(system, integrator, plat, props)
+    try:
+        return openmm.Context(system, integrator, plat, props)
+    except openmm.OpenMMException as exc:
+        message = " ".join(str(exc).split())
+        raise ForcematchError(
+            f"OpenMM could not create a context on platform {platform}: {message}") from exc
 
 
 def _frames_and_boxes(
