@@ -30,6 +30,13 @@ ARRAYS = ("positions_nm", "forces_kJ_mol_nm", "potential_energy_kJ_mol", "box_nm
 RUN_KEYS = ("wall_s", "train_s", "frames_per_s", "provenance")
 
 
+def only_slice(directory: Path, pattern: str) -> Path:
+    """The one config slice (content-addressed: `<name>-<hash>.json`) matching `pattern`."""
+    found = sorted(directory.glob(pattern))
+    assert len(found) == 1, found
+    return found[0]
+
+
 def env() -> dict:
     return os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
@@ -121,7 +128,7 @@ def test_simulate_killed_and_rerun_equals_uninterrupted(tmp_path):
     assert len(resumed_at) == 1 and resumed_at[0] >= 100, result.stdout
 
     # The same replica without interruption, in another process.
-    stage = tmp_path / "results" / "config" / "simulate.json"
+    stage = only_slice(tmp_path / "results" / "config", "simulate-*.json")
     forcematch("simulate", "--config", str(stage), "--replica", "0", "--out",
                str(tmp_path / "uninterrupted.h5"))
     assert read_parameters(tmp_path / "uninterrupted.h5")["resumed_at_frames"] == []
@@ -150,7 +157,7 @@ def test_train_killed_and_rerun_equals_uninterrupted(tmp_path):
     log = (tmp_path / "results" / "logs" / "train" / f"{run}.log").read_text()
     assert "resuming from" in log, log
 
-    stage = tmp_path / "results" / "config" / "train" / f"{run}.json"  # the run's own slice
+    stage = only_slice(tmp_path / "results" / "config" / "train", "pair-joint-*.json")
     forcematch("train", "--config", str(stage), "--dataset-dir",
                str(tmp_path / "results" / "dataset"), "--out-dir", str(tmp_path / "uninterrupted"),
                "--model", "pair", "--loss", "joint", "--n-train", "all")
