@@ -7,6 +7,7 @@ session; tests that change files copy it first.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,16 @@ def tiny_config(directory: Path, name: str = "config.yaml", **sections) -> Path:
     path = directory / name
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture
+def keep_environment():
+    """Restore os.environ after the test: `forcematch train` run in-process sets thread
+    variables (XLA_FLAGS, OMP_NUM_THREADS, ...) for its own process."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ two in step.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -40,12 +39,8 @@ def tiny(tiny_data, tmp_path_factory) -> Tiny:
 
 
 @pytest.fixture(autouse=True)
-def _keep_environment():
-    """`forcematch train` sets thread variables for its own process; undo them per case."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+def _keep_environment(keep_environment):
+    """Every test here runs `forcematch` in-process (conftest.keep_environment)."""
 
 
 

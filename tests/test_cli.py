@@ -16,11 +16,8 @@ from forcematch.atomic import OutputError
 
 
 @pytest.fixture(autouse=True)
-def _keep_environment():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+def _keep_environment(keep_environment):
+    """Every test here runs `forcematch` in-process (conftest.keep_environment)."""
 
 
 def one_line_error(capsys, argv) -> str:

@@ -37,11 +37,8 @@ FAST = {"epochs": 1, "batch_size": 8, "val_frames": 8}
 
 
 @pytest.fixture(autouse=True)
-def _keep_environment():
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+def _keep_environment(keep_environment):
+    """Every test here runs `forcematch` in-process (conftest.keep_environment)."""
 
 
 def hold(ckpt: Path) -> subprocess.Popen:

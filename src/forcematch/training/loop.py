@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import jax
@@ -38,7 +38,6 @@ import optax
 
 from forcematch import __version__, losses
 from forcematch.atomic import atomic_write_bytes, write_json
-from forcematch.config import train_settings
 from forcematch.data.sources import ArraySource, FrameSource, in_memory
 from forcematch.data.stats import DensestFrame, check_normalisation, scan
 from forcematch.errors import ForcematchError
@@ -53,12 +52,14 @@ _PREFETCH_BATCHES = 3  # batches read ahead by the background thread
 
 
 class Trainer:
-    """One training run; see the module docstring. Build with the arguments of `train`."""
+    """One training run; see the module docstring. Built by `training.run.train`, which
+    resolves `settings` (`config.train_settings`: read-only, every key) and holds the lock."""
 
-    def __init__(self, train_src: FrameSource, val_src: FrameSource, settings, model_config,
+    def __init__(self, train_src: FrameSource, val_src: FrameSource, settings: Mapping,
+                 model_config,
                  cutoff_nm: float, out: Path, *, stats: dict, devices: int | None,
                  provenance: dict | None, progress: Callable[[str], object]):
-        self.cfg = train_settings(dict(settings or {}))
+        self.cfg = settings
         self.progress = progress
         self.mesh = parallel.device_mesh(devices)
         self.out = out
