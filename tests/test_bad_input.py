@@ -247,7 +247,7 @@ CASES = [
          r"train.n_train = 41 exceeds the 40 training frames \(1 replicas x 40 frames\)"),
     Case("unknown-model", "unknown model family", check_config(train={"model": "mace"}),
          r"config key 'train.model': 'mace' is not one of \['pair', 'atomic', 'mpnn', "
-         r"'global_readout'\]"),
+         r"'graph_network'\]"),
     Case("config-missing", "config file missing", config_missing,
          r"config file not found: .*nope.yaml"),
     Case("config-not-yaml", "config file that is not YAML", config_not_yaml,

@@ -145,7 +145,7 @@ def test_settings_by_model_then_by_run():
     ("raw", "message"),
     [
         ({"model": {"paer": {}}},
-         "unknown config key 'paer' in 'model'; known keys: atomic, global_readout, mpnn, pair"),
+         "unknown config key 'paer' in 'model'; known keys: atomic, graph_network, mpnn, pair"),
         ({"model": {"pair": {"hiden": [8]}}},
          "unknown config key 'hiden' in 'model.pair'; known keys: activation, basis, hidden, "),
         ({"model": {"pair": {"hidden": ["32"]}}},
@@ -161,8 +161,8 @@ def test_settings_by_model_then_by_run():
         ({"model": {"mpnn": {"basis": "chebyshev"}}}, "'model.mpnn.basis': 'chebyshev' is not one"),
         ({"model": {"atomic": {"l_max": 5}}}, "'model.atomic.l_max': 5 is greater than the"),
         ({"model": {"atomic": {"n_angular": 0}}}, "'model.atomic.n_angular': 0 is less than"),
-        ({"model": {"global_readout": {"edge_hidden": [0]}}},
-         "'model.global_readout.edge_hidden.0': 0 is less than the minimum of 1"),
+        ({"model": {"graph_network": {"mlp_sizes": [0]}}},
+         "'model.graph_network.mlp_sizes.0': 0 is less than the minimum of 1"),
         ({"train_by_model": {"paer": {}}}, "config key 'train_by_model': 'paer' is not one of"),
         ({"train_by_model": {"mpnn": {"batch_sise": 2}}},
          "unknown config key 'batch_sise' in 'train_by_model.mpnn'; known keys: batch_size"),
@@ -204,7 +204,7 @@ def test_model_section_is_complete_for_every_family():
     assert config["model"]["pair"] == {"n_basis": 16, "hidden": [16, 16], "activation": "silu",
                                        "basis": "gaussian", "r_min_nm": 0.0, "n_species": 1}
     assert config["model"]["mpnn"] == {**model_settings("mpnn", None), "r_min_nm": 0.2}
-    for family in ("atomic", "global_readout"):
+    for family in ("atomic", "graph_network"):
         assert config["model"][family] == model_settings(family, {})
 
 

@@ -19,7 +19,6 @@ from forcematch.config import schema, train_settings
 from forcematch.data.frames import Frames
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
-from forcematch.models import build_model
 from forcematch.potential import load_model
 from forcematch.training import train
 from forcematch.training.optim import make_optimizer, make_schedule
@@ -364,17 +363,3 @@ def test_a_damaged_checkpoint_is_refused_by_name(data, tmp_path, how, message):
     damage_checkpoint(tmp_path, how)
     with pytest.raises(ForcematchError, match=message):
         train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path, progress=lambda _: None)
-
-
-def test_global_readout_networks_start_from_independent_keys():
-    """Layers of equal shape in the edge and readout networks must not start equal (one key
-    shared by both networks made them so)."""
-    model = build_model("global_readout", {"edge_hidden": [16, 16], "readout_hidden": [16, 16]},
-                        CUTOFF)
-    frames = lj_frames(1, 0)
-    params = model.init(jax.random.PRNGKey(0), jnp.asarray(frames.positions_nm[0], jnp.float32),
-                        jnp.asarray(frames.box_nm[0], jnp.float32), jnp.zeros(N, jnp.int32))
-    edge = params["edge"]["params"]["Dense_1"]["kernel"]
-    readout = params["readout"]["params"]["Dense_1"]["kernel"]
-    assert edge.shape == readout.shape == (16, 16)
-    assert not np.allclose(edge, readout)

@@ -1,4 +1,5 @@
-"""Training losses: energy per atom and force components, each normalised by its scale.
+"""Training losses: energy per atom and force components, each normalised by its scale, or
+(`raw_loss`) JAX MD's notebook loss on raw totals in eV and eV/Å.
 
 Energy-only, force-only and joint training are the same loss with different weights.
 """
@@ -6,6 +7,8 @@ Energy-only, force-only and joint training are the same loss with different weig
 from __future__ import annotations
 
 import jax.numpy as jnp
+
+from forcematch.units import KJ_MOL_PER_EV, NM_TO_A
 
 
 def loss(
@@ -46,3 +49,29 @@ def loss(
     force_loss = jnp.mean(f_err**2)
     total = energy_weight * energy_loss + force_weight * force_loss
     return total, {"energy": energy_loss, "force": force_loss}
+
+
+def raw_loss(pred_E, pred_F, E, F, energy_weight: float, force_weight: float,
+             center_energy: bool = False):
+    """JAX MD's `neural_networks.ipynb` loss: mean over frames of the squared total-energy
+    error in eV², plus the mean over frames of the per-frame sum of squared force-component
+    errors in (eV/Å)² (so the force term grows with the number of atoms), weighted.
+
+    Args and returns as `loss` (energies kJ/mol, forces kJ/mol/nm); nothing is normalised.
+    """
+    e_err = (pred_E - E) / KJ_MOL_PER_EV
+    if center_energy:
+        e_err = e_err - jnp.mean(e_err)
+    f_err = (pred_F - F) / (KJ_MOL_PER_EV * NM_TO_A)
+    energy_loss = jnp.mean(e_err**2)
+    force_loss = jnp.mean(jnp.sum(f_err**2, axis=(-2, -1)))
+    total = energy_weight * energy_loss + force_weight * force_loss
+    return total, {"energy": energy_loss, "force": force_loss}
+
+
+def zero_force_loss(F, force_scale: float, form: str) -> float:
+    """The force term of a model that predicts zero forces on frames `F` [B, N, 3]
+    (kJ/mol/nm): the baseline a force fit must beat."""
+    if form == "raw_eV_angstrom":
+        return float(jnp.mean(jnp.sum((F / (KJ_MOL_PER_EV * NM_TO_A)) ** 2, axis=(-2, -1))))
+    return float(jnp.mean((F / force_scale) ** 2))

@@ -7,7 +7,8 @@ import math
 
 AVOGADRO_PER_MOL = 6.02214076e23
 BOLTZMANN_KJ_MOL_K = 0.008314462618  # k_B in kJ/mol/K
-KJ_MOL_TO_MEV = 10.3642688  # 1 kJ/mol per particle in meV (1 eV = 96.485332 kJ/mol)
+KJ_MOL_PER_EV = 96.485332  # 1 eV per particle in kJ/mol
+KJ_MOL_TO_MEV = 1000.0 / KJ_MOL_PER_EV  # 1 kJ/mol per particle in meV (10.3642688)
 NM_TO_A = 10.0
 KJ_MOL_NM_TO_MEV_A = KJ_MOL_TO_MEV / NM_TO_A  # 1 kJ/mol/nm in meV/Å
 
@@ -36,3 +37,4 @@ def cubic_box_length_nm(n_atoms: int, density_g_cm3: float, mass_amu: float) -> 
 
 
 assert math.isclose(ARGON_EPSILON_KJ_MOL, 0.99607, rel_tol=1e-4)
+assert math.isclose(KJ_MOL_TO_MEV, 10.3642688, rel_tol=1e-7)

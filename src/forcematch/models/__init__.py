@@ -17,7 +17,7 @@ from forcematch.config import model_settings
 from forcematch.errors import ForcematchError
 from forcematch.models.atomic import AtomicModel
 from forcematch.models.base import EnergyModel, NeighbourListModel, Params, poison_on_overflow
-from forcematch.models.global_readout import GlobalReadoutModel
+from forcematch.models.graph_network import GraphNetworkModel
 from forcematch.models.mpnn import MPNNModel
 from forcematch.models.normalisation import (
     Normalisation,
@@ -34,8 +34,8 @@ MODELS: dict[str, type] = {
     "pair": PairModel,
     "atomic": AtomicModel,
     "mpnn": MPNNModel,
-    # A deliberately poor network, kept to demonstrate the force-only collapse.
-    "global_readout": GlobalReadoutModel,
+    # JAX MD's graph network, the model of its neural_networks notebook (the collapse study).
+    "graph_network": GraphNetworkModel,
 }
 
 
@@ -50,7 +50,22 @@ def build_model(
     if not (isinstance(cutoff_nm, int | float) and math.isfinite(cutoff_nm) and cutoff_nm > 0):
         raise ForcematchError(f"model cutoff must be a positive number of nm, got {cutoff_nm!r}")
     config = model_settings(name, model_config, source=f"{name} model")
-    return MODELS[name](config, float(cutoff_nm), capacity)
+    return MODELS[name](config, model_cutoff_nm(name, config, cutoff_nm), capacity)
+
+
+def model_cutoff_nm(name: str, model_config: dict | None, system_cutoff_nm: float) -> float:
+    """The cutoff (nm) of model `name`: its own `cutoff_nm` option where the family has one
+    and it is set (at most the system cutoff, which keeps the minimum image valid), else the
+    system cutoff."""
+    config = model_settings(name, model_config, source=f"{name} model")
+    own = config.get("cutoff_nm")
+    if own is None:
+        return float(system_cutoff_nm)
+    if own > system_cutoff_nm:
+        raise ForcematchError(
+            f"model.{name}.cutoff_nm = {own} nm exceeds system.cutoff_nm = {system_cutoff_nm} "
+            "nm; a model's cutoff may only be shorter")
+    return float(own)
 
 
 __all__ = [
@@ -61,6 +76,7 @@ __all__ = [
     "PairModel",
     "Params",
     "build_model",
+    "model_cutoff_nm",
     "cast_params",
     "energy_and_forces_fn",
     "energy_fn",

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from forcematch.models.base import EnergyModel, Params
+from forcematch.units import KJ_MOL_PER_EV
 
 
 @dataclass(frozen=True)
@@ -28,9 +29,19 @@ class Normalisation:
     energy_shift_per_atom: float = 0.0  # kJ/mol per atom
 
     @classmethod
-    def from_stats(cls, stats: dict) -> Normalisation:
-        """From `train.dataset_stats` output (force RMS and mean energy per atom)."""
-        scale = float(stats["force_rms_kJ_mol_nm"])
+    def from_stats(cls, stats: dict, output_scale: str = "force_rms",
+                   n_atoms: int | None = None) -> Normalisation:
+        """From the dataset statistics (`stats.json`), by the train option `output_scale`:
+        "force_rms" (the convention above), "energy_std" (E = std(E)·raw + mean(E), JAX MD's
+        2020 notebook; needs `n_atoms`) or "eV" (the raw output in eV, no shift)."""
+        if output_scale == "eV":
+            return cls(KJ_MOL_PER_EV, 0.0)
+        if output_scale == "energy_std":
+            scale = float(stats["energy_per_atom_std_kJ_mol"]) * int(n_atoms)
+        elif output_scale == "force_rms":
+            scale = float(stats["force_rms_kJ_mol_nm"])
+        else:
+            raise ValueError(f"unknown output_scale {output_scale!r}")
         if not (math.isfinite(scale) and scale > 0):
             scale = 1.0
         return cls(scale, float(stats["energy_per_atom_mean_kJ_mol"]))
