@@ -139,6 +139,7 @@ def test_a_real_refused_write_gives_one_line(tiny_data, tmp_path):
     err = result.stderr.strip()
     assert result.returncode == 2, err[-3000:]
     assert len(err.splitlines()) == 1, err[-3000:]
-    assert err.startswith(f"forcematch train: error: cannot write {out / 'checkpoint'}/"), err
+    # the first file train writes: the report of the checks before training
+    assert err.startswith(f"forcematch train: error: cannot write {out / 'preflight.json'}"), err
     assert "File too large; raise the file-size limit (ulimit -f)" in err, err
     assert err.endswith("then rerun (no step was checkpointed yet)"), err

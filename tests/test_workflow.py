@@ -96,10 +96,15 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert model["net_force_max"] < 1e-2
     assert reference["fd_max_rel_error"] < 1e-6
     assert model["fd_max_rel_error"] < 1e-6
-    # Finite differences of the reference energy expose force labels of the wrong sign.
+    # The collapse study: the checks before training expose labels of the wrong sign, the
+    # notebook's 3 Å cutoff (no neighbours) and the notebook loss's dominating energy term.
     collapse = json.loads((results / "diagnose" / "collapse" / "summary.json").read_text())
-    assert collapse["runs"]["pair-force"]["fd_reference_energy_vs_labels"] < 1e-3
-    assert collapse["runs"]["pair-force-flipped"]["fd_reference_energy_vs_labels"] > 1.0
+    runs = collapse["runs"]
+    assert runs["pair-force"]["checks"]["label_sign"]["level"] == "ok"
+    assert runs["pair-force-flipped"]["checks"]["label_sign"]["level"] == "refused"
+    assert runs["graph_network-force-3A"]["checks"]["neighbours"]["level"] == "refused"
+    assert runs["graph_network-joint"]["checks"]["gradient_balance"]["energy_over_force"] > 100
+    assert all(math.isfinite(r["force_corr"]) for r in runs.values() if r["trained"])
     epochs = np.genfromtxt(results / "train" / run / "metrics.csv", delimiter=",", names=True)
     assert len(np.atleast_1d(epochs["epoch"])) == 2
     for name in ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size",
@@ -144,11 +149,11 @@ TRAIN_AND_VALIDATE = {
     ({"pair-energy": {"learning_rate": 0.005}},
      TRAIN_AND_VALIDATE | {("figures", ""), ("all", "")}),
     # A run only the collapse diagnostic trains: the diagnostic and the figures.
-    ({"global_readout-force": {"learning_rate": 0.005}},
+    ({"graph_network-force": {"learning_rate": 0.005}},
      {("diagnose_collapse", ""), ("figures", ""), ("all", "")}),
     # A run no job trains: nothing.
     ({"atomic-joint": {"learning_rate": 0.005}}, set()),
-], ids=["pair-energy", "global_readout-force", "atomic-joint"])
+], ids=["pair-energy", "graph_network-force", "atomic-joint"])
 def test_editing_one_run_reruns_only_that_run(tiny_run, tmp_path, train_by_run, expected):
     workdir = copy_run(tiny_run, tmp_path / "work")
     config = yaml.safe_load(TINY.read_text()) | {"train_by_run": train_by_run}

@@ -173,6 +173,29 @@ def _cmd_train(args) -> None:
               devices=args.devices, restart_stale=args.restart_stale, provenance=record)
 
 
+def _cmd_check_training(args) -> None:
+    """The checks `train` runs before its first step, on the same inputs; exit 2 if one
+    refuses (every finding printed, the report as JSON on stdout)."""
+    limit_threads(args.threads)
+    import json
+
+    from forcematch.config import load_config
+    from forcematch.h5md import read_h5md
+    from forcematch.training.run import check_training
+
+    config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
+    paths = _existing_splits(args.dataset_dir, ("train", "val"))
+    stats = _dataset_stats(paths[0].parent, None)
+    model_name = config["train"]["model"]
+    report = check_training(*[read_h5md(p) for p in paths], config["train"],
+                            config["model"][model_name], config["system"]["cutoff_nm"],
+                            stats=stats, progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(report, indent=2))
+    refused = [c for c, r in report.items() if r.get("level") == "refused"]
+    if refused:
+        raise ForcematchError(f"refused before training by: {', '.join(refused)}")
+
+
 def _cmd_validate(args) -> None:
     limit_threads(args.threads)
     from forcematch.config import load_config
@@ -322,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
 
     _add_train_parser(sub)
+    p = _stage_parser(sub, "check-training", _cmd_check_training,
+                      "the checks train runs before its first step (neighbours, label sign, "
+                      "loss balance, zero-force baseline), without training", dataset=False)
+    p.add_argument("--dataset-dir", required=True)
+    p.add_argument("--model", help="override train.model")
+    p.add_argument("--loss", choices=LOSSES, help="override the loss weights")
+    p.add_argument("--n-train", type=_n_train,
+                   help="override train.n_train ('all' or a frame count)")
     p = _stage_parser(sub, "validate", _cmd_validate,
                       "validate the reference data or a trained model")
     p.add_argument("--model", help="trained model directory; omit to validate the reference")

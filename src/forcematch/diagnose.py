@@ -1,20 +1,24 @@
-"""Diagnostic training runs that answer "my force-only training collapses to zero forces — why?".
+"""The study behind "my force-only training collapses to zero forces — why?", run on the
+seed's own model: JAX MD's graph network (`models.graph_network`) with the recipe of JAX MD's
+`neural_networks.ipynb` (the config's `train_by_model.graph_network`: raw output in eV, loss
+on raw total energies in eV plus per-frame summed squared force errors in (eV/Å)², Adam 10⁻³
+after global-norm clipping at 1, batch 128, 20 epochs).
 
-Under a mean-squared force loss, the best rescaling of predicted forces that correlate with the
-labels only by ρ is ρ times the label spread: a model that cannot fit the forces shrinks them
-towards their mean, zero. Every run here logs, per epoch, the ratio of predicted to true force
-spread and their correlation (metrics.csv), so the collapse shows as ratio ≈ correlation ≪ 1.
+Under a mean-squared force loss the best rescaling of predicted forces that correlate with the
+labels only by ρ is ρ times the label spread, so every run logs, per epoch, the spread ratio
+std(F̂)/std(F) and the correlation (metrics.csv): a collapse shows as both ≪ 1. Each run also
+keeps the checks before training (`forcematch.preflight`: neighbours within the cutoff, the
+labels' sign against the energies, the energy and force gradient norms at initialisation).
 
-Runs, all on the same training subset and budget:
-- `pair-force`: an invariant pair sum with a smooth cutoff, force-only: no collapse.
-- `global_readout-force`: raw displacement features, hard cutoff, one global readout
-  (`models.global_readout`) and no output scaling (raw output in kJ/mol), force-only.
-- `pair-joint-flipped`: joint loss (energy weight 1) on force labels of the wrong sign
-  (F = +dE/dx): energies and forces contradict each other.
-- `pair-force-flipped`: force-only on flipped labels: fits them by learning -E (energy
-  correlation -1 with the reference).
-For each, finite differences of the reference energy against the labels given: a relative error
-of 2 exposes flipped labels before any training.
+Runs (`RUNS`), all on the same training frames and budget (`diagnose` in the config):
+- the graph network with the notebook's joint loss, force-only, and two ablations of the joint
+  loss (energy weight 10⁻³; the 2020 notebook's output × std(E) + mean(E));
+- the graph network at the notebook's own 3 Å cutoff: no argon pair within it, refused before
+  training (forces are exactly zero under any loss);
+- the `pair` model force-only: the invariant, smooth reference;
+- force labels of the wrong sign, joint and force-only;
+- a coarse-grained case: every second atom integrated out, the labels the kept atoms' full
+  forces, so the best model reproduces the mean force: spread = correlation < 1, correctly.
 """
 
 from __future__ import annotations
@@ -30,85 +34,109 @@ import numpy as np
 from forcematch.atomic import write_json
 from forcematch.config import config_hash, stage_config
 from forcematch.data.frames import Frames
+from forcematch.data.stats import statistics
 from forcematch.h5md import read_h5md
 from forcematch.metrics import accuracy
 from forcematch.provenance import provenance
 from forcematch.sweep import run_config
-from forcematch.validate import fd_samples, finite_difference_errors, summarise_fd
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One diagnostic run: a model family and loss as in the sweep (`sweep.run_config`), the
+    labels it is given, and what it changes on top of the config."""
+
+    model: str
+    loss: str
+    what: str
+    labels: str = "reference"  # "reference", "flipped" (F = +dE/dx) or "decimated"
+    train: dict = dataclasses.field(default_factory=dict)  # train settings overridden
+    model_options: dict = dataclasses.field(default_factory=dict)  # model options overridden
+    trained: bool = True  # False: the checks before training only
+
 
 RUNS = {
-    # name: (model, loss, sign of the force labels, normalised output, energy weight or None)
-    "pair-force": ("pair", "force", 1.0, True, None),
-    "global_readout-force": ("global_readout", "force", 1.0, False, None),
-    "pair-joint-flipped": ("pair", "joint", -1.0, True, 1.0),
-    "pair-force-flipped": ("pair", "force", -1.0, True, None),
+    "graph_network-joint": Run(
+        "graph_network", "joint", "JAX MD graph network, notebook recipe, joint loss"),
+    "graph_network-force": Run(
+        "graph_network", "force", "JAX MD graph network, notebook recipe, force-only"),
+    "graph_network-joint-w1e-3": Run(
+        "graph_network", "joint", "as joint, energy weight 1e-3",
+        train={"energy_weight": 1e-3}),
+    "graph_network-joint-energy_std": Run(
+        "graph_network", "joint", "as joint, output x std(E) + mean(E) (2020 notebook)",
+        train={"output_scale": "energy_std"}),
+    "graph_network-force-3A": Run(
+        "graph_network", "force", "the notebook's 3 Å cutoff", model_options={"cutoff_nm": 0.3},
+        trained=False),
+    "pair-force": Run("pair", "force", "pair model (invariant, smooth cutoff), force-only"),
+    "pair-joint-flipped": Run("pair", "joint", "pair, joint (energy weight 1), labels +dE/dx",
+                              labels="flipped", train={"energy_weight": 1.0}),
+    "pair-force-flipped": Run("pair", "force", "pair, force-only, labels +dE/dx",
+                              labels="flipped"),
+    "pair-force-decimated": Run("pair", "force",
+                                "pair, force-only, every second atom integrated out",
+                                labels="decimated"),
 }
 
 
-def _with_force_sign(frames: Frames, sign: float) -> Frames:
-    """`frames` with force labels multiplied by `sign`."""
-    return dataclasses.replace(frames, forces_kJ_mol_nm=sign * frames.forces_kJ_mol_nm)
+def relabel(frames: Frames, labels: str) -> Frames:
+    """`frames` as a run sees them: unchanged, forces of the wrong sign, or every second atom
+    kept with its full force (energies stay those of the whole system)."""
+    if labels == "reference":
+        return frames
+    if labels == "flipped":
+        return dataclasses.replace(frames, forces_kJ_mol_nm=-frames.forces_kJ_mol_nm)
+    if labels == "decimated":
+        kept = slice(0, None, 2)
+        velocities = frames.velocities_nm_ps
+        return dataclasses.replace(
+            frames, positions_nm=frames.positions_nm[:, kept],
+            forces_kJ_mol_nm=frames.forces_kJ_mol_nm[:, kept], species=frames.species[kept],
+            masses_amu=frames.masses_amu[kept],
+            velocities_nm_ps=None if velocities is None else velocities[:, kept])
+    raise ValueError(f"unknown labels {labels!r}")
 
 
-def _fd_of_reference_vs_labels(config: dict, test: Frames, sign: float, rng) -> float:
-    """Finite differences of the reference energy (OpenMM, double precision) against the force
-    labels a run was given, on the first test frame: the check that catches a sign error."""
-    from forcematch.reference import energy_and_forces, lj_system_from_config
-
-    lj = lj_system_from_config(config)
-    box = np.asarray(test.box_nm[0], np.float64)
-    samples = fd_samples(rng, test.n_atoms, config["validate"]["fd_samples_per_frame"])
-    errors = finite_difference_errors(
-        lambda stack: energy_and_forces(lj, stack, np.broadcast_to(box, (len(stack), 3)),
-                                        platform="Reference")[0],
-        test.positions_nm[0], sign * test.forces_kJ_mol_nm[0], samples,
-        config["validate"]["fd_steps_nm"])
-    return summarise_fd(config["validate"]["fd_steps_nm"], errors)[0]["fd_max_rel_error"]
+def _settings(config: dict, run: Run, n_train: int) -> tuple[dict, dict]:
+    """(train settings, model options) of `run`: the sweep's run config, then its changes."""
+    cfg = run_config(config, run.model, run.loss, n_train)
+    train = cfg["train"] | {"val_frames": config["diagnose"]["val_frames"]} | run.train
+    return train, cfg["model"][run.model] | run.model_options
 
 
 def _train_run(config: dict, name: str, splits: dict[str, Frames], stats: dict, n_train: int,
                out_dir: Path, progress: Callable[[str], None]) -> dict:
-    """Train the diagnostic run `name` (`RUNS`); returns its train settings."""
+    """Check and (unless `trained` is False) train run `name`; returns its preflight report."""
     from forcematch.training import train
+    from forcematch.training.run import check_training
 
-    model_name, loss, sign, normalised, energy_weight = RUNS[name]
-    dcfg = config["diagnose"]
-    cfg = run_config(config, model_name, loss, n_train)
-    train_cfg = cfg["train"] | {"epochs": dcfg["epochs"]}
-    if energy_weight is not None:
-        train_cfg["energy_weight"] = energy_weight
-    # The dataset's statistics (force spreads do not depend on the labels' sign); "no output
-    # scaling": the network's raw output is the energy in kJ/mol.
-    stats = stats if normalised else stats | {"force_rms_kJ_mol_nm": 1.0}
-    progress(f"{name}: {model_name}, {loss} loss (energy weight "
-             f"{train_cfg['energy_weight']}), force labels x {sign:+.0f}, output "
-             f"{'scaled by the force RMS' if normalised else 'unscaled'}, {n_train} frames, "
-             f"{dcfg['epochs']} epochs")
-    train(_with_force_sign(splits["train"], sign), _with_force_sign(splits["val"], sign),
-          train_cfg, cfg["model"][model_name], cfg["system"]["cutoff_nm"],
-          out_dir / name, stats=stats, restart_stale=True, progress=progress)
-    return train_cfg
+    run = RUNS[name]
+    train_cfg, model_cfg = _settings(config, run, n_train)
+    progress(f"{name}: {run.what}; {n_train} frames, {train_cfg['epochs']} epochs")
+    data = [relabel(splits[s], run.labels) for s in ("train", "val")]
+    if run.labels == "decimated":
+        stats = statistics(data[0])
+    cutoff = config["system"]["cutoff_nm"]
+    if not run.trained:
+        return check_training(*data, train_cfg, model_cfg, cutoff, stats=stats,
+                              progress=progress)
+    train(*data, train_cfg, model_cfg, cutoff, out_dir / name, stats=stats,
+          restart_stale=True, progress=progress, preflight="warn")
+    return json.loads((out_dir / name / "preflight.json").read_text())
 
 
-def _run_result(name: str, train_cfg: dict, model_dir: Path, test: Frames) -> dict:
+def _test_result(name: str, model_dir: Path, test: Frames) -> dict:
     """What the trained run `name` predicts on the test frames."""
     from forcematch.potential import load_model
 
-    model_name, loss, sign, normalised, _ = RUNS[name]
     energy_pred, forces_pred = load_model(model_dir).predict(test.positions_nm, test.box_nm)
     true = accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
                     forces_pred)
-    return {
-        "model": model_name,
-        "loss": loss,
-        "energy_weight": train_cfg["energy_weight"],
-        "force_label_sign": sign,
-        "output_scaled_by_force_rms": normalised,
-        "force_rmse_rel": true["force_rmse_rel"],
-        "force_std_ratio": true["force_std_ratio"],
-        "force_corr": true["force_corr"],
-        "energy_corr": float(np.corrcoef(test.potential_energy_kJ_mol, energy_pred)[0, 1]),
-    }
+    energy_corr = np.corrcoef(test.potential_energy_kJ_mol, energy_pred)[0, 1]
+    return {"force_rmse_rel": true["force_rmse_rel"],
+            "force_std_ratio": true["force_std_ratio"], "force_corr": true["force_corr"],
+            "energy_corr": float(energy_corr) if np.isfinite(energy_corr) else None}
 
 
 def collapse_study(
@@ -118,29 +146,28 @@ def collapse_study(
     *,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Train the diagnostic runs and write `summary.json` and one directory per run."""
+    """Run every entry of `RUNS`; write `summary.json` and one directory per trained run."""
     dcfg = config["diagnose"]
     out_dir, dataset_dir = Path(out_dir), Path(dataset_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {name: read_h5md(dataset_dir / f"{name}.h5") for name in ("train", "val", "test")}
     stats = json.loads((dataset_dir / "stats.json").read_text())["train"]
     test = splits["test"].select(slice(0, min(dcfg["test_frames"], splits["test"].n_frames)))
-    rng = np.random.default_rng(config["validate"]["seed"])
     n_train = min(dcfg["n_train"], splits["train"].n_frames)
-    summary: dict[str, Any] = {"n_train": n_train, "epochs": dcfg["epochs"], "runs": {}}
-    for name in RUNS:
-        train_cfg = _train_run(config, name, splits, stats, n_train, out_dir, progress)
-        result = _run_result(name, train_cfg, out_dir / name / "model", test)
-        result["fd_reference_energy_vs_labels"] = _fd_of_reference_vs_labels(
-            config, test, RUNS[name][2], rng)
+    summary: dict[str, Any] = {"n_train": n_train, "runs": {}}
+    for name, run in RUNS.items():
+        checks = _train_run(config, name, splits, stats, n_train, out_dir, progress)
+        result = {"what": run.what, "model": run.model, "loss": run.loss,
+                  "labels": run.labels, "trained": run.trained, "checks": checks}
+        if run.trained:
+            result |= _test_result(name, out_dir / name / "model", relabel(test, run.labels))
+            result["epochs"] = json.loads((out_dir / name / "final_metrics.json")
+                                          .read_text())["epochs"]
+            progress(f"{name}: test force RMSE {100 * result['force_rmse_rel']:.2f} % of std, "
+                     f"spread ratio {result['force_std_ratio']:.3f}, correlation "
+                     f"{result['force_corr']:.3f}")
         summary["runs"][name] = result
-        progress(f"{name}: test force RMSE {100 * result['force_rmse_rel']:.2f} % of std, "
-                 f"spread ratio {result['force_std_ratio']:.3f}, correlation "
-                 f"{result['force_corr']:.3f}, energy correlation {result['energy_corr']:+.3f}, "
-                 f"FD of the reference energy vs the labels "
-                 f"{result['fd_reference_energy_vs_labels']:.2e}")
     summary["provenance"] = provenance("diagnose", config_hash(stage_config(config, "diagnose")),
-                                       seeds={"train.seed": config["train"]["seed"],
-                                              "validate.seed": config["validate"]["seed"]})
+                                       seeds={"train.seed": config["train"]["seed"]})
     write_json(out_dir / "summary.json", summary)
     return summary

@@ -173,23 +173,30 @@ def net_force_figure(runs: dict[str, Path], out_dir: Path) -> None:
 
 
 def collapse_figure(diagnose_dir: Path, summary: dict, out_dir: Path) -> None:
-    """Force spread ratio and correlation per epoch of the collapse diagnostic runs."""
+    """Force spread ratio (log scale) and correlation per epoch of the trained runs of the
+    collapse study, and spread against correlation."""
     keys = ["epoch", "val_force_std_ratio", "val_force_corr", "val_force_rmse_rel"]
     tables = {name: read_csv(diagnose_dir / name / "metrics.csv", keys)
-              for name in summary["runs"]}
-    fig, (ax_t, ax_r) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+              for name, run in summary["runs"].items() if run.get("trained", True)}
+    fig, (ax_s, ax_c, ax_r) = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
     for name, t in tables.items():
-        (line,) = ax_t.plot(t["epoch"], t["val_force_std_ratio"], marker="o", ms=3,
-                            label=f"{name}: spread ratio")
-        ax_t.plot(t["epoch"], t["val_force_corr"], ls="--", color=line.get_color(), lw=1)
+        style = {"ls": "--"} if not name.startswith("graph_network") else {}
+        (line,) = ax_s.plot(t["epoch"], np.maximum(t["val_force_std_ratio"], 1e-4), marker="o",
+                            ms=3, label=name, **style)
+        ax_c.plot(t["epoch"], t["val_force_corr"], marker="o", ms=3, color=line.get_color(),
+                  **style)
         ax_r.plot(t["val_force_corr"], t["val_force_std_ratio"], marker="o", ms=3,
-                  color=line.get_color(), label=name)
-    ax_t.set(xlabel="epoch", ylabel="std(F pred) / std(F label)  (dashed: correlation)",
+                  color=line.get_color(), **style)
+        ax_r.plot(t["val_force_corr"][-1:], t["val_force_std_ratio"][-1:], marker="*", ms=10,
+                  color=line.get_color())
+    ax_s.set(xlabel="epoch", ylabel="spread ratio std(F pred) / std(F label)", yscale="log",
              title=f"{summary['n_train']} training frames; validation labels")
-    ax_r.plot([-1, 1], [-1, 1], color="0.6", lw=1, label="ratio = correlation")
-    ax_r.set(xlabel="force correlation with labels", ylabel="force spread ratio",
-             xlim=(-1.05, 1.05), ylim=(-0.05, 1.3))
-    ax_t.legend(fontsize=7)
+    ax_s.axhline(1.0, color="0.6", lw=1)
+    ax_c.set(xlabel="epoch", ylabel="correlation of F pred with F label", ylim=(-1.05, 1.05))
+    ax_r.plot([0, 1], [0, 1], color="0.6", lw=1, label="ratio = correlation")
+    ax_r.set(xlabel="correlation (star: last epoch)", ylabel="spread ratio", xlim=(-1.05, 1.05),
+             ylim=(-0.05, 1.5))
+    ax_s.legend(fontsize=7)
     ax_r.legend(fontsize=7)
     _save(fig, out_dir, "collapse", _long(tables, keys))
 

@@ -103,7 +103,8 @@ def summary(config: dict[str, Any]) -> str:
 
 # The (model family, loss) pairs that `forcematch diagnose-collapse` trains (forcematch.diagnose):
 # its config slice keeps only their train_by_model, train_by_run and model entries.
-DIAGNOSE_RUNS = (("pair", "force"), ("global_readout", "force"), ("pair", "joint"))
+DIAGNOSE_RUNS = (("graph_network", "joint"), ("graph_network", "force"), ("pair", "force"),
+                 ("pair", "joint"))
 
 # The sections keyed by model family ('<model>') or by model family and loss ('<model>-<loss>').
 _PER_FAMILY = ("train_by_model", "model")

@@ -36,12 +36,18 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from forcematch import __version__, losses
+from forcematch import __version__, losses, preflight
 from forcematch.atomic import atomic_write_bytes, write_json
 from forcematch.data.sources import ArraySource, FrameSource, in_memory
 from forcematch.data.stats import DensestFrame, check_normalisation, scan
 from forcematch.errors import ForcematchError
-from forcematch.models import Normalisation, build_model, energy_fn, predict_fn
+from forcematch.models import (
+    Normalisation,
+    build_model,
+    energy_fn,
+    model_cutoff_nm,
+    predict_fn,
+)
 from forcematch.potential import MODEL_FORMAT
 from forcematch.training import checkpoint, parallel
 from forcematch.training.batches import Prefetcher, batch_indices, seeded_subset
@@ -59,19 +65,21 @@ class Trainer:
                  model_config,
                  cutoff_nm: float, out: Path, *, stats: dict, devices: int | None,
                  provenance: dict | None, progress: Callable[[str], object]):
+        """`out`: the run directory (None: preflight checks only, nothing written)."""
         self.cfg = settings
         self.progress = progress
         self.mesh = parallel.device_mesh(devices)
         self.out = out
-        self.out.mkdir(parents=True, exist_ok=True)
+        if out is not None:
+            self.out.mkdir(parents=True, exist_ok=True)
         self.streamed = not isinstance(train_src, ArraySource)
         self._select_frames(train_src, val_src)
         self._plan_batches()
-        cutoff_nm = float(cutoff_nm)
+        cutoff_nm = model_cutoff_nm(self.cfg["model"], model_config, float(cutoff_nm))
         capacity, fingerprints = self._scan(cutoff_nm)  # first: names a bad frame
         self.stats = check_normalisation(stats, "training")
         self.model = build_model(self.cfg["model"], model_config, cutoff_nm, capacity)
-        self.norm = Normalisation.from_stats(self.stats)
+        self.norm = Normalisation.from_stats(self.stats, self.cfg["output_scale"], self.n_atoms)
         self.e_scale = float(self.stats["energy_per_atom_std_kJ_mol"]) or 1.0
         self.f_scale = float(self.stats["force_std_kJ_mol_nm"]) or 1.0
         self.info = self._describe(cutoff_nm, capacity, fingerprints, provenance)
@@ -87,6 +95,7 @@ class Trainer:
                                   "frames")
         if val_src.n_frames == 0:
             raise ForcematchError("validation data has no frames")
+        self.given_train_src = train_src  # in file order: adjacent frames for the sign check
         self.train_frames = np.arange(train_src.n_frames)  # indices into the given frames
         if cfg["n_train"] is not None:
             if cfg["n_train"] > train_src.n_frames:
@@ -170,9 +179,13 @@ class Trainer:
     def _loss(self, params, pos, box, energy, forces):
         cfg = self.cfg
         pred_e, pred_f = self.predict(params, pos, box, self.species)
+        centred = cfg["energy_loss"] == "centred"
+        if cfg["loss_form"] == "raw_eV_angstrom":
+            return losses.raw_loss(pred_e, pred_f, energy, forces, cfg["energy_weight"],
+                                   cfg["force_weight"], center_energy=centred)
         return losses.loss(pred_e, pred_f, energy, forces, self.n_atoms, cfg["energy_weight"],
                            cfg["force_weight"], self.e_scale, self.f_scale,
-                           center_energy=cfg["energy_loss"] == "centred")
+                           center_energy=centred)
 
     def _train_step(self, params, opt_state, pos, box, energy, forces):
         (total, parts), grads = jax.value_and_grad(self._loss, has_aux=True)(
@@ -199,12 +212,53 @@ class Trainer:
         return time.perf_counter() - t0
 
     # -- the run ----------------------------------------------------------------------------
-    def run(self, restart_stale: bool = False) -> dict:
-        """Resume or start, train to the last step, finish; returns the final metrics."""
+    def _prepare_functions(self) -> None:
         self.species = jnp.asarray(self.train_src.species)
         self.optimizer = make_optimizer(self.cfg, self.total_steps)
         self.schedule = make_schedule(self.cfg, self.total_steps)
         self.predict = predict_fn(self.model, self.norm)
+
+    def preflight(self, mode: str = "refuse") -> dict:
+        """The checks of `forcematch.preflight` on this run's data, model and loss at
+        initialisation; `mode` "refuse" raises on a refusal, "warn" only reports it."""
+        self._prepare_functions()
+        cfg = self.cfg
+        findings = [preflight.neighbour_check(self.train_src, self.model.cutoff_nm),
+                    preflight.label_sign_check(self.given_train_src)]
+        e_norm, f_norm = self._term_gradient_norms()
+        findings.append(preflight.gradient_balance(
+            e_norm if cfg["energy_weight"] > 0 else None,
+            f_norm if cfg["force_weight"] > 0 else None, cfg["energy_weight"]))
+        self.zero_force_loss = preflight.zero_force_loss(
+            self.train_src, lambda f: losses.zero_force_loss(f, self.f_scale, cfg["loss_form"]))
+        result = preflight.report(findings, mode, self.progress)
+        result["zero_force_loss"] = {"force_loss": self.zero_force_loss,
+                                     "loss_form": cfg["loss_form"]}
+        return result
+
+    def _term_gradient_norms(self) -> tuple[float, float]:
+        """Global norms of the weighted energy and force terms' parameter gradients at the
+        initial parameters, on the first training batch."""
+        frames = self.train_src.read(np.arange(self.batch_size))
+        batch = [jnp.asarray(a, jnp.float32) for a in (
+            frames.positions_nm, frames.box_nm, frames.potential_energy_kJ_mol,
+            frames.forces_kJ_mol_nm)]
+        params = self._initial_state()["params"]
+
+        def norms(p):
+            def term(name):
+                return jax.grad(lambda q: self._loss(q, *batch)[1][name])(p)
+
+            return optax.tree.norm(term("energy")), optax.tree.norm(term("force"))
+
+        e_norm, f_norm = jax.jit(norms)(params)
+        return (self.cfg["energy_weight"] * float(e_norm),
+                self.cfg["force_weight"] * float(f_norm))
+
+    def run(self, restart_stale: bool = False, preflight_mode: str = "refuse") -> dict:
+        """Check, resume or start, train to the last step, finish; returns the final
+        metrics. The preflight report goes to `out/preflight.json`."""
+        write_json(self.out / "preflight.json", self.preflight(preflight_mode))
         state = self._restore_or_start(restart_stale)
         self.params, self.opt_state = state["params"], state["opt_state"]
         self.step, self.last_saved = int(state["step"]), int(state["step"])
@@ -283,6 +337,7 @@ class Trainer:
             "val_force_rmse_kJ_mol_nm": m["force_rmse"], "val_force_rmse_rel": m["force_rmse_rel"],
             "val_energy_mae_per_atom_kJ_mol": m["energy_mae_per_atom"],
             "val_force_std_ratio": m["force_std_ratio"], "val_force_corr": m["force_corr"],
+            "zero_force_loss": self.zero_force_loss,
             "wall_s": self.wall0 + time.perf_counter(),
         }
         checkpoint.append_metrics(self.out / "checkpoint" / "metrics.csv", row)
@@ -291,7 +346,8 @@ class Trainer:
         self.progress(
             f"epoch {row['epoch']}/{self.cfg['epochs']} step {self.step} "
             f"lr {row['learning_rate']:.2e} loss {row['train_loss']:.3e} "
-            f"(E {row['train_energy_loss']:.3e}, F {row['train_force_loss']:.3e}) "
+            f"(E {row['train_energy_loss']:.3e}, F {row['train_force_loss']:.3e}; zero forces "
+            f"{self.zero_force_loss:.3e}) "
             f"val force RMSE {m['force_rmse']:.4g} kJ/mol/nm "
             f"({100 * m['force_rmse_rel']:.2f} %), E MAE {m['energy_mae_per_atom']:.2e} "
             f"kJ/mol/atom, {self.epoch_frames / epoch_s:.0f} frames/s")

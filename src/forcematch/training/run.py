@@ -48,6 +48,7 @@ def train(
     restart_stale: bool = False,
     provenance: dict | None = None,
     progress: Callable[[str], object] = print,
+    preflight: str = "refuse",
 ) -> dict:
     """Train (or resume training) a model; returns the final metrics (also final_metrics.json).
 
@@ -65,6 +66,9 @@ def train(
         provenance: where the run came from (`forcematch.provenance.provenance`), stored in
             the checkpoint, the model and final_metrics.json (not part of the resume check).
         progress: called with one human-readable line per event (start, epoch, end).
+        preflight: the checks before training (`forcematch.preflight`, report in
+            out_dir/preflight.json): "refuse" stops on a refusal, "warn" (for deliberately
+            broken diagnostic runs) only reports it.
 
     Raises ForcematchError when another live process trains into `out_dir/checkpoint`.
     """
@@ -86,7 +90,7 @@ def train(
                           cutoff_nm, out, stats=stats, devices=devices,
                           provenance=provenance, progress=progress)
         try:
-            return trainer.run(restart_stale)
+            return trainer.run(restart_stale, preflight)
         except OutputError as err:
             raise err.with_hint(_resume_hint(err, trainer, ckpt)) from err
 
@@ -99,3 +103,16 @@ def _resume_hint(err: OutputError, trainer: Trainer, ckpt: Path) -> str:
         return f"{fix}, then rerun (no step was checkpointed yet)"
     return (f"{fix}, then rerun: training resumes from step {saved} of {trainer.total_steps} "
             f"(kept in {ckpt})")
+
+
+def check_training(train_data: Frames | FrameSource, val_data: Frames | FrameSource,
+                   settings: Mapping | None, model_config: dict | None, cutoff_nm: float, *,
+                   stats: dict, progress: Callable[[str], object] = print) -> dict:
+    """The checks `train()` runs before its first step (`forcematch.preflight`), without
+    training or writing anything; returns the report (a refusal is reported, not raised)."""
+    settings = train_settings(dict(settings or {}))
+    check_seed(settings)
+    trainer = Trainer(as_source(train_data), as_source(val_data), settings, model_config,
+                      cutoff_nm, None, stats=stats, devices=None, provenance=None,
+                      progress=progress)
+    return trainer.preflight("warn")
