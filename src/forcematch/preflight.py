@@ -31,6 +31,7 @@ GRADIENT_RATIO_WARN = 100.0
 SIGN_CORR_REFUSE = -0.5  # below: labels of the wrong sign
 SIGN_CORR_PASS = 0.5  # above: labels consistent with the energies
 NEIGHBOUR_FRAMES = 20  # frames sampled (evenly) for the neighbour counts
+NEIGHBOUR_CENTRES = 500  # atoms (evenly) whose neighbours are counted
 SIGN_PAIRS = 200  # consecutive-frame pairs sampled for the sign check
 
 
@@ -52,13 +53,15 @@ def _even(n_total: int, n: int) -> np.ndarray:
 
 
 def neighbour_check(source: FrameSource, cutoff_nm: float) -> tuple[dict, Finding]:
-    """Neighbours within `cutoff_nm` per atom, over `NEIGHBOUR_FRAMES` evenly spaced frames."""
+    """Neighbours within `cutoff_nm` of up to `NEIGHBOUR_CENTRES` atoms, over
+    `NEIGHBOUR_FRAMES` evenly spaced frames."""
     frames = source.read(_even(source.n_frames, NEIGHBOUR_FRAMES))
     counts, closest = [], np.inf
+    centres = _even(source.n_atoms, NEIGHBOUR_CENTRES)  # bounds the memory for large N
     for x, box in zip(frames.positions_nm, frames.box_nm, strict=True):
-        d = _minimum_image(x[:, None, :] - x[None, :, :], box)
+        d = _minimum_image(x[centres, None, :] - x[None, :, :], box)
         r = np.sqrt(np.sum(d**2, axis=-1))
-        np.fill_diagonal(r, np.inf)
+        r[np.arange(centres.size), centres] = np.inf
         counts.append(np.sum(r < cutoff_nm, axis=1))
         closest = min(closest, float(r.min()))
     counts = np.concatenate(counts)
@@ -113,6 +116,22 @@ def label_sign_check(source: FrameSource) -> tuple[dict, Finding]:
             f"{said}: forces and energies barely agree (frames far apart or shuffled, forces "
             "of a subset of atoms, or labels from different calculations)"))
     return stats, Finding("label_sign", "ok", said)
+
+
+def term_gradient_norms(loss_terms: Callable, params) -> tuple[float, float]:
+    """Global norms of the parameter gradients of the unweighted energy and force terms,
+    `loss_terms(params)` -> {"energy": scalar, "force": scalar} (one jitted evaluation)."""
+    import jax
+    import optax
+
+    def norms(p):
+        def term(name):
+            return jax.grad(lambda q: loss_terms(q)[name])(p)
+
+        return optax.tree.norm(term("energy")), optax.tree.norm(term("force"))
+
+    e_norm, f_norm = jax.jit(norms)(params)
+    return float(e_norm), float(f_norm)
 
 
 def gradient_balance(energy_norm: float | None, force_norm: float | None,

@@ -243,17 +243,9 @@ class Trainer:
         batch = [jnp.asarray(a, jnp.float32) for a in (
             frames.positions_nm, frames.box_nm, frames.potential_energy_kJ_mol,
             frames.forces_kJ_mol_nm)]
-        params = self._initial_state()["params"]
-
-        def norms(p):
-            def term(name):
-                return jax.grad(lambda q: self._loss(q, *batch)[1][name])(p)
-
-            return optax.tree.norm(term("energy")), optax.tree.norm(term("force"))
-
-        e_norm, f_norm = jax.jit(norms)(params)
-        return (self.cfg["energy_weight"] * float(e_norm),
-                self.cfg["force_weight"] * float(f_norm))
+        e_norm, f_norm = preflight.term_gradient_norms(
+            lambda p: self._loss(p, *batch)[1], self._initial_state()["params"])
+        return self.cfg["energy_weight"] * e_norm, self.cfg["force_weight"] * f_norm
 
     def run(self, restart_stale: bool = False, preflight_mode: str = "refuse") -> dict:
         """Check, resume or start, train to the last step, finish; returns the final
