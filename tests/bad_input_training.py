@@ -123,6 +123,20 @@ def seed_too_large(tiny, tmp):
     return train_args(tiny, tmp, config=config_with(tmp, train={"seed": 2**64}))
 
 
+def cutoff_without_neighbours(tiny, tmp):
+    config = config_with(tmp, model={"graph_network": {"cutoff_nm": 0.25, "mlp_sizes": [8]}})
+    return train_args(tiny, tmp, "--model", "graph_network", "--loss", "force", config=config)
+
+
+def flipped_force_labels(tiny, tmp):
+    dataset = tiny.copy_dataset(tmp)
+    with h5py.File(dataset / "train.h5", "r+") as f:
+        forces = f["particles/all/force/value"]
+        forces[...] = -forces[...]
+    return ["train", "--config", tiny.config, "--dataset-dir", dataset, "--out-dir",
+            tmp / "train"]
+
+
 def constant_test_forces(tiny, tmp):
     dataset = tiny.copy_dataset(tmp)
     with h5py.File(dataset / "test.h5", "r+") as f:
@@ -170,6 +184,13 @@ CASES: list[Case] = [
     Case("seed-too-large", "a training seed JAX cannot hold", seed_too_large,
          r"train.seed = 18446744073709551616 is outside 0..4294967295: JAX's random keys hold "
          r"32 bits"),
+    Case("cutoff-no-neighbours", "a model cutoff with no pair of atoms within it",
+         cutoff_without_neighbours,
+         r"refused before training: no pair of atoms lies within the model's cutoff of 0.25 nm "
+         r"in \d+ frames \(the closest pair is [\d.]+ nm apart\): .* use a cutoff above"),
+    Case("force-labels-flipped", "force labels of the wrong sign (+dE/dx)", flipped_force_labels,
+         r"refused before training: energy change between adjacent frames against the work of "
+         r"the force labels: correlation -[01]\.\d+, .*: the force labels have the wrong sign"),
     Case("checkpoint-in-use", "a second trainer on a checkpoint that a live one holds",
          checkpoint_in_use,
          r"train/checkpoint is in use by another training run: pid \d+ on host \S+ holds "
