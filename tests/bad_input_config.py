@@ -85,7 +85,8 @@ CASES: list[Case] = [
          written(lambda: tiny_text().replace("train:\n", "train:\n  <<: {epochs: 3}\n", 1)),
          r"bad.yaml: line \d+: YAML merge key '<<' in 'train' refused: write each key out"),
     Case("config-key-not-string", "a key YAML does not read as a string (`on:`, `yes:`, `1:`)",
-         written(lambda: tiny_text() + "train_by_model:\n  on: {epochs: 3}\n"),
+         written(lambda: tiny_text().replace("train_by_model:\n", "train_by_model:\n  on: "
+                                             "{epochs: 3}\n", 1)),
          r"bad.yaml: line \d+: key 'on' in 'train_by_model' is not a string \(YAML reads it as "
          r"bool\); quote it"),
     Case("config-too-deep", "lists nested 10,000 deep (would exhaust Python's recursion)",

@@ -216,10 +216,13 @@ def _cmd_validate(args) -> None:
 
 def _cmd_diagnose_collapse(args) -> None:
     limit_threads(args.threads)
-    from forcematch.config import load_config
+    from forcematch.config import load_config, validate_config
     from forcematch.diagnose import collapse_study
 
     config = load_config(args.config)
+    if args.n_train is not None:
+        config = validate_config(config | {"diagnose": config["diagnose"] | {
+            "n_train": args.n_train}}, source=f"{args.config} with --n-train {args.n_train}")
     splits = _existing_splits(args.dataset_dir, ("train", "val", "test"))
     collapse_study(config, splits[0].parent, _out_dir(args.out_dir))
 
@@ -356,8 +359,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = _stage_parser(sub, "validate", _cmd_validate,
                       "validate the reference data or a trained model")
     p.add_argument("--model", help="trained model directory; omit to validate the reference")
-    _stage_parser(sub, "diagnose-collapse", _cmd_diagnose_collapse,
-                  "training runs that show why force-only training can collapse")
+    p = _stage_parser(sub, "diagnose-collapse", _cmd_diagnose_collapse,
+                      "training runs that show why force-only training can collapse")
+    p.add_argument("--n-train", type=_positive, metavar="N",
+                   help="override diagnose.n_train (training frames of every run)")
 
     p = sub.add_parser("figures", help="draw the paper figures from validation and training")
     p.add_argument("--validate-dirs", nargs="+", required=True)
