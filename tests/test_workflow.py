@@ -373,9 +373,9 @@ def test_dry_run_with_another_config_leaves_the_slices_alone(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_run_cannot_switch_the_config_of_a_running_one(tmp_path):
-    from forcematch.config import config_hash, load_config, stage_config
+    from forcematch.config import config_hash, load_config, stage_config, validate_config
     from forcematch.h5md import read_parameters
-    from forcematch.sweep import run_config
+    from forcematch.sweep import run_config, run_slice
 
     one_run = {"models": ["pair"], "losses": ["joint"], "n_train": ["all"]}
     first = tiny_variant(tmp_path / "first.yaml", sweep=one_run)
@@ -414,8 +414,10 @@ def test_a_second_run_cannot_switch_the_config_of_a_running_one(tmp_path):
     assert json.loads((results / "dataset" / "stats.json").read_text())[
         "config_hash"] == hashes["dataset"]
     final = json.loads((results / "train" / "pair-joint-nall" / "final_metrics.json").read_text())
+    # the train job reads its own slice (its family's train_by_model entries only)
+    run_slice_config = validate_config(run_slice(config, "pair", "joint"))
     assert final["provenance"]["config_hash"] == config_hash(
-        stage_config(run_config(config, "pair", "joint", "all"), "train"))
+        stage_config(run_config(run_slice_config, "pair", "joint", "all"), "train"))
     for name in ("reference", "pair-joint-nall"):
         metrics = json.loads((results / "validate" / name / "metrics.json").read_text())
         assert metrics["provenance"]["config_hash"] == hashes["validate"]
