@@ -7,9 +7,9 @@ the first step, each measured and reported with its numbers.
 - `label_sign_check`: the force labels against the energies along the trajectory. Between
   adjacent frames, E(t+1) − E(t) ≈ −Σ_i ½ (F_i(t) + F_i(t+1)) · Δx_i (trapezoid rule for
   the work), so ΔE and this work correlate near +1 for F = −dE/dx and near −1 for labels of
-  the wrong sign (refused). On the default argon data (100 fs between frames) ρ = 0.986; the
-  slope of ΔE on the work, 1 in the limit of close frames, exposes a unit mix-up of ×4.184 or
-  ×10 as a slope far from 1.
+  the wrong sign (refused). On the default argon data (100 fs between frames) ρ = 0.983; the
+  slope of ΔE on the work (0.82 there), 1 in the limit of close frames, exposes a unit
+  mix-up of ×4.184 or ×10 as a slope far from 1.
 - `gradient_balance`: the norms of the energy and force terms' parameter gradients at
   initialisation. A term whose gradient is more than `GRADIENT_RATIO_WARN` times the other's
   sets the direction of every (clipped) step: warned, with the weight that balances them.
