@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from invariance import BOX, CUTOFF, N, liquid_like
 
-from forcematch.config import load_config
+from forcematch.config import load_config, schema
 from forcematch.data.stats import statistics
-from forcematch.diagnose import relabel
+from forcematch.diagnose import RUNS, relabel
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md
 from forcematch.metrics import accuracy
@@ -161,3 +161,8 @@ def test_decimated_labels_give_spread_equal_to_correlation(tiny_data, tmp_path):
     m = accuracy(fit.potential_energy_kJ_mol, energy, fit.forces_kJ_mol_nm, forces)
     assert 0.3 < m["force_corr"] < 0.95
     assert m["force_std_ratio"] == pytest.approx(m["force_corr"], abs=0.05)
+
+
+def test_the_schema_lists_the_studys_runs():
+    runs = schema()["properties"]["diagnose"]["properties"]["runs"]["items"]["enum"]
+    assert runs == list(RUNS)

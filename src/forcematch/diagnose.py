@@ -146,7 +146,8 @@ def collapse_study(
     *,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every entry of `RUNS`; write `summary.json` and one directory per trained run."""
+    """Run the entries of `RUNS` that `diagnose.runs` names (default: all); write
+    `summary.json` and one directory per trained run."""
     dcfg = config["diagnose"]
     out_dir, dataset_dir = Path(out_dir), Path(dataset_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,7 +156,8 @@ def collapse_study(
     test = splits["test"].select(slice(0, min(dcfg["test_frames"], splits["test"].n_frames)))
     n_train = min(dcfg["n_train"], splits["train"].n_frames)
     summary: dict[str, Any] = {"n_train": n_train, "runs": {}}
-    for name, run in RUNS.items():
+    for name in dcfg["runs"] or RUNS:
+        run = RUNS[name]
         checks = _train_run(config, name, splits, stats, n_train, out_dir, progress)
         result = {"what": run.what, "model": run.model, "loss": run.loss,
                   "labels": run.labels, "trained": run.trained, "checks": checks}

@@ -225,10 +225,10 @@ class Trainer:
         cfg = self.cfg
         findings = [preflight.neighbour_check(self.train_src, self.model.cutoff_nm),
                     preflight.label_sign_check(self.given_train_src)]
-        e_norm, f_norm = self._term_gradient_norms()
-        findings.append(preflight.gradient_balance(
-            e_norm if cfg["energy_weight"] > 0 else None,
-            f_norm if cfg["force_weight"] > 0 else None, cfg["energy_weight"]))
+        e_norm = f_norm = None  # one term only: nothing to balance, nothing to compile
+        if cfg["energy_weight"] > 0 and cfg["force_weight"] > 0:
+            e_norm, f_norm = self._term_gradient_norms()
+        findings.append(preflight.gradient_balance(e_norm, f_norm, cfg["energy_weight"]))
         self.zero_force_loss = preflight.zero_force_loss(
             self.train_src, lambda f: losses.zero_force_loss(f, self.f_scale, cfg["loss_form"]))
         result = preflight.report(findings, mode, self.progress)
