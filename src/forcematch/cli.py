@@ -143,22 +143,32 @@ def _dataset_stats(dataset_dir: Path, expected_hash: str | None) -> dict:
     return stats["train"]
 
 
-def _cmd_train(args) -> None:
-    limit_threads(args.threads)
-    from contextlib import ExitStack
-
+def _training_inputs(args) -> tuple[dict, list[Path], dict, str]:
+    """(the run's config, the train and val split paths, their statistics, the dataset's
+    config hash) for `train` and `check-training`: the splits must come from this config."""
     from forcematch.config import config_hash, load_config, stage_config
-    from forcematch.data.sources import H5MDSource
-    from forcematch.h5md import read_h5md, read_parameters
-    from forcematch.provenance import provenance, require_same_origin
-    from forcematch.training import train
+    from forcematch.h5md import read_parameters
+    from forcematch.provenance import require_same_origin
 
     config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
     paths = _existing_splits(args.dataset_dir, ("train", "val"))
     dataset_hash = require_same_origin(
         [(str(p), read_parameters(p)) for p in paths],
         expected=config_hash(stage_config(config, "dataset")))
-    stats = _dataset_stats(paths[0].parent, dataset_hash)
+    return config, paths, _dataset_stats(paths[0].parent, dataset_hash), dataset_hash
+
+
+def _cmd_train(args) -> None:
+    limit_threads(args.threads)
+    from contextlib import ExitStack
+
+    from forcematch.config import config_hash, stage_config
+    from forcematch.data.sources import H5MDSource
+    from forcematch.h5md import read_h5md
+    from forcematch.provenance import provenance
+    from forcematch.training import train
+
+    config, paths, stats, dataset_hash = _training_inputs(args)
     model_name = config["train"]["model"]
     record = provenance("train", config_hash(stage_config(config, "train")),
                         seeds={"train.seed": config["train"]["seed"]},
@@ -179,13 +189,10 @@ def _cmd_check_training(args) -> None:
     limit_threads(args.threads)
     import json
 
-    from forcematch.config import load_config
     from forcematch.h5md import read_h5md
     from forcematch.training.run import check_training
 
-    config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
-    paths = _existing_splits(args.dataset_dir, ("train", "val"))
-    stats = _dataset_stats(paths[0].parent, None)
+    config, paths, stats, _ = _training_inputs(args)
     model_name = config["train"]["model"]
     report = check_training(*[read_h5md(p) for p in paths], config["train"],
                             config["model"][model_name], config["system"]["cutoff_nm"],
@@ -300,12 +307,17 @@ def _stage_parser(sub, name: str, func, help: str, *, dataset: bool = True,
     return p
 
 
-def _add_train_parser(sub) -> None:
-    p = _stage_parser(sub, "train", _cmd_train, "force-match a model on a dataset")
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Which run of the sweep: --model, --loss, --n-train (train and check-training)."""
     p.add_argument("--model", help="override train.model")
     p.add_argument("--loss", choices=LOSSES, help="override the loss weights")
     p.add_argument("--n-train", type=_n_train,
                    help="override train.n_train ('all' or a frame count)")
+
+
+def _add_train_parser(sub) -> None:
+    p = _stage_parser(sub, "train", _cmd_train, "force-match a model on a dataset")
+    _add_run_arguments(p)
     p.add_argument("--restart-stale", action="store_true",
                    help="move a checkpoint of another config aside instead of refusing to start")
     # How to run, not what to train: outside the config and its hash.
@@ -352,10 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "the checks train runs before its first step (neighbours, label sign, "
                       "loss balance, zero-force baseline), without training", dataset=False)
     p.add_argument("--dataset-dir", required=True)
-    p.add_argument("--model", help="override train.model")
-    p.add_argument("--loss", choices=LOSSES, help="override the loss weights")
-    p.add_argument("--n-train", type=_n_train,
-                   help="override train.n_train ('all' or a frame count)")
+    _add_run_arguments(p)
     p = _stage_parser(sub, "validate", _cmd_validate,
                       "validate the reference data or a trained model")
     p.add_argument("--model", help="trained model directory; omit to validate the reference")
