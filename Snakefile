@@ -98,6 +98,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/validate.smk"
+include: "workflow/rules/md.smk"
 include: "workflow/rules/diagnose.smk"
 include: "workflow/rules/figures.smk"
 
@@ -106,4 +107,5 @@ rule all:
     input:
         "results/validate/reference/metrics.json",
         expand("results/validate/{run}/metrics.json", run=RUNS),
+        expand("results/md/{run}/md.json", run=["reference", *RUNS]),
         rules.figures.output,

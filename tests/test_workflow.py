@@ -107,8 +107,20 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert all(math.isfinite(r["force_corr"]) for r in runs.values() if r["trained"])
     epochs = np.genfromtxt(results / "train" / run / "metrics.csv", delimiter=",", names=True)
     assert len(np.atleast_1d(epochs["epoch"])) == 2
+    # MD with every run and the reference: the same protocol, checks with units.
+    md_reference = json.loads((results / "md" / "reference" / "md.json").read_text())
+    assert md_reference["stable"] and md_reference["rdf_noise_floor"] > 0
+    assert md_reference["momentum_change_relative"] < 1e-5
+    for loss in ("energy", "force", "joint"):
+        for n in ("16", "all"):
+            md = json.loads((results / "md" / f"pair-{loss}-n{n}" / "md.json").read_text())
+            assert md["engine"] == "jax_md" and isinstance(md["stable"], bool)
+            assert md["protocol"] == md_reference["protocol"]
+    md = json.loads((results / "md" / run / "md.json").read_text())
+    assert md["momentum_change_relative"] < 1e-4  # float32
+    assert md["against_reference"]["available"]
     for name in ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size",
-                 "fd_error", "net_force", "collapse"):
+                 "fd_error", "net_force", "collapse", "md_drift", "md_rdf", "md_summary"):
         for ext in ("png", "pdf", "csv"):
             path = results / "figures" / f"{name}.{ext}"
             assert path.is_file() and path.stat().st_size > 0, path
@@ -140,7 +152,8 @@ def test_run_time_resources_rerun_nothing(tiny_run):
 
 TRAIN_AND_VALIDATE = {
     ("train", f"model=pair, loss=energy, n_train={n}") for n in ("16", "all")} | {
-    ("validate_model", f"run=pair-energy-n{n}") for n in ("16", "all")}
+    (rule, f"run=pair-energy-n{n}") for n in ("16", "all") for rule in ("validate_model",
+                                                                         "md_model")}
 
 
 @pytest.mark.slow

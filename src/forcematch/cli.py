@@ -43,6 +43,19 @@ def limit_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
+def use_compilation_cache() -> None:
+    """Point JAX at its persistent compilation cache, unless the environment already does.
+
+    Every stage is a fresh process that compiles the same functions (a model family's energy,
+    the MD chunks, the eager operations of setting up): cached, a repeated compilation is a
+    file read. The default is ~/.cache/forcematch/jax ($XDG_CACHE_HOME honoured); deleting it
+    is always safe. Must run before JAX is imported.
+    """
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_home / "forcematch" / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
 def _existing_file(path: str | Path, what: str) -> Path:
     """`path` resolved; ForcematchError naming it when it is missing or not a file."""
     resolved = Path(path).expanduser().resolve()
@@ -51,6 +64,13 @@ def _existing_file(path: str | Path, what: str) -> Path:
     if not resolved.is_file():
         raise ForcematchError(f"{what} is not a file: {path}")
     return resolved
+
+
+def _existing_dir(path: str | Path, what: str) -> Path:
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise ForcematchError(f"{what} not found (or not a directory): {path}")
+    return path
 
 
 def _existing_splits(dataset_dir: str | Path, names) -> list[Path]:
@@ -221,6 +241,29 @@ def _cmd_validate(args) -> None:
         validate_model(config, model_dir, splits[-1], _out_dir(args.out_dir))
 
 
+def _cmd_md(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.config import load_config
+
+    config = load_config(args.config)
+    if config["md"]["float64"]:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    from forcematch.md.run import run_model_md, run_reference_md
+
+    dataset_dir = _existing_splits(args.dataset_dir, ("train", "val", "test"))[0].parent
+    if args.model is None:
+        run_reference_md(config, dataset_dir, _out_dir(args.out_dir))
+    else:
+        if args.reference_dir is None:
+            raise ForcematchError("MD with a model needs --reference-dir (the reference's md "
+                                  "output, to compare with)")
+        run_model_md(config, _existing_dir(args.model, "model directory"), dataset_dir,
+                     _existing_dir(args.reference_dir, "reference MD directory"),
+                     _out_dir(args.out_dir))
+
+
 def _cmd_diagnose_collapse(args) -> None:
     limit_threads(args.threads)
     from forcematch.config import load_config, validate_config
@@ -238,7 +281,7 @@ def _cmd_figures(args) -> None:
     from forcematch.figures import make_figures
 
     make_figures(args.validate_dirs, args.train_dirs, args.out_dir,
-                 diagnose_dir=args.diagnose_dir)
+                 diagnose_dir=args.diagnose_dir, md_dirs=args.md_dirs)
 
 
 def _flag(text: str) -> bool:
@@ -368,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = _stage_parser(sub, "validate", _cmd_validate,
                       "validate the reference data or a trained model")
     p.add_argument("--model", help="trained model directory; omit to validate the reference")
+    p = _stage_parser(sub, "md", _cmd_md,
+                      "MD with a trained model or the OpenMM reference: momentum, energy "
+                      "drift, stability, RDF and pressure")
+    p.add_argument("--model", help="trained model directory; omit for the reference")
+    p.add_argument("--reference-dir", help="the reference's md output (with --model)")
     p = _stage_parser(sub, "diagnose-collapse", _cmd_diagnose_collapse,
                       "training runs that show why force-only training can collapse")
     p.add_argument("--n-train", type=_positive, metavar="N",
@@ -377,6 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validate-dirs", nargs="+", required=True)
     p.add_argument("--train-dirs", nargs="+", required=True)
     p.add_argument("--diagnose-dir", help="output of diagnose-collapse (adds the collapse figure)")
+    p.add_argument("--md-dirs", nargs="+", default=(),
+                   help="outputs of forcematch md, 'reference' among them (adds the MD figures)")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=_cmd_figures)
     return parser
@@ -399,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
         return 2
+    use_compilation_cache()
     try:
         args.func(args)
     except (ForcematchError, OSError) as err:

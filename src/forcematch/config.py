@@ -37,6 +37,7 @@ STAGE_SECTIONS = {
     "dataset": ("system", "simulate", "split"),
     "train": ("system", "simulate", "split", "train", "train_by_model", "train_by_run", "model"),
     "validate": ("system", "simulate", "split", "validate"),
+    "md": ("system", "simulate", "split", "md"),
     "diagnose": ("system", "simulate", "split", "train", "train_by_model", "train_by_run",
                  "model", "validate", "diagnose"),
 }

@@ -13,7 +13,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class Inputs:
     trains: dict[str, Path]  # training run directories, by name
     diagnose_dir: Path | None
     summary: dict | None  # diagnose_dir/summary.json
+    md: dict[str, dict] = field(default_factory=dict)  # md.json of each MD directory, by name
 
 
 def read_csv(path: Path, columns: Iterable[str] = ()) -> dict[str, np.ndarray]:
@@ -118,8 +119,30 @@ def _summary(diagnose_dir: Path) -> dict:
     return summary
 
 
+def _md(md_dirs: Sequence[str | Path], metrics: dict[str, dict]) -> dict[str, dict]:
+    """md.json of each directory of `forcematch md`, by name; a model's must match a
+    validated model (its test error is drawn beside its MD), 'reference' must be among them."""
+    found = {}
+    for name, directory in _directories(md_dirs, "--md-dirs").items():
+        path = directory / "md.json"
+        if not path.exists():
+            raise ForcematchError(f"--md-dirs: {directory} holds no md.json: not the output of "
+                                  "forcematch md (run it first)")
+        summary = read_json_object(path)
+        if not isinstance(summary.get("equilibration"), dict) or "stable" not in summary:
+            raise ForcematchError(f"{path}: no 'equilibration' and 'stable' of forcematch md")
+        if name not in metrics:
+            raise ForcematchError(f"--md-dirs: {directory} has no validation directory of the "
+                                  f"same name among --validate-dirs")
+        found[name] = summary
+    if found and "reference" not in found:
+        raise ForcematchError("--md-dirs: the reference's MD directory (named 'reference') is "
+                              "missing: every model's MD is drawn against it")
+    return found
+
+
 def load_inputs(validate_dirs: Sequence[str | Path], train_dirs: Sequence[str | Path],
-                diagnose_dir: str | Path | None) -> Inputs:
+                diagnose_dir: str | Path | None, md_dirs: Sequence[str | Path] = ()) -> Inputs:
     """Every input of the figures, checked (module docstring)."""
     runs = _directories(validate_dirs, "--validate-dirs")
     metrics = {name: _metrics(d, name) for name, d in runs.items()}
@@ -139,4 +162,5 @@ def load_inputs(validate_dirs: Sequence[str | Path], train_dirs: Sequence[str | 
     if diagnose_dir is not None:
         diagnose_dir = _directories([diagnose_dir], "--diagnose-dir")[Path(diagnose_dir).name]
         summary = _summary(diagnose_dir)
-    return Inputs(runs, metrics, models, full, trains, diagnose_dir, summary)
+    return Inputs(runs, metrics, models, full, trains, diagnose_dir, summary,
+                  _md(md_dirs, metrics) if md_dirs else {})

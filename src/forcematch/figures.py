@@ -31,6 +31,7 @@ from forcematch.atomic import (  # noqa: E402
 )
 from forcematch.config import config_hash  # noqa: E402
 from forcematch.figure_inputs import Inputs, load_inputs, read_csv  # noqa: E402
+from forcematch.md import figures as md_figures  # noqa: E402
 from forcematch.provenance import provenance  # noqa: E402
 
 FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
@@ -39,7 +40,7 @@ FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size"
 
 def output_names() -> list[str]:
     """Every file `make_figures` may write (the output directory holds these and no other)."""
-    return [f"{name}.{ext}" for name in (*FIGURES, "collapse")
+    return [f"{name}.{ext}" for name in (*FIGURES, "collapse", *md_figures.MD_FIGURES)
             for ext in ("png", "pdf", "csv")] + ["provenance.json"]
 
 
@@ -207,6 +208,7 @@ def make_figures(
     out_dir: str | Path,
     *,
     diagnose_dir: str | Path | None = None,
+    md_dirs: Sequence[str | Path] = (),
     progress: Callable[[str], None] = print,
 ) -> list[Path]:
     """All figures. Series are named after their directories; 'reference' is the reference data.
@@ -216,7 +218,7 @@ def make_figures(
     drawn; `out_dir` is replaced whole when every figure is drawn.
     """
     out_dir = Path(out_dir)
-    inputs = load_inputs(validate_dirs, train_dirs, diagnose_dir)
+    inputs = load_inputs(validate_dirs, train_dirs, diagnose_dir, md_dirs)
     check_replaceable(out_dir, output_names(), "--out-dir")
     with output_errors(out_dir.parent, own_name=True):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -227,6 +229,7 @@ def make_figures(
         records = {f"validate/{name}": m.get("provenance") for name, m in inputs.metrics.items()}
         if inputs.summary is not None:
             records["diagnose"] = inputs.summary.get("provenance")
+        records |= {f"md/{name}": m.get("provenance") for name, m in inputs.md.items()}
         write_json(tmp / "provenance.json",
                    provenance("figures", config_hash(records), inputs=records)
                    | {"files": [p.name for p in written]})
@@ -254,4 +257,12 @@ def _draw(inputs: Inputs, out_dir: Path) -> list[str]:
     if inputs.diagnose_dir is not None:
         collapse_figure(inputs.diagnose_dir, inputs.summary, out_dir)
         names.append("collapse")
+    if inputs.md:
+        def save(fig, name, columns):
+            _save(fig, out_dir, name, columns)
+
+        md_figures.drift_figure(inputs.md, save)
+        md_figures.rdf_figure(inputs.md, [name for name in full if name in inputs.md], save)
+        md_figures.summary_figure(inputs.md, metrics, save)
+        names += md_figures.MD_FIGURES
     return names

@@ -124,8 +124,9 @@ def _write_h5md_header(f: h5py.File, author: str) -> None:
     creator.attrs["version"] = __version__
 
 
-def _write_frames(f: h5py.File, frames: Frames) -> None:
-    """/particles/all (position, force, velocity, box, species, mass), /observables."""
+def _write_frames(f: h5py.File, frames: Frames, observables: dict | None = None) -> None:
+    """/particles/all (position, force, velocity, box, species, mass), /observables (the
+    potential energy and `observables`: name -> (values [T], H5MD unit string))."""
     t, n = frames.n_frames, frames.n_atoms
     frame_chunk = (1, max(n, 1), 3) if t > 0 and n > 0 else None
     part = f.create_group(f"particles/{PARTICLE_GROUP}")
@@ -145,8 +146,13 @@ def _write_frames(f: h5py.File, frames: Frames) -> None:
     part.create_dataset("species", data=frames.species, dtype=np.int32)
     mass = part.create_dataset("mass", data=frames.masses_amu, dtype=np.float64)
     mass.attrs["unit"] = UNIT["mass"]
-    _write_time_data(f.create_group("observables"), "potential_energy",
-                     frames.potential_energy_kJ_mol, UNIT["energy"], None, pos, *times)
+    group = f.create_group("observables")
+    _write_time_data(group, "potential_energy", frames.potential_energy_kJ_mol, UNIT["energy"],
+                     None, pos, *times)
+    for name, (values, unit) in (observables or {}).items():
+        if np.shape(values)[:1] != (t,):
+            raise ForcematchError(f"observable {name}: {np.shape(values)} values for {t} frames")
+        _write_time_data(group, name, np.asarray(values, np.float64), unit, None, pos, *times)
 
 
 def _write_parameters(f: h5py.File, parameters: dict, path: Path) -> None:
@@ -166,19 +172,21 @@ def write_h5md(
     parameters: dict,
     *,
     author: str = "forcematch",
+    observables: dict | None = None,
 ) -> None:
     """Write `frames` and `parameters` (JSON-serializable) to the H5MD file `path`, atomically.
 
     The file is written under a temporary name in the same directory and renamed to `path`
     when complete (`forcematch.atomic`), so an interrupted write never leaves a file at `path`.
-    Parent directories are created.
+    Parent directories are created. `observables`: more /observables, name -> (values [T],
+    unit), e.g. an MD run's kinetic and total energy.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             _write_h5md_header(f, author)
-            _write_frames(f, frames)
+            _write_frames(f, frames, observables)
             # Last, so that a bad parameter fails a write that is already under way.
             _write_parameters(f, parameters, path)
     except OSError as exc:  # HDF5's own write errors (no space, ...) carry no errno

@@ -88,6 +88,7 @@ class Potential:
         self._predict = jax.jit(batched_predict_fn(self.model, self.norm))
         self._overflow = jax.jit(jax.vmap(self.model.overflow))
         self._params64 = None
+        self._strain = None
 
     def describe(self) -> dict:
         """JSON-serialisable description: model, hyper-parameters, normalisation, provenance."""
@@ -129,6 +130,26 @@ class Potential:
                                  min(batch_size, pos.shape[0]))
         self._raise_on_overflow(pos, box, ~np.isfinite(e))
         return e, f
+
+    def strain_derivative(self, positions_nm, box_nm, species=None,
+                          batch_size: int = EVAL_CHUNK) -> np.ndarray:
+        """dU/dλ (kJ/mol) at λ = 1 of U(λ·positions, λ·box) for frames [B,N,3] in box [3] or
+        [B,3] nm: the virial of a uniform strain, by autodiff. −dU/dλ / 3V = −∂U/∂V enters
+        the pressure (`md.checks.pressure_bar`) and the stress."""
+        pos = np.asarray(positions_nm, np.float32)
+        box = np.array(np.broadcast_to(np.asarray(box_nm, np.float32), (pos.shape[0], 3)))
+        if self._strain is None:
+            total = energy_fn(self.model, self.norm)
+
+            def derivative(params, positions, box, species):
+                def strained(lam):
+                    return total(params, lam * positions, lam * box, species)
+
+                return jax.grad(strained)(jnp.asarray(1.0, positions.dtype))
+
+            self._strain = jax.jit(jax.vmap(derivative, in_axes=(None, 0, 0, None)))
+        return predict_in_chunks(self._strain, self.params, pos, box, self._species(species),
+                                 min(batch_size, pos.shape[0]))[0]
 
     def _raise_on_overflow(self, pos, box, bad) -> None:
         if not bad.any():

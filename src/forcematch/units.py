@@ -11,6 +11,7 @@ KJ_MOL_PER_EV = 96.485332  # 1 eV per particle in kJ/mol
 KJ_MOL_TO_MEV = 1000.0 / KJ_MOL_PER_EV  # 1 kJ/mol per particle in meV (10.3642688)
 NM_TO_A = 10.0
 KJ_MOL_NM_TO_MEV_A = KJ_MOL_TO_MEV / NM_TO_A  # 1 kJ/mol/nm in meV/Å
+KJ_MOL_NM3_TO_BAR = 16.605390666  # 1 kJ/mol/nm³ in bar (1e3 / N_A / 1e-27 m³ / 1e5 Pa)
 
 # H5MD unit strings, one per quantity stored on disk.
 UNIT = {

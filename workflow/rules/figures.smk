@@ -1,5 +1,5 @@
 FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
-                "net_force", "collapse"]
+                "net_force", "collapse", "md_drift", "md_rdf", "md_summary"]
 
 
 rule figures:
@@ -9,6 +9,7 @@ rule figures:
         + expand("results/validate/{run}/metrics.json", run=RUNS),
         train=expand("results/train/{run}/metrics.csv", run=RUNS),
         diagnose=rules.diagnose_collapse.output.summary,
+        md=["results/md/reference/md.json"] + expand("results/md/{run}/md.json", run=RUNS),
     output:
         png=[
             report(f"results/figures/{name}.png", caption=f"../report/{name}.rst",
@@ -22,6 +23,7 @@ rule figures:
         validate_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.validate],
         train_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.train],
         diagnose_dir=lambda wildcards, input: str(Path(input.diagnose).parent),
+        md_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.md],
         out_dir=lambda wildcards, output: str(Path(output.provenance).parent),
     log:
         "results/logs/figures.log",
@@ -34,4 +36,5 @@ rule figures:
     shell:
         "forcematch figures --validate-dirs {params.validate_dirs}"
         " --train-dirs {params.train_dirs} --diagnose-dir {params.diagnose_dir}"
+        " --md-dirs {params.md_dirs}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -106,11 +106,11 @@ class AtomicModel(NeighbourListModel):
         return s * cfg["n_radial"] + (c * (c + 1) // 2) * cfg["l_max"]
 
     # -- descriptors -----------------------------------------------------------------------
-    def descriptors(self, positions_nm, box_nm, species):
+    def descriptors(self, positions_nm, box_nm, species, pairs=None):
         """Raw (unstandardised) descriptors D [N, n_descriptors] and the overflow flag."""
         cfg, n = self.config, positions_nm.shape[0]
         s = cfg["n_species"]
-        i, j, mask, overflow = self._pairs(positions_nm, box_nm)
+        i, j, mask, overflow = self._pairs(positions_nm, box_nm, pairs)
         d = space.displacement(positions_nm[i], positions_nm[j], box_nm)  # r_i − r_j, [P,3]
         r2 = jnp.where(mask, jnp.sum(d * d, axis=-1), jnp.asarray(self.cutoff_nm**2, d.dtype))
         r = jnp.sqrt(r2)  # masked before the sqrt: padded slots sit at the cutoff
@@ -177,20 +177,20 @@ class AtomicModel(NeighbourListModel):
             "descriptor_scale": scale,
         }
 
-    def atom_energies(self, params, positions_nm, box_nm, species):
+    def atom_energies(self, params, positions_nm, box_nm, species, pairs=None):
         """Per-atom energies E_i [N] (model units; NaN on neighbour overflow).
 
         Their sum is `energy`; in kJ/mol, E_i × energy_scale + energy_shift_per_atom with the
         `models.Normalisation` of the trained model. Forces come from the sum, −∇ Σ_i E_i.
         """
         n = positions_nm.shape[0]
-        raw, overflow = self.descriptors(positions_nm, box_nm, species)
+        raw, overflow = self.descriptors(positions_nm, box_nm, species, pairs)
         out = self._nn(params, raw)  # [N, S]
         iso = self._nn(params, jnp.zeros((1, raw.shape[1]), raw.dtype))  # [1, S]
         sp = self._species_index(species, n)
         e = jnp.take_along_axis(out - iso, sp[:, None], axis=1)[:, 0] + params["atom_energy"][sp]
         return poison_on_overflow(e, overflow, positions_nm)
 
-    def energy(self, params, positions_nm, box_nm, species):
+    def energy(self, params, positions_nm, box_nm, species, pairs=None):
         """Σ_i E_i (model units); NaN (and NaN gradient) on neighbour overflow."""
-        return jnp.sum(self.atom_energies(params, positions_nm, box_nm, species))
+        return jnp.sum(self.atom_energies(params, positions_nm, box_nm, species, pairs))

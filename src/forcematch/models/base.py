@@ -25,8 +25,9 @@ class EnergyModel(Protocol):
 
     def init(self, rng, positions_nm, box_nm, species) -> Params: ...
 
-    def energy(self, params, positions_nm, box_nm, species) -> jax.Array:
-        """Scalar energy in model units; NaN (energy and its gradient) on neighbour overflow."""
+    def energy(self, params, positions_nm, box_nm, species, pairs=None) -> jax.Array:
+        """Scalar energy in model units; NaN (energy and its gradient) on neighbour overflow.
+        `pairs` (i [P], j [P], N on padding): a given pair list, e.g. MD's list with a skin."""
         ...
 
     def overflow(self, positions_nm, box_nm) -> jax.Array:
@@ -69,8 +70,15 @@ class NeighbourListModel:
     def _capacity(self, n_atoms: int) -> int:
         return self.capacity if self.capacity is not None else max(1, n_atoms * (n_atoms - 1) // 2)
 
-    def _pairs(self, positions_nm, box_nm):
-        """(i [P], j [P], mask [P], overflow) of `space.neighbour_pairs`, P = the capacity."""
+    def _pairs(self, positions_nm, box_nm, pairs=None):
+        """(i [P], j [P], mask [P], overflow) of `space.neighbour_pairs`, P = the capacity.
+
+        `pairs` (i [P], j [P], index N on padding), e.g. an MD neighbour list with a skin,
+        replaces the search: mask is then "a real pair within the cutoff", overflow False (the
+        list's owner checks its own overflow).
+        """
+        if pairs is not None:
+            return space.pairs_within(positions_nm, box_nm, self.cutoff_nm, *pairs)
         cap = self._capacity(positions_nm.shape[0])
         return space.neighbour_pairs(
             positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)

@@ -79,11 +79,11 @@ class GraphNetworkModel(NeighbourListModel):
             return jnp.zeros((n_atoms, 1), dtype)
         return jax.nn.one_hot(jnp.asarray(species, jnp.int32), s, dtype=dtype)
 
-    def _edges(self, positions_nm, box_nm):
+    def _edges(self, positions_nm, box_nm, pairs=None):
         """JAX MD sparse neighbour indices [2, 2P + N] (receivers, senders; N = padding), both
         directions of every pair within the cutoff and every self-pair, and the overflow flag."""
         n = positions_nm.shape[0]
-        i, j, mask, overflow = self._pairs(positions_nm, box_nm)
+        i, j, mask, overflow = self._pairs(positions_nm, box_nm, pairs)
         atoms = jnp.arange(n, dtype=i.dtype)
         valid = jnp.concatenate([mask, mask, jnp.ones(n, bool)])
         idx = jnp.where(valid, jnp.stack([jnp.concatenate([i, j, atoms]),
@@ -98,13 +98,13 @@ class GraphNetworkModel(NeighbourListModel):
         del positions_nm, box_nm, species
         return self._network(rng, self.config["n_species"])[1]
 
-    def energy(self, params, positions_nm, box_nm, species):
+    def energy(self, params, positions_nm, box_nm, species, pairs=None):
         """Scalar energy (model units); NaN on neighbour-list overflow."""
         from flax import nnx
 
         energy, partition, jax_md_space = _jax_md()
         net = nnx.merge(self._graphdef, params)
-        idx, overflow = self._edges(positions_nm, box_nm)
+        idx, overflow = self._edges(positions_nm, box_nm, pairs)
         positions = positions_nm * self._scale
         displacement, _ = jax_md_space.periodic(box_nm * self._scale)
         nodes = self._nodes(species, positions.shape[0], positions.dtype)

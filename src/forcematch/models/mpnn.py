@@ -84,9 +84,9 @@ class MPNNModel(NeighbourListModel):
         self._basis = BASES[config["basis"]]
 
     # -- helpers ---------------------------------------------------------------------------
-    def _graph(self, positions_nm, box_nm):
+    def _graph(self, positions_nm, box_nm, pairs=None):
         """Pairs (i, j [P]), radial basis [P,K], envelope [P] (0 on padding), overflow."""
-        i, j, mask, overflow = self._pairs(positions_nm, box_nm)
+        i, j, mask, overflow = self._pairs(positions_nm, box_nm, pairs)
         r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
         basis = self._basis(r, self.config["n_basis"], self.config["r_min_nm"], self.cutoff_nm)
         env = jnp.where(mask, space.smooth_cutoff(r, self.cutoff_nm), jnp.zeros_like(r))
@@ -131,17 +131,17 @@ class MPNNModel(NeighbourListModel):
             "inv_neighbours": inv,
         }
 
-    def atom_energies(self, params, positions_nm, box_nm, species):
+    def atom_energies(self, params, positions_nm, box_nm, species, pairs=None):
         """Per-atom energies ε_i + b_{s_i} [N] (model units); they sum to `energy`. NaN on
         neighbour overflow."""
         n_atoms = positions_nm.shape[0]
-        i, j, basis, env, overflow = self._graph(positions_nm, box_nm)
+        i, j, basis, env, overflow = self._graph(positions_nm, box_nm, pairs)
         atom_type = self._species_index(species, n_atoms)
         inv = jax.lax.stop_gradient(params["inv_neighbours"]).astype(basis.dtype)
         eps = self._net.apply(params["net"], atom_type, basis, env, i, j, inv)
         eps = eps + params["atom_energy"][atom_type]
         return poison_on_overflow(eps, overflow, positions_nm)
 
-    def energy(self, params, positions_nm, box_nm, species):
+    def energy(self, params, positions_nm, box_nm, species, pairs=None):
         """Σ_i (ε_i + b_{s_i}) (model units, scalar); NaN (and NaN gradient) on overflow."""
-        return jnp.sum(self.atom_energies(params, positions_nm, box_nm, species))
+        return jnp.sum(self.atom_energies(params, positions_nm, box_nm, species, pairs))

@@ -55,10 +55,11 @@ class Normalisation:
 
 
 def energy_fn(model: EnergyModel, norm: Normalisation):
-    """f(params, positions [N,3], box [3], species [N]) -> total energy (kJ/mol)."""
+    """f(params, positions [N,3], box [3], species [N], pairs=None) -> total energy (kJ/mol);
+    `pairs` as in `EnergyModel.energy`."""
 
-    def total_energy(params, positions_nm, box_nm, species):
-        raw = model.energy(params, positions_nm, box_nm, species)
+    def total_energy(params, positions_nm, box_nm, species, pairs=None):
+        raw = model.energy(params, positions_nm, box_nm, species, pairs)
         n_atoms = positions_nm.shape[0]
         return norm.energy_scale * raw + n_atoms * norm.energy_shift_per_atom
 

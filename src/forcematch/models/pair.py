@@ -68,9 +68,9 @@ class PairModel(NeighbourListModel):
             phi = jnp.take_along_axis(out, pair_type[:, None], axis=1)[:, 0]
         return phi * space.smooth_cutoff(r, self.cutoff_nm)
 
-    def energy(self, params, positions_nm, box_nm, species):
+    def energy(self, params, positions_nm, box_nm, species, pairs=None):
         """Σ_{i<j} φθ(r_ij) + Σ_i b_{s_i} (model units); NaN (and NaN gradient) on overflow."""
-        i, j, mask, overflow = self._pairs(positions_nm, box_nm)
+        i, j, mask, overflow = self._pairs(positions_nm, box_nm, pairs)
         r = space.pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=self.cutoff_nm)
         phi = self.pair_potential(params, r, self._pair_type(jnp.asarray(species), i, j))
         e = jnp.sum(jnp.where(mask, phi, jnp.zeros_like(phi)))

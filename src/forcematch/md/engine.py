@@ -1,0 +1,230 @@
+"""MD with a trained model: JAX MD's integrators and neighbour lists driving `potential.Potential`.
+
+    engine = ModelEngine(load_model(path), masses_amu, box_nm, skin_nm=0.1)
+    segment = engine.run("nve", positions_nm, None, 100.0, 5.0, n_steps=20_000,
+                         record_every=20, seed=0, friction_per_ps=1.0, limits=limits)
+
+JAX MD is used as it is, not re-written: `simulate.nve` (velocity Verlet) and
+`simulate.nvt_langevin` (the BAOAB splitting of Leimkuhler & Matthews), and
+`partition.neighbor_list` in the `OrderedSparse` format (each pair once, padding = N) with a skin:
+the list holds pairs within cutoff + skin and is rebuilt inside the compiled loop when any atom
+has moved half the skin since the last build. The model masks its pairs to the cutoff
+(`space.pairs_within`), so the skin never changes the energy.
+
+Steps run compiled: `lax.scan` over `record_every` steps, inside a `lax.scan` over the records
+of a chunk; Python sees only whole chunks. Between chunks the list's overflow flag is read: an
+overflowing chunk is thrown away and rerun from its start with a list reallocated at the larger
+size (never a silently missing pair). The time step and temperature are traced arguments, so one
+compilation serves every run of an ensemble.
+
+Units are consistent without conversion: nm, ps, amu, kJ/mol (1 kJ/mol = 1 amu nm²/ps²), kT in
+kJ/mol. Float32 by default; `float64=True` needs 64-bit JAX switched on before any array exists.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax_md import partition, simulate
+from jax_md import space as jax_md_space
+
+from forcematch.errors import ForcematchError
+from forcematch.md.record import Segment, StabilityLimits, find_failure
+from forcematch.models import energy_fn
+from forcematch.models.normalisation import cast_params
+from forcematch.units import BOLTZMANN_KJ_MOL_K
+
+RECORDS_PER_CHUNK = 50  # records between overflow and stability checks (host round trips)
+CAPACITY_MULTIPLIER = 1.25  # neighbour-list slots per pair found at allocation
+MAX_REALLOCATIONS = 8  # larger lists tried for one chunk before giving up
+
+
+def _records_per_chunk(n_records: int, largest: int = RECORDS_PER_CHUNK) -> int:
+    """The largest divisor of `n_records` not above `largest`: one compiled chunk length."""
+    return max(d for d in range(1, min(largest, n_records) + 1) if n_records % d == 0)
+
+
+class ModelEngine:
+    """MD with a trained model (see the module docstring); implements `record.Engine`."""
+
+    name = "model"
+
+    def __init__(self, potential, masses_amu, box_nm, species=None, skin_nm: float = 0.1,
+                 float64: bool = False, friction_per_ps: float = 1.0, progress=None,
+                 capacity_multiplier: float = CAPACITY_MULTIPLIER):
+        self.dtype = jnp.float64 if float64 else jnp.float32
+        if float64 and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
+            raise ForcematchError("float64 MD needs 64-bit JAX: jax.config.update("
+                                  "'jax_enable_x64', True) before any array is made")
+        self.potential = potential
+        self.masses_amu = np.asarray(masses_amu, np.float64)
+        self.box_nm = np.asarray(box_nm, np.float64).reshape(3)
+        self.skin_nm = float(skin_nm)
+        self.friction_per_ps = float(friction_per_ps)
+        self.progress = progress or (lambda message: print(message, file=sys.stderr))
+        n = self.masses_amu.shape[0]
+        if n != potential.n_atoms:
+            raise ForcematchError(f"{n} masses for a model of {potential.n_atoms} atoms")
+        species = potential.species if species is None else species
+        box = jnp.asarray(self.box_nm, self.dtype)
+        # Parameters are an argument of the compiled chunk, not a constant in it: models of one
+        # architecture share one compilation (and JAX's persistent cache across processes).
+        self._params = cast_params(potential.params, self.dtype)
+        total = energy_fn(potential.model, potential.norm)
+        sp = jnp.asarray(species, jnp.int32)
+
+        def energy(positions_nm, neighbor, params, **unused):
+            return total(params, positions_nm, box, sp, (neighbor.idx[0], neighbor.idx[1]))
+
+        self._energy = energy
+        self._displacement, self._shift = jax_md_space.periodic(box)
+        self._neighbour_fn = partition.neighbor_list(
+            self._displacement, box, potential.cutoff_nm, dr_threshold=self.skin_nm,
+            capacity_multiplier=capacity_multiplier, format=partition.OrderedSparse)
+        self._mass = jnp.asarray(self.masses_amu, self.dtype)[:, None]
+        self._integrators = {
+            "nve": simulate.nve(energy, self._shift, 1e-3),
+            "nvt": simulate.nvt_langevin(energy, self._shift, 1e-3, 1.0,
+                                         gamma=self.friction_per_ps),
+        }
+        self._chunks: dict = {}
+        self._observe = jax.jit(lambda state, nbrs, params: observe(state, nbrs, energy, params))
+
+    # -- compiled pieces -------------------------------------------------------------------
+    def _chunk_fn(self, ensemble: str, n_records: int, record_every: int):
+        """Jitted (state, nbrs, dt, kT) -> (state, nbrs, records) over n_records records."""
+        key = (ensemble, n_records, record_every)
+        if key in self._chunks:
+            return self._chunks[key]
+        _, step_fn = self._integrators[ensemble]
+        energy = self._energy
+
+        def chunk(state, nbrs, dt, kT, params):
+            def one_step(carry, _):
+                state, nbrs = carry
+                state = step_fn(state, neighbor=nbrs, dt=dt, kT=kT, params=params)
+                return (state, nbrs.update(state.position)), None
+
+            def one_record(carry, _):
+                carry, _ = jax.lax.scan(one_step, carry, None, length=record_every)
+                return carry, observe(*carry, energy, params)
+
+            (state, nbrs), records = jax.lax.scan(one_record, (state, nbrs), None,
+                                                  length=n_records)
+            return state, nbrs, records
+
+        self._chunks[key] = jax.jit(chunk)
+        return self._chunks[key]
+
+    def _start(self, ensemble, positions_nm, velocities_nm_ps, temperature_K, seed):
+        """(state, nbrs) at the given positions (wrapped into the box) and velocities."""
+        pos = jnp.asarray(np.mod(positions_nm, self.box_nm), self.dtype)
+        nbrs = self._neighbour_fn.allocate(pos)
+        init_fn, _ = self._integrators[ensemble]
+        kT = jnp.asarray(BOLTZMANN_KJ_MOL_K * temperature_K, self.dtype)
+        momenta = None
+        if velocities_nm_ps is not None:
+            momenta = jnp.asarray(velocities_nm_ps, self.dtype) * self._mass
+        key = jax.random.PRNGKey(seed)
+        kwargs = {"mass": self._mass, "momenta": momenta, "neighbor": nbrs,
+                  "params": self._params}
+        if ensemble == "nve":
+            state = init_fn(key, pos, kT, **kwargs)
+        else:
+            state = init_fn(key, pos, kT=kT, **kwargs)
+        return state, nbrs
+
+    # -- the Engine interface --------------------------------------------------------------
+    def run(self, ensemble, positions_nm, velocities_nm_ps, temperature_K, timestep_fs,
+            n_steps, record_every, seed, friction_per_ps, limits: StabilityLimits) -> Segment:
+        """See `record.Engine.run`. `friction_per_ps` must equal the engine's (fixed at build:
+        JAX MD closes over it)."""
+        if ensemble not in self._integrators:
+            raise ForcematchError(f"unknown ensemble {ensemble!r}: 'nve' or 'nvt'")
+        if n_steps % record_every:
+            raise ForcematchError(f"{n_steps} steps is not a multiple of record_every "
+                                  f"{record_every}")
+        if not math.isclose(friction_per_ps, self.friction_per_ps):
+            raise ForcematchError(f"friction {friction_per_ps}/ps, but this engine was built "
+                                  f"for {self.friction_per_ps}/ps")
+        state, nbrs = self._start(ensemble, positions_nm, velocities_nm_ps, temperature_K, seed)
+        records = [_to_numpy(self._observe(state, nbrs, self._params), first=True)]
+        n_records = n_steps // record_every
+        per_chunk = _records_per_chunk(n_records)
+        dt = jnp.asarray(timestep_fs * 1e-3, self.dtype)
+        kT = jnp.asarray(BOLTZMANN_KJ_MOL_K * temperature_K, self.dtype)
+        failure = None
+        for done in range(0, n_records, per_chunk):
+            state, nbrs, chunk = self._run_chunk(ensemble, state, nbrs, dt, kT, per_chunk,
+                                                 record_every)
+            records.append(chunk)
+            failure = find_failure(chunk["positions"], chunk["velocities"], chunk["potential"],
+                                   chunk["kinetic"], self.box_nm, temperature_K, limits)
+            if failure is not None:
+                records[-1] = {k: v[: failure[0] + 1] for k, v in chunk.items()}
+                break
+            self._report(ensemble, temperature_K, done + per_chunk, n_records, record_every,
+                         timestep_fs)
+        return _segment(ensemble, temperature_K, timestep_fs, record_every, n_steps, self,
+                        records, None if failure is None else failure[1])
+
+    def _run_chunk(self, ensemble, state, nbrs, dt, kT, per_chunk, record_every):
+        """One chunk, rerun from its start with a larger list while the list overflows."""
+        fn = self._chunk_fn(ensemble, per_chunk, record_every)
+        for _ in range(MAX_REALLOCATIONS):
+            new_state, new_nbrs, records = fn(state, nbrs, dt, kT, self._params)
+            records = _to_numpy(records)
+            # A run gone non-finite overflows any list: the stability check reports it.
+            if not bool(new_nbrs.did_buffer_overflow) or not np.isfinite(
+                    records["potential"]).all():
+                return new_state, new_nbrs, records
+            slots = nbrs.idx.shape[-1]
+            self.progress(f"neighbour list overflow at {slots} pairs: reallocating with "
+                          f"{int(slots * 1.5) + 1} and rerunning the chunk")
+            nbrs = self._neighbour_fn.allocate(state.position,
+                                               extra_capacity=int(slots * 0.5) + 1)
+        raise ForcematchError(f"the neighbour list still overflows after {MAX_REALLOCATIONS} "
+                              "reallocations: the system keeps getting denser")
+
+    def _report(self, ensemble, temperature_K, done, total, record_every, timestep_fs):
+        if done == total or done % (10 * _records_per_chunk(total)) == 0:
+            t = done * record_every * timestep_fs * 1e-3
+            self.progress(f"{ensemble} {temperature_K:g} K, dt {timestep_fs:g} fs: "
+                          f"{t:.1f} / {total * record_every * timestep_fs * 1e-3:.1f} ps")
+
+
+def observe(state, nbrs, energy, params) -> dict:
+    """One record of the state: positions, velocities, forces, energies, total momentum."""
+    momentum = state.momentum
+    return {
+        "positions": state.position,
+        "velocities": momentum / state.mass,
+        "forces": state.force,
+        "potential": energy(state.position, neighbor=nbrs, params=params),
+        "kinetic": 0.5 * jnp.sum(momentum * momentum / state.mass),
+        "momentum": jnp.sum(momentum, axis=0),
+    }
+
+
+def _to_numpy(records: dict, first: bool = False) -> dict:
+    """Records as float64 numpy arrays with a leading record axis."""
+    return {k: np.asarray(v, np.float64)[None] if first else np.asarray(v, np.float64)
+            for k, v in records.items()}
+
+
+def _segment(ensemble, temperature_K, timestep_fs, record_every, n_steps, engine, records,
+             failure) -> Segment:
+    cat = {k: np.concatenate([r[k] for r in records]) for k in records[0]}
+    n = cat["potential"].shape[0]
+    return Segment(
+        ensemble=ensemble, temperature_K=float(temperature_K), timestep_fs=float(timestep_fs),
+        record_every=int(record_every), box_nm=engine.box_nm, masses_amu=engine.masses_amu,
+        time_ps=np.arange(n) * record_every * timestep_fs * 1e-3,
+        positions_nm=cat["positions"], velocities_nm_ps=cat["velocities"],
+        forces_kJ_mol_nm=cat["forces"], potential_kJ_mol=cat["potential"],
+        kinetic_kJ_mol=cat["kinetic"], momentum_amu_nm_ps=cat["momentum"],
+        planned_steps=int(n_steps), failure=failure)

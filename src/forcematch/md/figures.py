@@ -1,0 +1,143 @@
+"""The MD figures, drawn from md.json files (`forcematch md`) and validation metrics; nothing is
+recomputed here.
+
+    md_drift     |energy drift| and fluctuation against time step, log-log, with a Δt² guide
+    md_rdf       g(r) of the reference's NVT run and of each model trained on all frames
+    md_summary   test force error, time to failure (T and stress T), |drift| and pressure
+                 error side by side for every run: which test errors predict a usable potential
+
+`save(fig, name, columns)` writes PNG, PDF and the CSV of the plotted points (figures._save).
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+MD_FIGURES = ("md_drift", "md_rdf", "md_summary")
+
+
+def _nve_rows(summary: dict) -> list[dict]:
+    return [r for r in summary.get("energy", {}).get("nve", []) if r.get("stable")]
+
+
+def drift_figure(md: dict[str, dict], save) -> None:
+    """|Drift| (ε/atom/ns) and fluctuation (ε/atom) of NVE against the time step (fs)."""
+    fig, (ax_d, ax_f) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    cols: dict[str, list] = {"series": [], "timestep_fs": [], "abs_drift_eps_per_atom_per_ns": [],
+                             "fluctuation_eps_per_atom": []}
+    for name, summary in md.items():
+        rows = _nve_rows(summary)
+        if not rows:
+            continue
+        dt = np.array([r["timestep_fs"] for r in rows])
+        drift = np.abs([r.get("drift_eps_per_atom_per_ns") or np.nan for r in rows])
+        fluct = np.array([r.get("fluctuation_eps_per_atom") or np.nan for r in rows])
+        style = {"color": "k", "lw": 2} if name == "reference" else {}
+        ax_d.loglog(dt, drift, marker="o", label=name, **style)
+        ax_f.loglog(dt, fluct, marker="o", label=name, **style)
+        cols["series"] += [name] * len(dt)
+        cols["timestep_fs"] += dt.tolist()
+        cols["abs_drift_eps_per_atom_per_ns"] += drift.tolist()
+        cols["fluctuation_eps_per_atom"] += fluct.tolist()
+    if cols["timestep_fs"]:
+        dt = np.array(sorted(set(cols["timestep_fs"])))
+        top = np.nanmax(cols["fluctuation_eps_per_atom"])
+        ax_f.loglog(dt, top * (dt / dt.max()) ** 2, color="0.6", ls="--", label="∝ Δt²")
+    ax_d.set(xlabel="time step (fs)", ylabel="|NVE energy drift| (ε per atom per ns)")
+    ax_f.set(xlabel="time step (fs)", ylabel="NVE energy fluctuation (ε per atom)")
+    ax_f.legend(fontsize=7)
+    save(fig, "md_drift", cols)
+
+
+def rdf_figure(md: dict[str, dict], shown: list[str], save) -> None:
+    """g(r) of the reference's NVT run and of the runs in `shown`, with the reference's noise
+    floor stated."""
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    cols: dict[str, list] = {"series": [], "r_A": [], "g": []}
+    for name in ["reference", *shown]:
+        liquid = md.get(name, {}).get("liquid")
+        if liquid is None:
+            continue
+        r, g = np.array(liquid["rdf"]["r_A"]), np.array(liquid["rdf"]["g"])
+        ax.plot(r, g, label=name, **({"color": "k", "lw": 2} if name == "reference" else {}))
+        cols["series"] += [name] * len(r)
+        cols["r_A"] += r.tolist()
+        cols["g"] += g.tolist()
+    floor = md.get("reference", {}).get("rdf_noise_floor")
+    title = f"NVT at T; reference noise floor max|Δg| = {floor:.3f}" if floor else "NVT at T"
+    ax.set(xlabel="r (Å)", ylabel="g(r)", title=title)
+    ax.legend(fontsize=7)
+    save(fig, "md_rdf", cols)
+
+
+def _summary_columns(md: dict[str, dict], metrics: dict[str, dict]) -> dict[str, list]:
+    cols: dict[str, list] = {k: [] for k in (
+        "series", "test_force_rmse_percent_of_std", "time_to_failure_T_ps",
+        "time_to_failure_stress_ps", "duration_ps", "abs_drift_eps_per_atom_per_ns",
+        "pressure_error_bar", "pressure_combined_error_bar")}
+    for name, summary in md.items():
+        if name == "reference" or name not in metrics:
+            continue
+        stab = summary.get("stability", {})
+        eq = summary["equilibration"]
+        duration = stab.get("nvt", eq)["duration_ps"]
+        # A run never started (failed equilibration) counts as failing when that did.
+        ttf = {key: (np.nan if s["stable"] else s["time_to_failure_ps"])
+               for key in ("nvt", "nvt_stress") for s in [stab.get(key, eq)]}
+        rows = _nve_rows(summary)
+        against = summary.get("against_reference", {}).get("pressure_bar", {})
+        cols["series"].append(name)
+        cols["test_force_rmse_percent_of_std"].append(100 * metrics[name]["force_rmse_rel"])
+        cols["time_to_failure_T_ps"].append(ttf["nvt"])
+        cols["time_to_failure_stress_ps"].append(ttf["nvt_stress"])
+        cols["duration_ps"].append(duration)
+        cols["abs_drift_eps_per_atom_per_ns"].append(
+            abs(rows[0]["drift_eps_per_atom_per_ns"]) if rows else np.nan)
+        cols["pressure_error_bar"].append(against.get("difference", np.nan))
+        cols["pressure_combined_error_bar"].append(against.get("combined_error", np.nan))
+    return cols
+
+
+def _log_scatter(ax, x, y, empty: str) -> None:
+    """Points (x, y) on log-log axes; only finite positive ones (log axes with none fail)."""
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if ok.any():
+        ax.loglog(x[ok], y[ok], "o")
+    else:
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+
+
+def summary_figure(md: dict[str, dict], metrics: dict[str, dict], save) -> None:
+    """Four panels against the test force error: time to failure (full run length where
+    stable), |drift| at the production step, and the pressure error with its error bar."""
+    cols = _summary_columns(md, metrics)
+    x = np.array(cols["test_force_rmse_percent_of_std"], float)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8), layout="constrained")
+    dur = np.array(cols["duration_ps"], float)
+    for ax, key, label in ((axes[0, 0], "time_to_failure_T_ps", "NVT at T"),
+                           (axes[0, 1], "time_to_failure_stress_ps", "NVT at stress T")):
+        ttf = np.array(cols[key], float)
+        stable = np.isnan(ttf)
+        ax.scatter(x[stable], dur[stable], marker="^", label="stable for the whole run")
+        ax.scatter(x[~stable], ttf[~stable], marker="x", color="C3", label="failed at")
+        ax.set(xscale="log", xlabel="test force RMSE (% of std)",
+               ylabel=f"time to failure, {label} (ps)")
+        ax.legend(fontsize=7)
+    drift = np.array(cols["abs_drift_eps_per_atom_per_ns"], float)
+    _log_scatter(axes[1, 0], x, drift, "no run stable in NVE")
+    axes[1, 0].set(xlabel="test force RMSE (% of std)",
+                   ylabel="|NVE drift| at the production step (ε/atom/ns)")
+    dp = np.array(cols["pressure_error_bar"], float)
+    ok = np.isfinite(dp)
+    if ok.any():
+        axes[1, 1].errorbar(x[ok], dp[ok], fmt="o",
+                            yerr=2 * np.array(cols["pressure_combined_error_bar"], float)[ok])
+        axes[1, 1].set(xscale="log")
+    else:
+        axes[1, 1].text(0.5, 0.5, "no run stable in NVT at T", ha="center", va="center",
+                        transform=axes[1, 1].transAxes)
+    axes[1, 1].axhline(0.0, color="0.6", lw=1)
+    axes[1, 1].set(xlabel="test force RMSE (% of std)",
+                   ylabel="pressure − reference (bar, ±2 combined errors)")
+    save(fig, "md_summary", cols)

@@ -1,0 +1,180 @@
+"""`forcematch md`: the MD protocol for a trained model or the OpenMM reference, files in and out.
+
+    run_reference_md(config, dataset_dir, out_dir)
+    run_model_md(config, model_dir, dataset_dir, reference_dir, out_dir)
+
+Each writes `<out_dir>/md.json` (settings, momentum, energy drift against time step, stability
+at T and at the stress temperature, U/N, T, pressure and RDF; every value's unit in its key)
+and `<out_dir>/nvt.h5` (the NVT run at T: positions, velocities, forces; potential, kinetic
+and total energy as H5MD observables; Langevin has no thermostat state to store). The
+reference's md.json also holds the RDF noise floor from the dataset's replicas; the model's
+holds `against_reference`. Both files are written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from forcematch.atomic import write_json
+from forcematch.config import config_hash, stage_config
+from forcematch.data.frames import Frames
+from forcematch.errors import ForcematchError
+from forcematch.h5md import read_h5md, write_h5md
+from forcematch.md import checks
+from forcematch.md.protocol import Protocol, compare, limits_from_data, run_protocol, summarise
+from forcematch.md.record import Segment, min_pair_distance_nm
+from forcematch.provenance import provenance
+from forcematch.units import UNIT
+
+
+def _log(message: str) -> None:
+    print(f"md: {message}", flush=True)
+
+
+def _start_and_limits(config: dict, dataset_dir: Path):
+    """(test frames, start positions [N,3], the stability limits from the training data)."""
+    md = config["md"]
+    test = read_h5md(dataset_dir / "test.h5")
+    if md["start_frame"] >= test.n_frames:
+        raise ForcematchError(f"md.start_frame {md['start_frame']} is past the last frame of "
+                              f"{dataset_dir / 'test.h5'} ({test.n_frames} frames)")
+    train = read_h5md(dataset_dir / "train.h5")
+    closest = float(min_pair_distance_nm(train.positions_nm, train.box_nm[0]).min())
+    limits = limits_from_data(closest, md["close_pair_margin"], md["runaway_factor"])
+    _log(f"closest pair in the training data {closest * 10:.3f} A; a run fails below "
+         f"{limits.min_distance_nm * 10:.3f} A or above {limits.runaway_factor:g} x T")
+    return test, test.positions_nm[md["start_frame"]], limits
+
+
+def _epsilon_kJ_mol(config: dict) -> float:
+    from forcematch.reference.system import lj_system_from_config
+
+    return lj_system_from_config(config).epsilon_kJ_mol
+
+
+def _finite_or_none(value):
+    """JSON-safe: NaN and infinities become null (md.json states no number it lacks)."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write(out_dir: Path, summary: dict, segments: dict[str, Segment], species) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seg = segments.get("nvt") or segments["equilibration"]
+    n = seg.potential_kJ_mol.shape[0]
+    frames = Frames(positions_nm=seg.positions_nm, forces_kJ_mol_nm=seg.forces_kJ_mol_nm,
+                    potential_energy_kJ_mol=seg.potential_kJ_mol,
+                    box_nm=np.tile(seg.box_nm, (n, 1)), species=species,
+                    masses_amu=seg.masses_amu, step=np.arange(n) * seg.record_every,
+                    time_ps=seg.time_ps, velocities_nm_ps=seg.velocities_nm_ps)
+    observables = {"kinetic_energy": (seg.kinetic_kJ_mol, UNIT["energy"]),
+                   "total_energy": (seg.total_kJ_mol, UNIT["energy"]),
+                   "temperature": (seg.temperature_inst_K, UNIT["temperature"])}
+    write_h5md(out_dir / "nvt.h5", frames, {"md": summary["protocol"],
+                                            "provenance": summary["provenance"]},
+               observables=observables)
+    write_json(out_dir / "md.json", _finite_or_none(summary))
+
+
+def _report(summary: dict) -> None:
+    for row in summary.get("energy", {}).get("nve", []):
+        _log(f"NVE {row['timestep_fs']:g} fs: drift "
+             f"{row.get('drift_eps_per_atom_per_ns', float('nan')):.3g} eps/atom/ns, "
+             f"momentum change {row['momentum_change_relative']:.2g}, stable {row['stable']}")
+    for name, s in summary.get("stability", {}).items():
+        _log(f"{name} {s['temperature_K']:g} K: "
+             + ("stable" if s["stable"] else f"failed at {s['time_to_failure_ps']:.2f} ps: "
+                                              f"{s['failure']}"))
+    liquid = summary.get("liquid")
+    if liquid:
+        _log(f"U/N {liquid['potential_eps_per_atom']['mean']:.4f} eps, P "
+             f"{liquid['pressure_bar']['mean']:.1f} +- {liquid['pressure_bar']['error']:.1f} "
+             f"bar, RDF peak {liquid['rdf_first_peak_A']:.3f} A")
+
+
+def reference_noise_floor(split_files, block_ps: float, box_nm) -> float:
+    """The RDF noise floor: `checks.rdf_noise_floor` over blocks of `block_ps` of the
+    reference data, pairs taken between different split files (different replicas)."""
+    blocks = []
+    for k, path in enumerate(split_files):
+        frames = read_h5md(path)
+        interval = float(np.median(np.diff(frames.time_ps))) if frames.n_frames > 1 else 0.0
+        if not interval > 0:
+            raise ForcematchError(f"{path}: frame times are not increasing; cannot cut "
+                                  f"{block_ps} ps blocks for the RDF noise floor")
+        per_block = max(2, round(block_ps / interval))
+        for start in range(0, frames.n_frames - per_block + 1, per_block):
+            blocks.append((k, checks.rdf(frames.positions_nm[start:start + per_block],
+                                         box_nm)[1]))
+    _log(f"RDF noise floor from {len(blocks)} blocks of {block_ps:g} ps in "
+         f"{len(split_files)} files")
+    return checks.rdf_noise_floor(blocks)
+
+
+def run_reference_md(config: dict, dataset_dir, out_dir) -> dict:
+    """The protocol with OpenMM's reference system (see the module docstring)."""
+    from forcematch.md.reference import OpenMMEngine, strain_derivative_kJ_mol
+    from forcematch.reference.system import lj_system_from_config
+
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    protocol = Protocol.from_config(config)
+    test, start, limits = _start_and_limits(config, dataset_dir)
+    lj = lj_system_from_config(config)
+    engine = OpenMMEngine(lj)
+    segments = run_protocol(engine, start, protocol, limits)
+    summary = summarise(segments, protocol, lj.epsilon_kJ_mol,
+                        lambda pos: strain_derivative_kJ_mol(lj, pos, engine.box_nm))
+    summary["engine"] = "openmm"
+    summary["rdf_noise_floor"] = reference_noise_floor(
+        [dataset_dir / f"{split}.h5" for split in ("train", "val", "test")], protocol.nvt_ps,
+        engine.box_nm)
+    summary["provenance"] = provenance("md", config_hash(stage_config(config, "md")),
+                                       {"md": config["md"]["seed"]})
+    _report(summary)
+    _write(out_dir, summary, segments, test.species)
+    return summary
+
+
+def run_model_md(config: dict, model_dir, dataset_dir, reference_dir, out_dir) -> dict:
+    """The protocol with a trained model, compared with the reference's md.json."""
+    from forcematch.md.engine import ModelEngine
+    from forcematch.model_files import read_json_object
+    from forcematch.potential import load_model
+
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    reference = read_json_object(Path(reference_dir) / "md.json")
+    md = config["md"]
+    protocol = Protocol.from_config(config)
+    if reference.get("protocol") != _finite_or_none(protocol.__dict__):
+        raise ForcematchError(f"{Path(reference_dir) / 'md.json'} was made with other md "
+                              "settings: rerun the reference MD with this config")
+    test, start, limits = _start_and_limits(config, dataset_dir)
+    potential = load_model(model_dir)
+    masses = test.masses_amu
+    if not np.isfinite(masses).all():
+        raise ForcematchError(f"{dataset_dir / 'test.h5'}: masses are missing (NaN); MD "
+                              "needs every particle's mass")
+    engine = ModelEngine(potential, masses, test.box_nm[md["start_frame"]],
+                         species=test.species, skin_nm=md["skin_nm"], float64=md["float64"],
+                         friction_per_ps=md["friction_per_ps"], progress=_log)
+    segments = run_protocol(engine, start, protocol, limits)
+    box = test.box_nm[md["start_frame"]]
+    summary = summarise(segments, protocol, _epsilon_kJ_mol(config),
+                        lambda pos: potential.strain_derivative(pos, box))
+    summary["engine"] = "jax_md"
+    summary["model"] = potential.describe()
+    summary["against_reference"] = compare(summary, reference)
+    summary["provenance"] = provenance("md", config_hash(stage_config(config, "md")),
+                                       {"md": md["seed"]})
+    _report(summary)
+    _write(out_dir, summary, segments, test.species)
+    return summary
+

@@ -1,0 +1,180 @@
+"""MD with learned models (forcematch.md): conservation laws, the neighbour list, the pressure
+estimator, and the protocol catching a bad potential. Real OpenMM data (the tiny dataset), real
+trained models, JAX MD integrators."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from forcematch.cli import main
+from forcematch.config import load_config
+from forcematch.h5md import read_h5md
+from forcematch.md import checks
+from forcematch.md.engine import ModelEngine
+from forcematch.md.record import StabilityLimits
+from forcematch.md.run import run_model_md, run_reference_md
+from forcematch.potential import load_model
+from forcematch.training.run import train
+from forcematch.units import BOLTZMANN_KJ_MOL_K, KJ_MOL_NM3_TO_BAR
+
+NO_LIMITS = StabilityLimits(min_distance_nm=0.0, runaway_factor=1e9)
+
+
+@pytest.fixture(scope="module")
+def md_runs(tiny_data, tmp_path_factory):
+    """The reference's MD, a pair model trained to fit (force-only, 40 epochs) and one
+    deliberately under-trained (energy-only, 16 frames, one epoch), each through the protocol."""
+    root = tmp_path_factory.mktemp("md")
+    config = load_config(tiny_data.config)
+    train_frames = read_h5md(tiny_data.dataset / "train.h5")
+    val = read_h5md(tiny_data.dataset / "val.h5")
+    cutoff = config["system"]["cutoff_nm"]
+    train(train_frames, val, {"model": "pair", "epochs": 40, "max_epochs": 40,
+                              "energy_weight": 0.01, "force_weight": 1.0},
+          None, cutoff, root / "good", progress=lambda _: None)
+    train(train_frames.select(list(range(16))), val,
+          {"model": "pair", "epochs": 1, "energy_weight": 1.0, "force_weight": 0.0},
+          None, cutoff, root / "bad", progress=lambda _: None)
+    reference = run_reference_md(config, tiny_data.dataset, root / "md" / "reference")
+    summaries = {name: run_model_md(config, root / name / "model", tiny_data.dataset,
+                                    root / "md" / "reference", root / "md" / name)
+                 for name in ("good", "bad")}
+    return {"root": root, "config": config, "reference": reference, **summaries}
+
+
+def test_an_under_trained_model_is_reported_not_crashed(md_runs):
+    bad, good = md_runs["bad"], md_runs["good"]
+    assert bad["stable"] is False
+    first = bad["equilibration"] if not bad["equilibration"]["stable"] else next(
+        s for s in bad["stability"].values() if not s["stable"])
+    assert first["failure"] and 0 < first["time_to_failure_ps"] <= first["duration_ps"]
+    # The same checks pass the reference and the fitted model: they are not failing everything.
+    assert md_runs["reference"]["stable"] and good["stable"]
+    written = json.loads((md_runs["root"] / "md" / "bad" / "md.json").read_text())
+    assert written["stable"] is False
+    assert (md_runs["root"] / "md" / "bad" / "nvt.h5").is_file()
+
+
+def test_model_md_is_compared_with_the_reference(md_runs):
+    good, reference = md_runs["good"], md_runs["reference"]
+    assert good["protocol"] == reference["protocol"]
+    against = good["against_reference"]
+    assert against["available"] and against["rdf_noise_floor"] == reference["rdf_noise_floor"]
+    assert math.isfinite(against["pressure_bar"]["difference"])
+    for row in good["energy"]["nve"]:
+        assert row["stable"] and row["momentum_change_relative"] < 1e-5
+        assert math.isfinite(row["drift_eps_per_atom_per_ns"])
+    # The trajectory file is H5MD with the energies of every record.
+    frames = read_h5md(md_runs["root"] / "md" / "good" / "nvt.h5")
+    assert frames.velocities_nm_ps is not None and np.isfinite(frames.positions_nm).all()
+
+
+@pytest.fixture(scope="module")
+def good_engine_start(md_runs, tiny_data):
+    test = read_h5md(tiny_data.dataset / "test.h5")
+    return load_model(md_runs["root"] / "good" / "model"), test
+
+
+def test_nve_conserves_momentum_and_its_energy_error_scales_as_dt_squared(good_engine_start):
+    potential, test = good_engine_start
+    with jax.enable_x64(True):
+        engine = ModelEngine(potential, test.masses_amu, test.box_nm[0], float64=True)
+        start = engine.run("nvt", test.positions_nm[0], None, 100.0, 2.0, 200, 10, 1, 1.0,
+                           NO_LIMITS)
+        x, v = start.final_state()
+        fluctuation = {}
+        for dt, steps, every in ((2.0, 400, 10), (1.0, 800, 20)):
+            seg = engine.run("nve", x, v, 100.0, dt, steps, every, 0, 1.0, NO_LIMITS)
+            assert seg.failure is None
+            assert checks.momentum_change(seg) < 1e-10  # float64: round-off only
+            fluctuation[dt] = checks.energy_drift(seg, 1.0)["fluctuation_eps_per_atom"]
+    # Velocity Verlet: the energy error is O(dt^2); half the step, a quarter of the error.
+    assert 3.0 < fluctuation[2.0] / fluctuation[1.0] < 5.5
+
+
+def test_a_full_neighbour_list_is_reallocated_and_no_pair_is_lost(good_engine_start):
+    potential, test = good_engine_start
+    messages = []
+    engine = ModelEngine(potential, test.masses_amu, test.box_nm[0], skin_nm=0.02,
+                         capacity_multiplier=1.0, progress=messages.append)
+    seg = engine.run("nvt", test.positions_nm[0], None, 150.0, 5.0, 400, 10, 3, 1.0,
+                     NO_LIMITS)
+    assert seg.failure is None
+    assert any("overflow" in m for m in messages), messages
+    # Every recorded energy is the model's own (its pair search, no skin list) to round-off.
+    energies, _ = potential.predict(seg.positions_nm, seg.box_nm)
+    np.testing.assert_allclose(seg.potential_kJ_mol, energies, rtol=1e-5,
+                               atol=1e-4 * np.abs(energies).max())
+
+
+def test_strain_derivative_is_the_derivative_of_the_energy_with_volume(good_engine_start):
+    potential, test = good_engine_start
+    frames, box = test.positions_nm[:3], test.box_nm[0]
+    dudl = potential.strain_derivative(frames, box)
+    h = 1e-4
+    with jax.enable_x64(True):
+        fd = [(potential.energy_float64(f * (1 + h), box * (1 + h))
+               - potential.energy_float64(f * (1 - h), box * (1 - h))) / (2 * h) for f in frames]
+    np.testing.assert_allclose(dudl, np.asarray(fd), rtol=1e-3, atol=1e-3)
+
+
+def test_pressure_of_an_ideal_gas_is_n_kb_t_over_v():
+    n, temperature_K, box = 100, 100.0, np.array([2.0, 2.0, 2.0])
+    kinetic = 1.5 * n * BOLTZMANN_KJ_MOL_K * temperature_K
+    pressure = checks.pressure_bar([kinetic], [0.0], box)[0]
+    assert pressure == pytest.approx(n * BOLTZMANN_KJ_MOL_K * temperature_K / 8.0
+                                     * KJ_MOL_NM3_TO_BAR)
+    assert pressure == pytest.approx(n * 1.380649e-23 * 100.0 / 8e-27 / 1e5,
+                                     rel=1e-6)  # n k_B T / V in SI, then Pa -> bar
+
+
+def test_rdf_of_the_reference_liquid_and_of_an_ideal_gas(tiny_data):
+    frames = read_h5md(tiny_data.dataset / "train.h5")
+    r, g = checks.rdf(frames.positions_nm, frames.box_nm[0])
+    peak_r, peak_g = checks.first_peak(r, g)
+    assert peak_r == pytest.approx(3.73, abs=0.15)  # design.md: 3.73 A at 100 K
+    assert peak_g > 2.0
+    gas = np.random.default_rng(0).uniform(0, 2.0, size=(200, 64, 3))
+    _, g_gas = checks.rdf(gas, [2.0, 2.0, 2.0], n_bins=20)
+    assert np.abs(g_gas[5:] - 1.0).max() < 0.15  # uniform: g = 1 (N(N-1)/N² below it)
+
+
+def test_power_law_and_block_mean():
+    dt = np.array([1.0, 2.0, 4.0])
+    assert checks.power_law_exponent(dt, 3e-5 * dt**2) == pytest.approx(2.0)
+    assert math.isnan(checks.power_law_exponent([1.0], [1.0]))
+    blocks = checks.block_mean(np.repeat(np.arange(10.0), 5), n_blocks=10)
+    assert blocks["mean"] == pytest.approx(4.5)
+    assert blocks["error"] == pytest.approx(np.std(np.arange(10.0), ddof=1) / np.sqrt(10))
+
+
+def test_md_refuses_a_reference_of_other_settings(md_runs, tiny_data, tmp_path, capsys,
+                                                   keep_environment):
+    config = dict(md_runs["config"])
+    config["md"] = config["md"] | {"nvt_ps": 2.0}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(config))
+    code = main(["md", "--config", str(path), "--dataset-dir", str(tiny_data.dataset),
+                 "--model", str(md_runs["root"] / "good" / "model"), "--reference-dir",
+                 str(md_runs["root"] / "md" / "reference"), "--out-dir", str(tmp_path / "o")])
+    assert code == 2
+    assert "other md settings" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "md.json").exists()
+    code = main(["md", "--config", str(tiny_data.config), "--dataset-dir",
+                 str(tiny_data.dataset), "--model", str(md_runs["root"] / "good" / "model"),
+                 "--out-dir", str(tmp_path / "o")])
+    assert code == 2 and "--reference-dir" in capsys.readouterr().err
+
+
+def test_float64_needs_64_bit_jax(good_engine_start):
+    potential, test = good_engine_start
+    if jnp.zeros(1).dtype == jnp.float64:
+        pytest.skip("64-bit JAX is on for the whole session")
+    with pytest.raises(Exception, match="64-bit JAX"):
+        ModelEngine(potential, test.masses_amu, test.box_nm[0], float64=True)
