@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from forcematch import cli
+from forcematch import cli, commands
 from forcematch.atomic import OutputError
 
 
@@ -64,7 +64,7 @@ def test_limit_threads_overrides_the_environment(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
                                     "--xla_cpu_multi_thread_eigen=true")
     cli.limit_threads(1)
-    for var in cli.THREAD_VARIABLES:
+    for var in commands.THREAD_VARIABLES:
         assert os.environ[var] == "1", var
     assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
                                                "--xla_cpu_multi_thread_eigen=false"]
@@ -100,7 +100,7 @@ def failing_stage(error):
      "some space or raise the disk quota, then rerun"),
 ])
 def test_refused_writes_give_one_line(capsys, monkeypatch, error, message):
-    monkeypatch.setattr(cli, "_cmd_figures", failing_stage(error))
+    monkeypatch.setattr(commands, "cmd_figures", failing_stage(error))
     argv = ["figures", "--validate-dirs", "v", "--train-dirs", "t", "--out-dir", "o"]
     assert one_line_error(capsys, argv).startswith(message)
 
@@ -109,7 +109,7 @@ def test_refused_writes_give_one_line(capsys, monkeypatch, error, message):
                                    FileNotFoundError(errno.ENOENT, "No such file", "x")])
 def test_bugs_keep_their_traceback(monkeypatch, error):
     """Only well-identified refusals become one line: anything else is a bug to see whole."""
-    monkeypatch.setattr(cli, "_cmd_figures", failing_stage(error))
+    monkeypatch.setattr(commands, "cmd_figures", failing_stage(error))
     with pytest.raises(type(error)):
         cli.main(["figures", "--validate-dirs", "v", "--train-dirs", "t", "--out-dir", "o"])
 
@@ -143,3 +143,13 @@ def test_a_real_refused_write_gives_one_line(tiny_data, tmp_path):
     assert err.startswith(f"forcematch train: error: cannot write {out / 'preflight.json'}"), err
     assert "File too large; raise the file-size limit (ulimit -f)" in err, err
     assert err.endswith("then rerun (no step was checkpointed yet)"), err
+
+
+def test_compilation_cache_defaults_and_respects_the_environment(monkeypatch, tmp_path):
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    commands.use_compilation_cache()
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "forcematch" / "jax")
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/elsewhere")
+    commands.use_compilation_cache()
+    assert os.environ["JAX_COMPILATION_CACHE_DIR"] == "/elsewhere"

@@ -81,10 +81,11 @@ class ModelEngine:
             return total(params, positions_nm, box, sp, (neighbor.idx[0], neighbor.idx[1]))
 
         self._energy = energy
+        self._box = box
         self._displacement, self._shift = jax_md_space.periodic(box)
-        self._neighbour_fn = partition.neighbor_list(
-            self._displacement, box, potential.cutoff_nm, dr_threshold=self.skin_nm,
-            capacity_multiplier=capacity_multiplier, format=partition.OrderedSparse)
+        self._capacity_multiplier = float(capacity_multiplier)
+        self._neighbour_fn = self._neighbour_list_fn()
+        self._nbrs = None  # the list of the last run: later runs keep its capacity (shape)
         self._mass = jnp.asarray(self.masses_amu, self.dtype)[:, None]
         self._integrators = {
             "nve": simulate.nve(energy, self._shift, 1e-3),
@@ -92,26 +93,36 @@ class ModelEngine:
                                          gamma=self.friction_per_ps),
         }
         self._chunks: dict = {}
-        self._observe = jax.jit(lambda state, nbrs, params: observe(state, nbrs, energy, params))
+        self._update = jax.jit(self._neighbour_fn.update)
+        self._observe = jax.jit(lambda state, nbrs, params: observe(
+            state, nbrs, energy, params, self._displacement))
 
     # -- compiled pieces -------------------------------------------------------------------
-    def _chunk_fn(self, ensemble: str, n_records: int, record_every: int):
-        """Jitted (state, nbrs, dt, kT) -> (state, nbrs, records) over n_records records."""
-        key = (ensemble, n_records, record_every)
+    def _neighbour_list_fn(self):
+        """JAX MD's list: pairs within cutoff + skin, each once, padding N; slots (and the cell
+        list's) at `_capacity_multiplier` × those found at allocation."""
+        return partition.neighbor_list(
+            self._displacement, self._box, self.potential.cutoff_nm, dr_threshold=self.skin_nm,
+            capacity_multiplier=self._capacity_multiplier, format=partition.OrderedSparse)
+
+    def _chunk_fn(self, ensemble: str, n_records: int):
+        """Jitted (state, nbrs, dt, kT, record_every, params) -> (state, nbrs, records) over
+        n_records records; record_every is traced (a while loop), so it costs no compile."""
+        key = (ensemble, n_records)
         if key in self._chunks:
             return self._chunks[key]
         _, step_fn = self._integrators[ensemble]
-        energy = self._energy
+        energy, displacement = self._energy, self._displacement
 
-        def chunk(state, nbrs, dt, kT, params):
-            def one_step(carry, _):
+        def chunk(state, nbrs, dt, kT, record_every, params):
+            def one_step(_, carry):
                 state, nbrs = carry
                 state = step_fn(state, neighbor=nbrs, dt=dt, kT=kT, params=params)
-                return (state, nbrs.update(state.position)), None
+                return state, nbrs.update(state.position)
 
             def one_record(carry, _):
-                carry, _ = jax.lax.scan(one_step, carry, None, length=record_every)
-                return carry, observe(*carry, energy, params)
+                carry = jax.lax.fori_loop(0, record_every, one_step, carry)
+                return carry, observe(*carry, energy, params, displacement)
 
             (state, nbrs), records = jax.lax.scan(one_record, (state, nbrs), None,
                                                   length=n_records)
@@ -120,10 +131,27 @@ class ModelEngine:
         self._chunks[key] = jax.jit(chunk)
         return self._chunks[key]
 
+    def _list_at(self, positions):
+        """A neighbour list at `positions`: the last run's, rebuilt in place (same capacity,
+        no new compilation) unless it is too small, then a new allocation."""
+        if self._nbrs is not None:
+            nbrs = self._update(positions, self._nbrs)
+            if not bool(nbrs.did_buffer_overflow):
+                return nbrs
+        return self._neighbour_fn.allocate(positions)
+
+    def _grow_list(self, positions):
+        """A list with 1.5× the capacity multiplier (pairs and cells), allocated at
+        `positions`: after an overflow."""
+        self._capacity_multiplier *= 1.5
+        self._neighbour_fn = self._neighbour_list_fn()
+        self._update = jax.jit(self._neighbour_fn.update)
+        return self._neighbour_fn.allocate(positions)
+
     def _start(self, ensemble, positions_nm, velocities_nm_ps, temperature_K, seed):
         """(state, nbrs) at the given positions (wrapped into the box) and velocities."""
         pos = jnp.asarray(np.mod(positions_nm, self.box_nm), self.dtype)
-        nbrs = self._neighbour_fn.allocate(pos)
+        nbrs = self._list_at(pos)
         init_fn, _ = self._integrators[ensemble]
         kT = jnp.asarray(BOLTZMANN_KJ_MOL_K * temperature_K, self.dtype)
         momenta = None
@@ -163,30 +191,32 @@ class ModelEngine:
                                                  record_every)
             records.append(chunk)
             failure = find_failure(chunk["positions"], chunk["velocities"], chunk["potential"],
-                                   chunk["kinetic"], self.box_nm, temperature_K, limits)
+                                   chunk["kinetic"], self.box_nm, temperature_K, limits,
+                                   closest_nm=chunk["closest_pair"])
             if failure is not None:
                 records[-1] = {k: v[: failure[0] + 1] for k, v in chunk.items()}
                 break
             self._report(ensemble, temperature_K, done + per_chunk, n_records, record_every,
                          timestep_fs)
+        self._nbrs = nbrs
         return _segment(ensemble, temperature_K, timestep_fs, record_every, n_steps, self,
                         records, None if failure is None else failure[1])
 
     def _run_chunk(self, ensemble, state, nbrs, dt, kT, per_chunk, record_every):
         """One chunk, rerun from its start with a larger list while the list overflows."""
-        fn = self._chunk_fn(ensemble, per_chunk, record_every)
+        fn = self._chunk_fn(ensemble, per_chunk)
+        every = jnp.asarray(record_every, jnp.int32)
         for _ in range(MAX_REALLOCATIONS):
-            new_state, new_nbrs, records = fn(state, nbrs, dt, kT, self._params)
+            new_state, new_nbrs, records = fn(state, nbrs, dt, kT, every, self._params)
             records = _to_numpy(records)
             # A run gone non-finite overflows any list: the stability check reports it.
             if not bool(new_nbrs.did_buffer_overflow) or not np.isfinite(
                     records["potential"]).all():
                 return new_state, new_nbrs, records
             slots = nbrs.idx.shape[-1]
-            self.progress(f"neighbour list overflow at {slots} pairs: reallocating with "
-                          f"{int(slots * 1.5) + 1} and rerunning the chunk")
-            nbrs = self._neighbour_fn.allocate(state.position,
-                                               extra_capacity=int(slots * 0.5) + 1)
+            nbrs = self._grow_list(state.position)
+            self.progress(f"neighbour list overflow (pairs or cells) at {slots} pair slots: "
+                          f"reallocated with {nbrs.idx.shape[-1]}, rerunning the chunk")
         raise ForcematchError(f"the neighbour list still overflows after {MAX_REALLOCATIONS} "
                               "reallocations: the system keeps getting denser")
 
@@ -197,8 +227,9 @@ class ModelEngine:
                           f"{t:.1f} / {total * record_every * timestep_fs * 1e-3:.1f} ps")
 
 
-def observe(state, nbrs, energy, params) -> dict:
-    """One record of the state: positions, velocities, forces, energies, total momentum."""
+def observe(state, nbrs, energy, params, displacement_fn) -> dict:
+    """One record of the state: positions, velocities, forces, energies, total momentum, the
+    closest pair."""
     momentum = state.momentum
     return {
         "positions": state.position,
@@ -207,7 +238,20 @@ def observe(state, nbrs, energy, params) -> dict:
         "potential": energy(state.position, neighbor=nbrs, params=params),
         "kinetic": 0.5 * jnp.sum(momentum * momentum / state.mass),
         "momentum": jnp.sum(momentum, axis=0),
+        "closest_pair": closest_pair_nm(state.position, nbrs, displacement_fn),
     }
+
+
+def closest_pair_nm(positions, nbrs, displacement_fn):
+    """The closest pair distance (nm) among the list's pairs: every pair within cutoff + skin
+    is in the list, so this is the frame's closest pair whenever it is that close."""
+    n = positions.shape[0]
+    i, j = nbrs.idx[0], nbrs.idx[1]
+    real = (i < n) & (j < n)
+    d = jax.vmap(displacement_fn)(positions[jnp.where(real, i, 0)],
+                                  positions[jnp.where(real, j, 0)])
+    r2 = jnp.where(real, jnp.sum(d * d, axis=-1), jnp.inf)
+    return jnp.sqrt(jnp.min(r2))
 
 
 def _to_numpy(records: dict, first: bool = False) -> dict:

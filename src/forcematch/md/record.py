@@ -83,31 +83,31 @@ class Segment:
         return self.positions_nm[-1], self.velocities_nm_ps[-1]
 
 
-def min_pair_distance_nm(positions_nm: np.ndarray, box_nm: np.ndarray,
-                         chunk: int = 512) -> np.ndarray:
-    """Closest minimum-image pair distance (nm) of each frame: positions [S,N,3] -> [S]."""
-    pos = np.asarray(positions_nm, np.float64)
-    box = np.asarray(box_nm, np.float64)
-    out = np.empty(pos.shape[0])
-    n = pos.shape[1]
-    for s, frame in enumerate(pos):
-        best = np.inf
-        for start in range(0, n, chunk):
-            d = frame[start:start + chunk, None, :] - frame[None, :, :]
-            d -= box * np.round(d / box)
-            r2 = np.einsum("ijk,ijk->ij", d, d)
-            rows = np.arange(start, min(start + chunk, n))
-            r2[rows - start, rows] = np.inf
-            best = min(best, float(r2.min()))
-        out[s] = np.sqrt(best)
+def min_pair_distance_nm(positions_nm: np.ndarray, box_nm: np.ndarray) -> np.ndarray:
+    """Closest minimum-image pair distance (nm) of each frame: positions [S,N,3] -> [S].
+
+    A periodic k-d tree (scipy's cKDTree with `boxsize`): O(N log N) per frame.
+    """
+    from scipy.spatial import cKDTree
+
+    box = np.asarray(box_nm, np.float64).reshape(3)
+    out = np.empty(len(positions_nm))
+    for s, frame in enumerate(np.asarray(positions_nm, np.float64)):
+        wrapped = np.mod(frame, box)
+        wrapped[wrapped >= box] = 0.0  # mod can round up to the edge itself
+        distances, _ = cKDTree(wrapped, boxsize=box).query(wrapped, k=2)
+        out[s] = distances[:, 1].min()
     return out
 
 
 def find_failure(positions_nm, velocities_nm_ps, potential_kJ_mol, kinetic_kJ_mol,
-                 box_nm, target_K: float, limits: StabilityLimits) -> tuple[int, str] | None:
+                 box_nm, target_K: float, limits: StabilityLimits,
+                 closest_nm=None) -> tuple[int, str] | None:
     """The first record [S] that fails `limits` and why, or None when all pass.
 
-    Arrays as in `Segment` (S records). The reason names the quantity and its value.
+    Arrays as in `Segment` (S records); `closest_nm` [S], the closest pair of each record when
+    the engine knows it (from its neighbour list), else computed here. The reason names the
+    quantity and its value.
     """
     pos = np.asarray(positions_nm)
     n_atoms = pos.shape[1]
@@ -115,8 +115,11 @@ def find_failure(positions_nm, velocities_nm_ps, potential_kJ_mol, kinetic_kJ_mo
               & np.isfinite(np.asarray(velocities_nm_ps)).all(axis=(1, 2))
               & np.isfinite(potential_kJ_mol) & np.isfinite(kinetic_kJ_mol))
     temperature = 2.0 * np.asarray(kinetic_kJ_mol) / ((3 * n_atoms - 3) * BOLTZMANN_KJ_MOL_K)
-    closest = np.full(pos.shape[0], np.inf)
-    closest[finite] = min_pair_distance_nm(pos[finite], box_nm)
+    if closest_nm is not None:
+        closest = np.where(finite, np.asarray(closest_nm, np.float64), np.inf)
+    else:
+        closest = np.full(pos.shape[0], np.inf)
+        closest[finite] = min_pair_distance_nm(pos[finite], box_nm)
     for s in range(pos.shape[0]):
         if not finite[s]:
             return s, "non-finite energy, position or velocity"

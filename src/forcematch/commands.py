@@ -1,0 +1,290 @@
+"""What each `forcematch` subcommand does, given its parsed arguments (`cli` parses them).
+
+Each `cmd_<stage>(args)` validates its inputs before any long work, imports the heavy libraries
+(JAX, OpenMM) only when it runs, and raises ForcematchError on bad input; `cli.main` turns that
+into a one-line message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from forcematch.errors import ForcematchError
+from forcematch.sweep import run_config
+
+# Thread pools of the numerical libraries: set to the rule's `threads`, overriding the
+# environment (an exported OMP_NUM_THREADS=8 must not break a rule's promise of 1 thread).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                    "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+
+
+def limit_threads(threads: int) -> None:
+    """Keep XLA's and BLAS's CPU thread pools within `threads` (a Snakemake rule's promise).
+
+    Must run before JAX is imported. The variables are set, not defaulted: values exported in
+    the environment are replaced, since the rule's `threads` is what the scheduler counted.
+    """
+    if threads < 1:
+        raise ForcematchError(f"--threads must be at least 1, got {threads}")
+    # XLA's CPU backend has no thread-count flag; without Eigen's thread pool it runs each op
+    # on one thread. (A bare "intra_op_parallelism_threads=N" token, often suggested, is not an
+    # XLA flag: XLA ignores it and every flag after it.) An exported setting is replaced.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_cpu_multi_thread_eigen")]
+    flags.append(f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}")
+    os.environ["XLA_FLAGS"] = " ".join(flags)
+    for var in THREAD_VARIABLES:
+        os.environ[var] = str(threads)
+
+
+def use_compilation_cache() -> None:
+    """Point JAX at its persistent compilation cache, unless the environment already does.
+
+    Every stage is a fresh process that compiles the same functions (a model family's energy,
+    the MD chunks, the eager operations of setting up): cached, a repeated compilation is a
+    file read. The default is ~/.cache/forcematch/jax ($XDG_CACHE_HOME honoured); deleting it
+    is always safe. Must run before JAX is imported.
+
+    Parallel jobs share the cache, and JAX writes an entry without locking (its locking mode,
+    with a size limit, breaks for good on an entry written without it). A job that reads an
+    entry still being written gets a truncated stream, which JAX detects, warns about and
+    compiles afresh; a write the disk refuses (full, a file-size limit) only goes uncached.
+    Either way the result is the same, so those two warnings are silenced here: the cache is
+    an optimisation, its failures are not the user's problem.
+    """
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(cache_home / "forcematch" / "jax"))
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+    warnings.filterwarnings("ignore",
+                            message="Error (reading|writing) persistent compilation cache")
+
+
+def _existing_file(path: str | Path, what: str) -> Path:
+    """`path` resolved; ForcematchError naming it when it is missing or not a file."""
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise ForcematchError(f"{what} not found: {path}")
+    if not resolved.is_file():
+        raise ForcematchError(f"{what} is not a file: {path}")
+    return resolved
+
+
+def _existing_dir(path: str | Path, what: str) -> Path:
+    path = Path(path).expanduser().resolve()
+    if not path.is_dir():
+        raise ForcematchError(f"{what} not found (or not a directory): {path}")
+    return path
+
+
+def _existing_splits(dataset_dir: str | Path, names) -> list[Path]:
+    return [_existing_file(Path(dataset_dir) / f"{name}.h5", "dataset split") for name in names]
+
+
+def _out_dir(path: str | Path) -> Path:
+    """Output directory `path` resolved; refuses a path that is an existing file. The stage
+    creates it once its inputs have passed their checks."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved.exists() and not resolved.is_dir():
+        raise ForcematchError(f"output directory {path} exists and is not a directory")
+    return resolved
+
+
+def _out_file(path: str | Path) -> Path:
+    """Output file `path` resolved, its directory created; refuses an existing directory."""
+    resolved = Path(path).expanduser().resolve()
+    if resolved.is_dir():
+        raise ForcematchError(f"output file {path} is an existing directory")
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    return resolved
+
+
+def cmd_info(args) -> None:
+    import jax
+    import openmm
+
+    import forcematch
+
+    print(f"forcematch {forcematch.__version__}")
+    print(f"jax {jax.__version__}; devices: {jax.devices()}")
+    platforms = [openmm.Platform.getPlatform(i).getName()
+                 for i in range(openmm.Platform.getNumPlatforms())]
+    print(f"openmm {openmm.__version__}; platforms: {', '.join(platforms)}")
+
+
+def cmd_check_config(args) -> None:
+    import json
+
+    from forcematch.config import load_config
+    from forcematch.sweep import summary
+
+    config = load_config(args.config)
+    print(json.dumps(config, indent=2))
+    # The line the Snakefile prints when it loads this file: what `snakemake` runs.
+    print(f"# {summary(config)}", file=sys.stderr)
+
+
+def cmd_write_stage_configs(args) -> None:
+    from forcematch.config import load_config, write_stage_slices
+
+    # Content-addressed, as the workflow writes them: <stage>-<hash>.json, never rewritten.
+    for path in write_stage_slices(load_config(args.config), args.out_dir).values():
+        print(path)
+
+
+def cmd_simulate(args) -> None:
+    from forcematch.config import load_config
+    from forcematch.reference import run_replica
+
+    config = load_config(args.config)
+    n_replicas = config["simulate"]["replicas"]
+    if not 0 <= args.replica < n_replicas:
+        raise ForcematchError(f"--replica {args.replica} is outside 0..{n_replicas - 1} "
+                              f"(simulate.replicas = {n_replicas})")
+    run_replica(config, args.replica, _out_file(args.out), threads=args.threads,
+                platform=args.platform or config["simulate"]["platform"])
+
+
+def cmd_dataset(args) -> None:
+    from forcematch.config import load_config
+    from forcematch.dataset import build_dataset
+
+    config = load_config(args.config)
+    inputs = [_existing_file(path, "input trajectory") for path in args.inputs]
+    build_dataset(config, inputs, _out_dir(args.out_dir))
+
+
+def _dataset_stats(dataset_dir: Path, expected_hash: str | None) -> dict:
+    """The training split's statistics from the dataset stage's stats.json."""
+    from forcematch.model_files import read_json_object
+    from forcematch.provenance import require_same_origin
+
+    path = _existing_file(dataset_dir / "stats.json", "dataset statistics")
+    stats = read_json_object(path)
+    if not isinstance(stats.get("train"), dict):
+        raise ForcematchError(f"{path}: no 'train' statistics (rerun the dataset stage)")
+    require_same_origin([(str(path), stats)], expected=expected_hash)
+    return stats["train"]
+
+
+def _training_inputs(args) -> tuple[dict, list[Path], dict, str]:
+    """(the run's config, the train and val split paths, their statistics, the dataset's
+    config hash) for `train` and `check-training`: the splits must come from this config."""
+    from forcematch.config import config_hash, load_config, stage_config
+    from forcematch.h5md import read_parameters
+    from forcematch.provenance import require_same_origin
+
+    config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
+    paths = _existing_splits(args.dataset_dir, ("train", "val"))
+    dataset_hash = require_same_origin(
+        [(str(p), read_parameters(p)) for p in paths],
+        expected=config_hash(stage_config(config, "dataset")))
+    return config, paths, _dataset_stats(paths[0].parent, dataset_hash), dataset_hash
+
+
+def cmd_train(args) -> None:
+    limit_threads(args.threads)
+    from contextlib import ExitStack
+
+    from forcematch.config import config_hash, stage_config
+    from forcematch.data.sources import H5MDSource
+    from forcematch.h5md import read_h5md
+    from forcematch.provenance import provenance
+    from forcematch.training import train
+
+    config, paths, stats, dataset_hash = _training_inputs(args)
+    model_name = config["train"]["model"]
+    record = provenance("train", config_hash(stage_config(config, "train")),
+                        seeds={"train.seed": config["train"]["seed"]},
+                        inputs={"dataset_config_hash": dataset_hash})
+    with ExitStack() as stack:
+        if args.stream_from_hdf5:
+            splits = [stack.enter_context(H5MDSource(path)) for path in paths]
+        else:
+            splits = [read_h5md(path) for path in paths]
+        train(*splits, config["train"], config["model"][model_name],
+              config["system"]["cutoff_nm"], _out_dir(args.out_dir), stats=stats,
+              devices=args.devices, restart_stale=args.restart_stale, provenance=record)
+
+
+def cmd_check_training(args) -> None:
+    """The checks `train` runs before its first step, on the same inputs; exit 2 if one
+    refuses (every finding printed, the report as JSON on stdout)."""
+    limit_threads(args.threads)
+    import json
+
+    from forcematch.h5md import read_h5md
+    from forcematch.training.run import check_training
+
+    config, paths, stats, _ = _training_inputs(args)
+    model_name = config["train"]["model"]
+    report = check_training(*[read_h5md(p) for p in paths], config["train"],
+                            config["model"][model_name], config["system"]["cutoff_nm"],
+                            stats=stats, progress=lambda line: print(line, file=sys.stderr))
+    print(json.dumps(report, indent=2))
+    refused = [c for c, r in report.items() if r.get("level") == "refused"]
+    if refused:
+        raise ForcematchError(f"refused before training by: {', '.join(refused)}")
+
+
+def cmd_validate(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.config import load_config
+    from forcematch.validate import validate_model, validate_reference
+
+    config = load_config(args.config)
+    splits = _existing_splits(args.dataset_dir, ("train", "val", "test"))
+    if args.model is None:
+        validate_reference(config, splits, _out_dir(args.out_dir))
+    else:
+        model_dir = Path(args.model).expanduser().resolve()
+        if not model_dir.exists():
+            raise ForcematchError(f"model directory not found: {args.model}")
+        if not model_dir.is_dir():
+            raise ForcematchError(f"model {args.model} is not a directory")
+        validate_model(config, model_dir, splits[-1], _out_dir(args.out_dir))
+
+
+def cmd_md(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.config import load_config
+
+    config = load_config(args.config)
+    if config["md"]["float64"]:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    from forcematch.md.run import run_model_md, run_reference_md
+
+    dataset_dir = _existing_splits(args.dataset_dir, ("train", "val", "test"))[0].parent
+    if args.model is None:
+        run_reference_md(config, dataset_dir, _out_dir(args.out_dir))
+    else:
+        if args.reference_dir is None:
+            raise ForcematchError("MD with a model needs --reference-dir (the reference's md "
+                                  "output, to compare with)")
+        run_model_md(config, _existing_dir(args.model, "model directory"), dataset_dir,
+                     _existing_dir(args.reference_dir, "reference MD directory"),
+                     _out_dir(args.out_dir))
+
+
+def cmd_diagnose_collapse(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.config import load_config, validate_config
+    from forcematch.diagnose import collapse_study
+
+    config = load_config(args.config)
+    if args.n_train is not None:
+        config = validate_config(config | {"diagnose": config["diagnose"] | {
+            "n_train": args.n_train}}, source=f"{args.config} with --n-train {args.n_train}")
+    splits = _existing_splits(args.dataset_dir, ("train", "val", "test"))
+    collapse_study(config, splits[0].parent, _out_dir(args.out_dir))
+
+
+def cmd_figures(args) -> None:
+    from forcematch.figures import make_figures
+
+    make_figures(args.validate_dirs, args.train_dirs, args.out_dir,
+                 diagnose_dir=args.diagnose_dir, md_dirs=args.md_dirs)
