@@ -178,3 +178,12 @@ def test_float64_needs_64_bit_jax(good_engine_start):
         pytest.skip("64-bit JAX is on for the whole session")
     with pytest.raises(Exception, match="64-bit JAX"):
         ModelEngine(potential, test.masses_amu, test.box_nm[0], float64=True)
+
+
+def test_first_peak_finds_the_centre_between_bins():
+    r = np.arange(0.0, 8.5, 0.0425)
+    g = 1.0 + 1.7 * np.exp(-((r - 3.7231) / 0.25) ** 2)
+    noisy = g + np.random.default_rng(1).normal(0.0, 0.01, r.size)
+    peak_r, peak_g = checks.first_peak(r, noisy)
+    assert peak_r == pytest.approx(3.7231, abs=0.005)
+    assert peak_g == pytest.approx(2.7, abs=0.03)

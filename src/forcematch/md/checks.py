@@ -22,6 +22,7 @@ from forcematch.md.record import Segment
 from forcematch.units import BOLTZMANN_KJ_MOL_K, KJ_MOL_NM3_TO_BAR, NM_TO_A
 
 RDF_BINS = 200
+PEAK_HALF_WIDTH_BINS = 4  # of 0.043 Å at the default box: ±0.17 Å about the top
 RDF_NOISE_QUANTILE = 0.95  # of max |Δg| over pairs of independent reference blocks
 
 
@@ -82,18 +83,18 @@ def rdf(positions_nm: np.ndarray, box_nm, r_max_A: float | None = None,
     return np.asarray(analysis.results.bins), np.asarray(analysis.results.rdf)
 
 
-def first_peak(r_A, g) -> tuple[float, float]:
-    """(position Å, height) of the first peak of g(r): its highest point, refined by a
-    parabola through the bin and its neighbours (sub-bin position)."""
-    r_A, g = np.asarray(r_A), np.asarray(g)
+def first_peak(r_A, g, half_width: int = PEAK_HALF_WIDTH_BINS) -> tuple[float, float]:
+    """(position Å, height) of the first peak of g(r): the vertex of a parabola fitted by least
+    squares to the `half_width` bins either side of the highest bin (less noisy than the
+    highest bin alone, whose position jumps by whole bins)."""
+    r_A, g = np.asarray(r_A, float), np.asarray(g, float)
     k = int(np.argmax(g))
-    if 0 < k < len(g) - 1:
-        a, b, c = g[k - 1], g[k], g[k + 1]
-        denom = a - 2 * b + c
-        if denom < 0:
-            shift = 0.5 * (a - c) / denom
-            return (float(r_A[k] + shift * (r_A[1] - r_A[0])),
-                    float(b - 0.25 * (a - c) * shift))
+    lo, hi = max(0, k - half_width), min(len(g), k + half_width + 1)
+    if hi - lo >= 3:
+        a, b, c = np.polyfit(r_A[lo:hi] - r_A[k], g[lo:hi], 2)
+        if a < 0 and abs(b / (2 * a)) <= r_A[hi - 1] - r_A[lo]:
+            x = -b / (2 * a)
+            return float(r_A[k] + x), float(c - b * b / (4 * a))
     return float(r_A[k]), float(g[k])
 
 
