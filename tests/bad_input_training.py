@@ -167,6 +167,32 @@ def figures_dir_empty(tiny, tmp):
     return figures_of([tmp / "validate" / "pair-joint-nall"], [tiny.model.parent], tmp)
 
 
+def md_args(tiny, tmp, *extra, config=None):
+    return ["md", "--config", config or tiny.config, "--dataset-dir", tiny.dataset,
+            "--model", tiny.model, "--out-dir", tmp / "md", *extra]
+
+
+def reference_md(tiny, tmp) -> Path:
+    """The reference's MD output for the tiny config (OpenMM, about a second)."""
+    from forcematch.config import load_config
+    from forcematch.md.run import run_reference_md
+
+    run_reference_md(load_config(tiny.config), tiny.dataset, tmp / "md-reference")
+    return tmp / "md-reference"
+
+
+def md_reference_other_settings(tiny, tmp):
+    reference = reference_md(tiny, tmp)
+    return md_args(tiny, tmp, "--reference-dir", reference,
+                   config=config_with(tmp, md={"nvt_ps": 2.0}))
+
+
+def md_start_frame_past_end(tiny, tmp):
+    reference = reference_md(tiny, tmp)
+    return md_args(tiny, tmp, "--reference-dir", reference,
+                   config=config_with(tmp, md={"start_frame": 999}))
+
+
 CASES: list[Case] = [
     Case("n-train-not-a-number", "`--n-train` that is not a frame count",
          lambda tiny, tmp: train_args(tiny, tmp, "--n-train", "abc"),
@@ -233,4 +259,13 @@ CASES: list[Case] = [
     Case("figures-dir-empty", "`figures` given an empty directory", figures_dir_empty,
          r"--validate-dirs: .*pair-joint-nall is empty: not the output of "
          r"forcematch validate \(run it first\)"),
+    Case("md-no-reference", "`md` with a model but no `--reference-dir`",
+         lambda tiny, tmp: md_args(tiny, tmp),
+         r"MD with a model needs --reference-dir \(the reference's md output"),
+    Case("md-reference-other-settings", "a reference MD made with other `md` settings",
+         md_reference_other_settings,
+         r"md-reference/md.json was made with other md settings: rerun the reference MD"),
+    Case("md-start-frame-past-end", "`md.start_frame` past the test split's last frame",
+         md_start_frame_past_end, r"md.start_frame 999 is past the last frame of .*test.h5 "
+         r"\(40 frames\)"),
 ]
