@@ -117,8 +117,10 @@ def test_tiny_workflow_end_to_end(tiny_run):
             assert md["engine"] == "jax_md" and isinstance(md["stable"], bool)
             assert md["protocol"] == md_reference["protocol"]
     md = json.loads((results / "md" / run / "md.json").read_text())
-    assert md["momentum_change_relative"] < 1e-4  # float32
-    assert md["against_reference"]["available"]
+    if md["equilibration"]["stable"]:  # NVE ran: momentum is conserved to float32 round-off
+        assert md["momentum_change_relative"] < 1e-4
+    else:  # a 2-epoch model may fail: reported with its time, not crashed on
+        assert md["equilibration"]["failure"] and not md["stable"]
     for name in ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size",
                  "fd_error", "net_force", "collapse", "md_drift", "md_rdf", "md_summary"):
         for ext in ("png", "pdf", "csv"):

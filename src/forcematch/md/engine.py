@@ -11,11 +11,14 @@ the list holds pairs within cutoff + skin and is rebuilt inside the compiled loo
 has moved half the skin since the last build. The model masks its pairs to the cutoff
 (`space.pairs_within`), so the skin never changes the energy.
 
-Steps run compiled: `lax.scan` over `record_every` steps, inside a `lax.scan` over the records
-of a chunk; Python sees only whole chunks. Between chunks the list's overflow flag is read: an
-overflowing chunk is thrown away and rerun from its start with a list reallocated at the larger
-size (never a silently missing pair). The time step and temperature are traced arguments, so one
-compilation serves every run of an ensemble.
+Steps run compiled: a `fori_loop` over `record_every` steps inside a `lax.scan` over the
+records of a chunk; Python sees only whole chunks. Between chunks the list's overflow flag is
+read: an overflowing chunk is thrown away and rerun from its start with a list of 1.5× the
+capacity (pairs and cells; never a silently missing pair). One list serves all of an engine's
+runs (rebuilt in place at each start), and the time step, temperature, record interval and
+parameters are traced arguments: one compilation per ensemble and chunk length, shared through
+JAX's persistent cache by every model of one architecture. Each record carries the closest pair
+(from the list: every pair within cutoff + skin is in it) for the stability check.
 
 Units are consistent without conversion: nm, ps, amu, kJ/mol (1 kJ/mol = 1 amu nm²/ps²), kT in
 kJ/mol. Float32 by default; `float64=True` needs 64-bit JAX switched on before any array exists.

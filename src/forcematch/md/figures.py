@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullFormatter
 
 MD_FIGURES = ("md_drift", "md_rdf", "md_summary")
 
@@ -99,11 +100,18 @@ def _summary_columns(md: dict[str, dict], metrics: dict[str, dict]) -> dict[str,
     return cols
 
 
+def _log_x(ax) -> None:
+    """A log x axis labelled at decades only (minor labels overlap on a narrow range)."""
+    ax.set_xscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _log_scatter(ax, x, y, empty: str) -> None:
     """Points (x, y) on log-log axes; only finite positive ones (log axes with none fail)."""
     ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if ok.any():
         ax.loglog(x[ok], y[ok], "o")
+        ax.xaxis.set_minor_formatter(NullFormatter())
     else:
         ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
 
@@ -121,8 +129,8 @@ def summary_figure(md: dict[str, dict], metrics: dict[str, dict], save) -> None:
         stable = np.isnan(ttf)
         ax.scatter(x[stable], dur[stable], marker="^", label="stable for the whole run")
         ax.scatter(x[~stable], ttf[~stable], marker="x", color="C3", label="failed at")
-        ax.set(xscale="log", xlabel="test force RMSE (% of std)",
-               ylabel=f"time to failure, {label} (ps)")
+        _log_x(ax)
+        ax.set(xlabel="test force RMSE (% of std)", ylabel=f"time to failure, {label} (ps)")
         ax.legend(fontsize=7)
     drift = np.array(cols["abs_drift_eps_per_atom_per_ns"], float)
     _log_scatter(axes[1, 0], x, drift, "no run stable in NVE")
@@ -133,7 +141,7 @@ def summary_figure(md: dict[str, dict], metrics: dict[str, dict], save) -> None:
     if ok.any():
         axes[1, 1].errorbar(x[ok], dp[ok], fmt="o",
                             yerr=2 * np.array(cols["pressure_combined_error_bar"], float)[ok])
-        axes[1, 1].set(xscale="log")
+        _log_x(axes[1, 1])
     else:
         axes[1, 1].text(0.5, 0.5, "no run stable in NVT at T", ha="center", va="center",
                         transform=axes[1, 1].transAxes)
