@@ -45,6 +45,9 @@ def drift_figure(md: dict[str, dict], save) -> None:
         dt = np.array(sorted(set(cols["timestep_fs"])))
         top = np.nanmax(cols["fluctuation_eps_per_atom"])
         ax_f.loglog(dt, top * (dt / dt.max()) ** 2, color="0.6", ls="--", label="∝ Δt²")
+        for ax in (ax_d, ax_f):  # the time steps run, as plain numbers
+            ax.set_xticks(dt, labels=[f"{t:g}" for t in dt])
+            ax.xaxis.set_minor_formatter(NullFormatter())
     ax_d.set(xlabel="time step (fs)", ylabel="|NVE energy drift| (ε per atom per ns)")
     ax_f.set(xlabel="time step (fs)", ylabel="NVE energy fluctuation (ε per atom)")
     ax_f.legend(fontsize=7)
