@@ -304,7 +304,7 @@ def test_check_config_shows_what_snakemake_runs(tmp_path, sweep):
     from forcematch.sweep import parse_run_name, run_slice
 
     expected = {f"{stage}-{config_hash(stage_config(config, stage))}.json"
-                for stage in ("simulate", "dataset", "validate", "diagnose")}
+                for stage in ("simulate", "dataset", "validate", "md", "diagnose")}
     for run in runs:
         model, loss, _ = parse_run_name(run)
         expected.add(f"train/{model}-{loss}-{config_hash(run_slice(config, model, loss))}.json")
@@ -314,12 +314,13 @@ def test_check_config_shows_what_snakemake_runs(tmp_path, sweep):
 
 
 def test_default_config_without_configfile(tmp_path):
-    # No --configfile: config/config.yaml, the default experiment's 46 jobs.
+    # No --configfile: config/config.yaml, the default experiment's 65 jobs (18 runs trained,
+    # validated and run in MD; the reference validated and run in MD; the rest once).
     result = snakemake(tmp_path, "-n", configfile=None)
     assert snakefile_summary(result, ROOT / "config" / "config.yaml") == check_config(
         ROOT / "config" / "config.yaml")[1]
     jobs = planned_jobs(result)
-    assert len(jobs) == 46
+    assert len(jobs) == 65
     assert len(planned_runs(result)) == 18
 
 
