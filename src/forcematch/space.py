@@ -323,21 +323,6 @@ def _compact_bits(flags, capacity: int):
     return (w // words_per).astype(jnp.int32), col.astype(jnp.int32), count
 
 
-def pairs_within(positions_nm, box_nm, cutoff_nm, i, j):
-    """(i [P], j [P], mask [P], overflow=False) of a given pair list, e.g. one with a skin.
-
-    i, j [P] index atoms, with N (the atom count) on padding slots. Padding becomes (0, 0);
-    mask is True for real pairs closer than `cutoff_nm`, as `neighbour_pairs` returns them.
-    """
-    n = positions_nm.shape[0]
-    real = (i < n) & (j < n) & (i != j)
-    i = jnp.where(real, i, 0).astype(jnp.int32)
-    j = jnp.where(real, j, 0).astype(jnp.int32)
-    d = displacement(positions_nm[i], positions_nm[j], box_nm)
-    mask = real & (jnp.sum(d * d, axis=-1) < cutoff_nm**2)
-    return i, j, mask, jnp.asarray(False)
-
-
 def pair_distances(positions_nm, box_nm, i, j, mask, fill_nm=1.0):
     """Distances r [P] (nm) of the pairs (i, j); padded slots (mask False) get `fill_nm`.
 

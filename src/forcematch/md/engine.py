@@ -9,7 +9,7 @@ JAX MD is used as it is, not re-written: `simulate.nve` (velocity Verlet) and
 `partition.neighbor_list` in the `OrderedSparse` format (each pair once, padding = N) with a skin:
 the list holds pairs within cutoff + skin and is rebuilt inside the compiled loop when any atom
 has moved half the skin since the last build. The model masks its pairs to the cutoff
-(`space.pairs_within`), so the skin never changes the energy.
+(`models.base.pairs_within`), so the skin never changes the energy.
 
 Steps run compiled: a `fori_loop` over `record_every` steps inside a `lax.scan` over the
 records of a chunk; Python sees only whole chunks. Between chunks the list's overflow flag is
@@ -35,6 +35,7 @@ import numpy as np
 from jax_md import partition, simulate
 from jax_md import space as jax_md_space
 
+from forcematch import space
 from forcematch.errors import ForcematchError
 from forcematch.md.record import Segment, StabilityLimits, find_failure
 from forcematch.models import energy_fn
@@ -98,7 +99,7 @@ class ModelEngine:
         self._chunks: dict = {}
         self._update = jax.jit(self._neighbour_fn.update)
         self._observe = jax.jit(lambda state, nbrs, params: observe(
-            state, nbrs, energy, params, self._displacement))
+            state, nbrs, energy, params, box))
 
     # -- compiled pieces -------------------------------------------------------------------
     def _neighbour_list_fn(self):
@@ -115,7 +116,7 @@ class ModelEngine:
         if key in self._chunks:
             return self._chunks[key]
         _, step_fn = self._integrators[ensemble]
-        energy, displacement = self._energy, self._displacement
+        energy, box = self._energy, self._box
 
         def chunk(state, nbrs, dt, kT, record_every, params):
             def one_step(_, carry):
@@ -125,7 +126,7 @@ class ModelEngine:
 
             def one_record(carry, _):
                 carry = jax.lax.fori_loop(0, record_every, one_step, carry)
-                return carry, observe(*carry, energy, params, displacement)
+                return carry, observe(*carry, energy, params, box)
 
             (state, nbrs), records = jax.lax.scan(one_record, (state, nbrs), None,
                                                   length=n_records)
@@ -199,8 +200,8 @@ class ModelEngine:
             if failure is not None:
                 records[-1] = {k: v[: failure[0] + 1] for k, v in chunk.items()}
                 break
-            self._report(ensemble, temperature_K, done + per_chunk, n_records, record_every,
-                         timestep_fs)
+            self._report(f"{ensemble} {temperature_K:g} K, dt {timestep_fs:g} fs",
+                         done + per_chunk, n_records, per_chunk, record_every * timestep_fs * 1e-3)
         self._nbrs = nbrs
         return _segment(ensemble, temperature_K, timestep_fs, record_every, n_steps, self,
                         records, None if failure is None else failure[1])
@@ -223,14 +224,13 @@ class ModelEngine:
         raise ForcematchError(f"the neighbour list still overflows after {MAX_REALLOCATIONS} "
                               "reallocations: the system keeps getting denser")
 
-    def _report(self, ensemble, temperature_K, done, total, record_every, timestep_fs):
-        if done == total or done % (10 * _records_per_chunk(total)) == 0:
-            t = done * record_every * timestep_fs * 1e-3
-            self.progress(f"{ensemble} {temperature_K:g} K, dt {timestep_fs:g} fs: "
-                          f"{t:.1f} / {total * record_every * timestep_fs * 1e-3:.1f} ps")
+    def _report(self, what: str, done: int, total: int, per_chunk: int, record_ps: float):
+        """A progress line every ten chunks and at the end (`done` of `total` records)."""
+        if done == total or done % (10 * per_chunk) == 0:
+            self.progress(f"{what}: {done * record_ps:.1f} / {total * record_ps:.1f} ps")
 
 
-def observe(state, nbrs, energy, params, displacement_fn) -> dict:
+def observe(state, nbrs, energy, params, box_nm) -> dict:
     """One record of the state: positions, velocities, forces, energies, total momentum, the
     closest pair."""
     momentum = state.momentum
@@ -241,20 +241,17 @@ def observe(state, nbrs, energy, params, displacement_fn) -> dict:
         "potential": energy(state.position, neighbor=nbrs, params=params),
         "kinetic": 0.5 * jnp.sum(momentum * momentum / state.mass),
         "momentum": jnp.sum(momentum, axis=0),
-        "closest_pair": closest_pair_nm(state.position, nbrs, displacement_fn),
+        "closest_pair": closest_pair_nm(state.position, nbrs, box_nm),
     }
 
 
-def closest_pair_nm(positions, nbrs, displacement_fn):
+def closest_pair_nm(positions, nbrs, box_nm):
     """The closest pair distance (nm) among the list's pairs: every pair within cutoff + skin
     is in the list, so this is the frame's closest pair whenever it is that close."""
     n = positions.shape[0]
-    i, j = nbrs.idx[0], nbrs.idx[1]
-    real = (i < n) & (j < n)
-    d = jax.vmap(displacement_fn)(positions[jnp.where(real, i, 0)],
-                                  positions[jnp.where(real, j, 0)])
-    r2 = jnp.where(real, jnp.sum(d * d, axis=-1), jnp.inf)
-    return jnp.sqrt(jnp.min(r2))
+    real = (nbrs.idx[0] < n) & (nbrs.idx[1] < n)
+    i, j = (jnp.where(real, k, 0) for k in nbrs.idx)
+    return jnp.min(space.pair_distances(positions, box_nm, i, j, real, fill_nm=jnp.inf))
 
 
 def _to_numpy(records: dict, first: bool = False) -> dict:

@@ -43,6 +43,23 @@ def poison_on_overflow(energy, overflow, positions_nm):
     return energy + jnp.where(overflow, jnp.nan, 0.0).astype(energy.dtype) * jnp.sum(positions_nm)
 
 
+def pairs_within(positions_nm, box_nm, cutoff_nm, i, j):
+    """(i [P], j [P], mask [P], overflow=False) of a given pair list, e.g. MD's list with a skin:
+    the form `space.neighbour_pairs` returns.
+
+    i, j [P] index atoms, with N (the atom count) on padding slots. Padding becomes (0, 0);
+    mask is True for real pairs closer than `cutoff_nm`, as `neighbour_pairs` returns them.
+    """
+    n = positions_nm.shape[0]
+    real = (i < n) & (j < n) & (i != j)
+    i = jnp.where(real, i, 0).astype(jnp.int32)
+    j = jnp.where(real, j, 0).astype(jnp.int32)
+    d = space.displacement(positions_nm[i], positions_nm[j], box_nm)
+    mask = real & (jnp.sum(d * d, axis=-1) < cutoff_nm**2)
+    return i, j, mask, jnp.asarray(False)
+
+
+
 class NeighbourListModel:
     """Base of a model with hyper-parameters `config` (complete: `forcematch.config.
     model_settings` fills the defaults), `cutoff_nm` (nm) and `capacity` (pair slots; None: all
@@ -78,7 +95,7 @@ class NeighbourListModel:
         list's owner checks its own overflow).
         """
         if pairs is not None:
-            return space.pairs_within(positions_nm, box_nm, self.cutoff_nm, *pairs)
+            return pairs_within(positions_nm, box_nm, self.cutoff_nm, *pairs)
         cap = self._capacity(positions_nm.shape[0])
         return space.neighbour_pairs(
             positions_nm, box_nm, self.cutoff_nm, cap, self.neighbour_method)
