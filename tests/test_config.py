@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from forcematch.config import (
+    box_length_nm,
     config_hash,
+    data_parts,
     load_config,
     model_families,
     model_settings,
@@ -21,6 +23,7 @@ from forcematch.config import (
     write_if_changed,
 )
 from forcematch.errors import ForcematchError
+from forcematch.units import AVOGADRO_PER_MOL
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -341,7 +344,8 @@ def test_absurd_expansion_is_refused(raw, message):
 
 
 def test_bounds_leave_the_shipped_configs_alone():
-    for name in ("config.yaml", "paper.yaml", "large.yaml"):
+    for name in ("config.yaml", "paper.yaml", "large.yaml", "md_100ps.yaml",
+                 "kob_andersen.yaml", "import_ase.yaml"):
         load_config(ROOT / "config" / name)
     # 500 runs exactly is allowed
     validate_config({"sweep": {"models": ["pair"], "losses": ["force"],
@@ -365,7 +369,7 @@ def test_slices_are_written_once_under_their_hash(tmp_path):
     assert json.loads(write_slice(tmp_path, "simulate", stage_config(base, "simulate"))
                       .read_text()) == stage_config(base, "simulate")
     paths = write_stage_slices(base, tmp_path / "stages")
-    assert set(paths) == {"simulate", "dataset", "train", "validate", "md", "diagnose"}
+    assert set(paths) == {"simulate", "import", "dataset", "train", "validate", "md", "diagnose"}
     assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == sorted(
         p.name for p in paths.values())  # no temporary files left
 
@@ -381,3 +385,64 @@ def test_check_config_prints_the_runs_of_the_sweep(tmp_path):
     config = json.loads(result.stdout)
     assert result.stderr.strip() == (f"# config {config_hash(config)}; box 1.715600 nm; "
                                      "1 training run: atomic-force-nall")
+
+
+A = {"name": "A", "count": 80, "mass_amu": 39.948, "sigma_nm": 0.3405, "epsilon_kJ_mol": 0.99607}
+B = {"name": "B", "count": 20, "mass_amu": 83.798, "sigma_nm": 0.36, "epsilon_kJ_mol": 1.4}
+
+
+@pytest.mark.parametrize(("system", "message"), [
+    ({"species": [A]}, r"the counts of system.species add up to 80 = 80 atoms, but "
+                       r"system.n_atoms is 100"),
+    ({"species": [A, A | {"count": 20}]}, r"system.species names must be unique"),
+    ({"species": [A, B], "pair_parameters": [{"species": ["A", "C"], "sigma_nm": 0.3,
+                                              "epsilon_kJ_mol": 1.0}]},
+     r"system.pair_parameters.0.species names 'C', not one of system.species"),
+    ({"species": [A, B], "pair_parameters": [{"species": ["B", "B"], "sigma_nm": 0.3,
+                                              "epsilon_kJ_mol": 1.0}]},
+     r"system.pair_parameters.0 pairs 'B' with itself"),
+    ({"species": [A, B], "pair_parameters": [
+        {"species": ["A", "B"], "sigma_nm": 0.3, "epsilon_kJ_mol": 1.0},
+        {"species": ["B", "A"], "sigma_nm": 0.3, "epsilon_kJ_mol": 1.0}]},
+     r"system.pair_parameters.1: the pair \['B', 'A'\] is given twice"),
+    ({"pair_parameters": [{"species": ["A", "B"], "sigma_nm": 0.3, "epsilon_kJ_mol": 1.0}]},
+     r"system.pair_parameters needs system.species"),
+])
+def test_mixture_keys_are_checked(system, message):
+    with pytest.raises(ForcematchError, match=message):
+        validate_config({"system": system})
+
+
+def test_a_mixture_box_holds_its_total_mass():
+    config = validate_config({"system": {"species": [A, B]}})
+    mean_mass = (80 * 39.948 + 20 * 83.798) / 100
+    assert box_length_nm(config) == pytest.approx(
+        (100 * mean_mass / AVOGADRO_PER_MOL / 1.3137 * 1e21) ** (1 / 3), rel=1e-12)
+    # one listed species is the scalar config, to the last bit
+    one = validate_config({"system": {"species": [A | {"count": 100}]}})
+    assert box_length_nm(one) == box_length_nm(validate_config({}))
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ({"files": ["a.xyz", "b.xyz"], "units": "ase"},
+     r"2 import.files give 2 parts, too few for the split: split.val_replicas \(1\) \+ "
+     r"split.test_replicas \(1\) \+ at least 1 for training = 3"),
+    ({"files": ["a.xyz"], "units": "ase", "blocks": 3, "energy_files": ["e1", "e2"]},
+     r"import.energy_files lists 2 files for 1 import.files"),
+    ({"files": ["a.xyz"]}, r"config key 'import': 'units' is a required property"),
+    ({"files": ["a.xyz"], "units": "kcal"}, r"config key 'import.units'"),
+    ({"files": ["a.xyz"], "units": {"length": "angstrom", "energy": "eV",
+                                    "force": "eV/furlong"}}, r"config key 'import.units'"),
+])
+def test_import_section_is_checked(section, message):
+    with pytest.raises(ForcematchError, match=message):
+        validate_config({"import": section})
+
+
+def test_imported_data_need_no_simulated_box():
+    """With `import`, the box is in the files: a cutoff over half the config's box passes
+    here (the dataset stage checks it against every frame's box)."""
+    config = validate_config({"system": {"cutoff_nm": 2.0, "switch_nm": 1.9},
+                              "import": {"files": ["a.xyz"], "units": "ase", "blocks": 3}})
+    assert config["import"]["format"] == "auto"
+    assert data_parts(config) == 3

@@ -23,23 +23,38 @@ from typing import Any
 import jsonschema
 import yaml
 
+from forcematch.config_derived import (  # noqa: F401 (re-exported: what a config implies)
+    MAX_MD_ATOM_STEPS,
+    MAX_REFERENCE_BYTES,
+    MAX_REPLICAS,
+    MAX_SWEEP_RUNS,
+    box_length_nm,
+    check_derived,
+    check_size,
+    data_parts,
+    mean_mass_amu,
+    source_stage,
+    species_names,
+)
 from forcematch.config_file import read_config_file
 from forcematch.errors import ForcematchError
-from forcematch.units import cubic_box_length_nm
 
 # Which config sections each stage depends on: a stage reruns only when these change.
 # Validation depends on the model through its input (the trained model directory), not on the
 # train sections. The workflow narrows further: each training run gets its own slice
 # (`forcematch.sweep.run_slice`), and `stage_config(config, "diagnose")` keeps only the entries
 # of the model families and losses the diagnostic trains (`forcematch.sweep.DIAGNOSE_RUNS`).
+# The data come from `simulate`, or from `import` (your own trajectories) when that is set.
 STAGE_SECTIONS = {
     "simulate": ("system", "simulate"),
-    "dataset": ("system", "simulate", "split"),
-    "train": ("system", "simulate", "split", "train", "train_by_model", "train_by_run", "model"),
-    "validate": ("system", "simulate", "split", "validate"),
-    "md": ("system", "simulate", "split", "md"),
-    "diagnose": ("system", "simulate", "split", "train", "train_by_model", "train_by_run",
-                 "model", "validate", "diagnose"),
+    "import": ("system", "import"),
+    "dataset": ("system", "simulate", "import", "split"),
+    "train": ("system", "simulate", "import", "split", "train", "train_by_model",
+              "train_by_run", "model"),
+    "validate": ("system", "simulate", "import", "split", "validate"),
+    "md": ("system", "simulate", "import", "split", "md"),
+    "diagnose": ("system", "simulate", "import", "split", "train", "train_by_model",
+                 "train_by_run", "model", "validate", "diagnose"),
 }
 
 
@@ -179,96 +194,6 @@ def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> di
     _fill_defaults(config, schema())
     check_derived(config, source=source)
     return config
-
-
-def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
-    """Limits that involve more than one key (the schema checks one key at a time).
-
-    The diagnostic runs use min(diagnose.n_train, training frames), so need no check here.
-    `check_size` bounds what the config expands to (jobs, data, MD work).
-    """
-    check_size(config, source=source)
-    system, simulate, split = config["system"], config["simulate"], config["split"]
-    box_nm = box_length_nm(config)
-    if system["cutoff_nm"] >= box_nm / 2:
-        raise ForcematchError(
-            f"{source}: system.cutoff_nm = {system['cutoff_nm']} nm must be less than half the "
-            f"box: "
-            f"{system['n_atoms']} atoms at {system['density_g_cm3']} g/cm3 give a box of "
-            f"{box_nm:.4f} nm, so the largest allowed cutoff is {box_nm / 2:.4f} nm"
-        )
-    if system["switch_nm"] >= system["cutoff_nm"]:
-        raise ForcematchError(
-            f"{source}: system.switch_nm = {system['switch_nm']} nm must be less than "
-            f"system.cutoff_nm = {system['cutoff_nm']} nm"
-        )
-    held_out = split["val_replicas"] + split["test_replicas"]
-    if simulate["replicas"] < held_out + 1:
-        raise ForcematchError(
-            f"{source}: simulate.replicas = {simulate['replicas']} is too few for the split: "
-            f"split.val_replicas ({split['val_replicas']}) + split.test_replicas "
-            f"({split['test_replicas']}) + at least 1 training replica = {held_out + 1}"
-        )
-    train = config["train"]
-    if train["energy_weight"] == 0 and train["force_weight"] == 0:
-        raise ForcematchError(
-            f"{source}: train.energy_weight and train.force_weight are both 0: nothing to fit"
-        )
-    n_train_frames = (simulate["replicas"] - held_out) * simulate["frames_per_replica"]
-    if train["n_train"] is not None and train["n_train"] > n_train_frames:
-        raise ForcematchError(
-            f"{source}: train.n_train = {train['n_train']} exceeds the {n_train_frames} training "
-            f"frames ({simulate['replicas'] - held_out} replicas x "
-            f"{simulate['frames_per_replica']} frames)"
-        )
-    usable = train["n_train"] or n_train_frames
-    if train["batch_size"] > usable:
-        raise ForcematchError(
-            f"{source}: train.batch_size = {train['batch_size']} exceeds the {usable} "
-            f"training frames"
-        )
-
-
-# Bounds on what a config expands to, checked when it loads (so `snakemake -n` refuses a typo
-# such as frames_per_replica: 2000000000 before any job runs). The default config uses 18 runs,
-# 48 MB of reference data and 2.5e7 atom-steps.
-MAX_SWEEP_RUNS = 500  # training jobs of one sweep (models x losses x n_train)
-MAX_REPLICAS = 1000  # simulation jobs
-MAX_REFERENCE_BYTES = 100 * 10**9  # positions + forces of every frame, float64: 48 B per atom
-MAX_MD_ATOM_STEPS = 10**12  # replicas x MD steps x atoms: ~2 weeks at 1e6 atom-steps/s
-
-
-def check_size(config: dict[str, Any], *, source: str = "config") -> None:
-    """Refuse a config that expands beyond the MAX_* bounds above, naming the keys."""
-    simulate, n_atoms, sweep = config["simulate"], config["system"]["n_atoms"], config["sweep"]
-    replicas, frames = simulate["replicas"], simulate["frames_per_replica"]
-    if replicas > MAX_REPLICAS:
-        raise ForcematchError(f"{source}: simulate.replicas = {replicas} exceeds the limit of "
-                              f"{MAX_REPLICAS} simulation jobs")
-    data_bytes = replicas * frames * n_atoms * 48
-    if data_bytes > MAX_REFERENCE_BYTES:
-        raise ForcematchError(
-            f"{source}: simulate.replicas x simulate.frames_per_replica x system.n_atoms = "
-            f"{replicas} x {frames} x {n_atoms} atom-frames need {data_bytes / 1e9:.3g} GB of "
-            f"positions and forces (48 bytes each); the limit is "
-            f"{MAX_REFERENCE_BYTES / 1e9:.0f} GB")
-    steps = simulate["equilibration_steps"] + frames * simulate["steps_between_frames"]
-    if replicas * steps * n_atoms > MAX_MD_ATOM_STEPS:
-        raise ForcematchError(
-            f"{source}: {replicas} replicas x {steps} MD steps (simulate.equilibration_steps + "
-            f"frames_per_replica x steps_between_frames) x {n_atoms} atoms = "
-            f"{replicas * steps * n_atoms:.3g} atom-steps; the limit is {MAX_MD_ATOM_STEPS:.0e}")
-    counts = [len(sweep[key] or [None]) for key in ("models", "losses", "n_train")]
-    if math.prod(counts) > MAX_SWEEP_RUNS:
-        raise ForcematchError(
-            f"{source}: the sweep asks for {math.prod(counts)} training runs "
-            f"({counts[0]} sweep.models x {counts[1]} sweep.losses x {counts[2]} sweep.n_train); "
-            f"the limit is {MAX_SWEEP_RUNS}")
-
-
-def box_length_nm(config: dict[str, Any]) -> float:
-    system = config["system"]
-    return cubic_box_length_nm(system["n_atoms"], system["density_g_cm3"], system["mass_amu"])
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

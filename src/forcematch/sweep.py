@@ -62,17 +62,25 @@ def run_config(
     train.update(config["train_by_run"].get(f"{train['model']}-{loss_label(train)}", {}))
     if n_train is not None and n_train != "all":
         n = int(n_train)
-        simulate, split = config["simulate"], config["split"]
-        n_all = (simulate["replicas"] - split["val_replicas"] - split["test_replicas"]) * (
-            simulate["frames_per_replica"])
+        n_all = simulated_training_frames(config)
         train["n_train"] = n
-        if n < n_all:
+        if n_all is not None and n < n_all:
             base_epochs = train["epochs"]
             train["epochs"] = min(math.ceil(train["epochs"] * n_all / n), train["max_epochs"])
             train["epochs"] = max(train["epochs"], base_epochs)
     elif n_train == "all":
         train["n_train"] = None
     return validate_config(config | {"train": train}, source=f"run {model}-{loss}-n{n_train}")
+
+
+def simulated_training_frames(config: dict[str, Any]) -> int | None:
+    """Training frames the simulate stage makes; None for imported data (known only from the
+    files, so a training subset of imported data keeps train.epochs)."""
+    if config["import"] is not None:
+        return None
+    simulate, split = config["simulate"], config["split"]
+    return (simulate["replicas"] - split["val_replicas"] - split["test_replicas"]) * (
+        simulate["frames_per_replica"])
 
 
 def sweep_runs(config: dict[str, Any]) -> list[str]:
@@ -97,7 +105,9 @@ def summary(config: dict[str, Any]) -> str:
     so the two can be compared: what check-config shows is what the workflow runs.
     """
     runs = sweep_runs(config)
-    return (f"config {config_hash(config)}; box {box_length_nm(config):.6f} nm; {len(runs)} "
+    data = (f"{len(config['import']['files'])} imported file(s)" if config["import"] is not None
+            else f"box {box_length_nm(config):.6f} nm")
+    return (f"config {config_hash(config)}; {data}; {len(runs)} "
             f"training run{'' if len(runs) == 1 else 's'}: {', '.join(runs)}")
 
 
