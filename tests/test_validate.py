@@ -18,7 +18,6 @@ from forcematch.metrics import accuracy
 from forcematch.validate import (
     U_PER_ATOM_EPS_EXPECTED,
     U_REFERENCE_STATE,
-    _u_per_atom_metrics,
     _write_outputs,
     fd_samples,
     finite_difference_errors,
@@ -26,6 +25,7 @@ from forcematch.validate import (
     net_force,
     summarise_fd,
     u_per_atom_eps,
+    u_per_atom_metrics,
 )
 
 STEPS = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
@@ -124,21 +124,21 @@ def frames_with_energies(u_per_atom_eps: list[float]) -> Frames:
                   np.zeros(n, np.int32))
 
 
-def test_u_per_atom_metrics_say_when_there_is_no_reference():
+def testu_per_atom_metrics_say_when_there_is_no_reference():
     defaults = {key: spec["default"] for key, spec in
                 schema()["properties"]["system"]["properties"].items()}
     lines = []
     splits = [frames_with_energies([-5.6, -5.58])]
-    at_reference = _u_per_atom_metrics(splits, defaults, lines.append)
+    at_reference = u_per_atom_metrics(splits, defaults, lines.append)
     assert at_reference["u_per_atom_eps_expected"] == U_PER_ATOM_EPS_EXPECTED
     assert at_reference["u_per_atom_within_tolerance"] is True
-    elsewhere = _u_per_atom_metrics(splits, defaults | {"temperature_K": 120.0}, lines.append)
+    elsewhere = u_per_atom_metrics(splits, defaults | {"temperature_K": 120.0}, lines.append)
     assert elsewhere["u_per_atom_eps"] == pytest.approx(-5.59)
     assert elsewhere["u_per_atom_eps_expected"] is None
     assert elsewhere["u_per_atom_within_tolerance"] is None
     assert elsewhere["u_per_atom_note"] == "no reference value for this state"
     assert "no reference value for this state" in lines[-1]
-    one = _u_per_atom_metrics([frames_with_energies([-5.6])], defaults, lines.append)
+    one = u_per_atom_metrics([frames_with_energies([-5.6])], defaults, lines.append)
     assert one["u_per_atom_eps_sem"] is None  # not NaN: JSON has no NaN
 
 

@@ -100,6 +100,25 @@ class Accuracy:
         }
 
 
+def force_accuracy_by_species(forces_ref, forces_pred, species,
+                              names: list[str] | None = None) -> list[dict]:
+    """Force errors of each species' atoms: one row per species index s present in `species`
+    [N] (forces [T,N,3] kJ/mol/nm): species, name (`names[s]`, else str(s)), n_atoms and the
+    force keys of `Accuracy.result` (force_rmse, force_rmse_rel, force_rmse_meV_A, ...)."""
+    species = np.asarray(species)
+    forces_ref, forces_pred = np.asarray(forces_ref), np.asarray(forces_pred)
+    rows = []
+    for s in np.unique(species):
+        atoms = species == s
+        ref, pred = forces_ref[:, atoms], forces_pred[:, atoms]
+        zeros = np.zeros(ref.shape[0])
+        result = Accuracy(int(atoms.sum())).add(zeros, pred, zeros, ref).result()
+        name = names[s] if names is not None and s < len(names) else str(int(s))
+        rows.append({"species": int(s), "name": name, "n_atoms": int(atoms.sum())}
+                    | {k: v for k, v in result.items() if k.startswith("force_")})
+    return rows
+
+
 def accuracy(energy_ref, energy_pred, forces_ref, forces_pred) -> dict[str, float]:
     """The metrics of one set of frames: energies [T] kJ/mol, forces [T,N,3] kJ/mol/nm."""
     n_atoms = np.shape(forces_ref)[1]

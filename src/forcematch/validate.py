@@ -27,28 +27,25 @@ from typing import Any
 import numpy as np
 
 from forcematch.atomic import atomic_directory, check_replaceable, output_errors, write_json
-from forcematch.config import config_hash, stage_config
+from forcematch.config import config_hash, species_names, stage_config
 from forcematch.data.frames import Frames
+from forcematch.equation_of_state import (  # noqa: F401 (re-exported)
+    MIXTURE_NO_REFERENCE,
+    NO_REFERENCE,
+    U_PER_ATOM_EPS_EXPECTED,
+    U_PER_ATOM_EPS_TOLERANCE,
+    U_REFERENCE_STATE,
+    has_u_reference,
+    u_per_atom_eps,
+    u_per_atom_metrics,
+)
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, read_parameters
 from forcematch.metrics import UNITS as METRIC_UNITS
-from forcematch.metrics import accuracy
+from forcematch.metrics import accuracy, force_accuracy_by_species
 from forcematch.provenance import provenance, require_same_origin
 from forcematch.sweep import loss_label
-from forcematch.units import ARGON_EPSILON_KJ_MOL, ARGON_MASS_AMU, ARGON_SIGMA_NM
 
-# U/N of OpenMM's LJ argon, N = 100, 0.8 nm cutoff switched from 0.7 nm, dispersion correction,
-# 100 K, rho* = 0.7818 (design.md); the full potential (Thol 2016 EOS) gives -5.566. It holds
-# for this state only (`system` keys; the atom count is not part of the state, though the
-# tolerance was set for the 100-atom box): any other state gets no expected value.
-U_PER_ATOM_EPS_EXPECTED = -5.59
-U_PER_ATOM_EPS_TOLERANCE = 0.05
-U_REFERENCE_STATE = {
-    "temperature_K": 100.0, "density_g_cm3": 1.3137, "cutoff_nm": 0.8, "switch_nm": 0.7,
-    "sigma_nm": ARGON_SIGMA_NM, "epsilon_kJ_mol": round(ARGON_EPSILON_KJ_MOL, 5),
-    "mass_amu": ARGON_MASS_AMU, "dispersion_correction": True,
-}
-NO_REFERENCE = "no reference value for this state"
 # Every file validation writes: the output directory may hold these and nothing else.
 OUTPUT_FILES = ("metrics.json", "fd.csv", "net_force.csv", "parity_energy.csv",
                 "parity_force.csv")
@@ -63,6 +60,7 @@ UNITS = METRIC_UNITS | {
     "u_per_atom_eps_expected": "epsilon per atom (null: no reference value for this state)",
     "u_per_atom_eps_tolerance": "epsilon per atom",
     "n_test_frames": "1",
+    "by_species": "one row per species: the force keys above over that species' atoms",
 }
 
 
@@ -124,29 +122,6 @@ def summarise_fd(steps_nm: Sequence[float], errors: np.ndarray) -> tuple[dict, l
         for k, h in enumerate(steps_nm)
     ]
     return {"fd_max_rel_error": float(worst[best]), "fd_best_step_nm": float(steps_nm[best])}, rows
-
-
-def u_per_atom_eps(
-    energy_kJ_mol: np.ndarray, n_atoms: int, epsilon_kJ_mol: float, n_blocks: int = 10
-) -> tuple[float, float | None]:
-    """Mean potential energy per atom in units of epsilon, and its block-average standard error
-    (None with fewer than 2 frames: no spread to estimate it from)."""
-    u = np.asarray(energy_kJ_mol, dtype=np.float64) / n_atoms / epsilon_kJ_mol
-    blocks = np.array([b.mean() for b in np.array_split(u, min(n_blocks, len(u)))])
-    sem = float(blocks.std(ddof=1) / np.sqrt(len(blocks))) if len(blocks) > 1 else None
-    return float(u.mean()), sem
-
-
-def has_u_reference(system: dict) -> bool:
-    """Whether `system` (the config's section) is the state U_PER_ATOM_EPS_EXPECTED is for."""
-    for key, value in U_REFERENCE_STATE.items():
-        got = system.get(key)
-        if isinstance(value, bool) or isinstance(got, bool):
-            if got is not value:
-                return False
-        elif not (isinstance(got, int | float) and np.isclose(got, value, rtol=1e-9, atol=0)):
-            return False
-    return True
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,30 +192,6 @@ def _fd_summary(energies_of_frame, frames: Frames, frame_ids, rng, vcfg: dict,
     return fd_metrics, fd_rows
 
 
-def _u_per_atom_metrics(splits: Sequence[Frames], system: dict,
-                        progress: Callable[[str], None]) -> dict:
-    """U/N in ε over all frames of all splits, against the equation of state where the state
-    (`system`) has a reference value."""
-    energies = np.concatenate([s.potential_energy_kJ_mol for s in splits])
-    u_mean, u_sem = u_per_atom_eps(energies, splits[-1].n_atoms, system["epsilon_kJ_mol"])
-    sem = "" if u_sem is None else f" +- {u_sem:.4f}"
-    metrics = {"u_per_atom_eps": u_mean, "u_per_atom_eps_sem": u_sem}
-    if not has_u_reference(system):
-        progress(f"U/N = {u_mean:.4f}{sem} eps over {len(energies)} frames ({NO_REFERENCE}: "
-                 f"{U_PER_ATOM_EPS_EXPECTED} eps is for {U_REFERENCE_STATE})")
-        return metrics | {"u_per_atom_eps_expected": None, "u_per_atom_eps_tolerance": None,
-                          "u_per_atom_within_tolerance": None, "u_per_atom_note": NO_REFERENCE}
-    progress(f"U/N = {u_mean:.4f}{sem} eps over {len(energies)} frames "
-             f"(expected {U_PER_ATOM_EPS_EXPECTED} +- {U_PER_ATOM_EPS_TOLERANCE})")
-    return metrics | {
-        "u_per_atom_eps_expected": U_PER_ATOM_EPS_EXPECTED,
-        "u_per_atom_eps_tolerance": U_PER_ATOM_EPS_TOLERANCE,
-        "u_per_atom_within_tolerance": bool(
-            abs(u_mean - U_PER_ATOM_EPS_EXPECTED) <= U_PER_ATOM_EPS_TOLERANCE),
-        "u_per_atom_note": "expected value: OpenMM, N = 100, this state (design.md)",
-    }
-
-
 def validate_reference(
     config: dict[str, Any],
     split_paths: Sequence[str | Path],
@@ -262,7 +213,7 @@ def validate_reference(
         expected=config_hash(stage_config(config, "dataset")))
     splits = [read_h5md(p) for p in split_paths]
     test = splits[-1]
-    u_metrics = _u_per_atom_metrics(splits, config["system"], progress)
+    u_metrics = u_per_atom_metrics(splits, config["system"], progress)
 
     # Stored (CPU platform, single-precision forces) against the double-precision Reference.
     frames = np.sort(rng.choice(test.n_frames, size=min(n_accuracy_frames, test.n_frames),
@@ -367,6 +318,8 @@ def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
     metrics |= accuracy(test.potential_energy_kJ_mol, energy_pred, test.forces_kJ_mol_nm,
                         forces_pred)
     _require_force_spread(metrics, str(test_path))
+    metrics["by_species"] = force_accuracy_by_species(
+        test.forces_kJ_mol_nm, forces_pred, test.species, species_names(config))
     progress(f"test force RMSE {metrics['force_rmse']:.4f} kJ/mol/nm "
              f"({100 * metrics['force_rmse_rel']:.3f} % of the force std), energy MAE "
              f"{metrics['energy_mae_per_atom_meV']:.4f} meV/atom")

@@ -129,7 +129,7 @@ class OpenMMEngine:
         self.lj = lj
         self.platform = platform
         self.threads = int(threads)
-        self.masses_amu = np.full(lj.n_atoms, float(lj.mass_amu))
+        self.masses_amu = lj.masses_amu  # [N] amu, per atom (a mixture's species)
         self.box_nm = np.full(3, float(lj.box_nm))
         self._system = build_system(lj)
         platform_and_properties(platform, self.threads)  # refuse an unknown platform now
@@ -255,7 +255,8 @@ def strain_derivative_kJ_mol(lj: LJSystem, positions_nm: np.ndarray, box_nm: np.
     Central finite differences with relative `step` on OpenMM's Reference platform (double
     precision). U is that of the pair forces within the cutoff: the dispersion (long-range
     tail) correction is switched off, since a model trained at one density learns no
-    volume-dependent tail; `tail_correction_pressure_bar` gives what it would add.
+    volume-dependent tail; `tail_correction_pressure_bar` gives what it would add. A mixture
+    is the same: U is its CustomNonbondedForce's, per-pair σ and ε, correction off.
     """
     return _strain_fd(dataclasses.replace(lj, dispersion_correction=False),
                       positions_nm, box_nm, step)
@@ -265,7 +266,12 @@ def tail_correction_pressure_bar(lj: LJSystem, step: float = 1e-5) -> float:
     """Pressure (bar) of OpenMM's dispersion correction at the box of `lj` (negative).
 
     The finite-difference dU/dλ of (energy with the correction − without) on one lattice
-    frame (the correction does not depend on positions), as −dU/dλ / (3V) in bar.
+    frame (the correction does not depend on positions), as −dU/dλ / (3V) in bar. The
+    correction is OpenMM's own, E = C/V: one species, NonbondedForce's; a mixture, that of
+    its CustomNonbondedForce, C = 2πN² Σ_{a≤b} n_ab I_ab / (N(N+1)/2) with n_aa =
+    N_a(N_a+1)/2, n_ab = N_a N_b and I_ab = ∫ r² φ_ab (1 − S) dr beyond the switch
+    (numerically integrated by OpenMM to ~1e-5 relative); as N grows this tends to the
+    textbook 2πN² Σ_ab x_a x_b I_ab. Since E ∝ 1/V, the result is E/V.
     """
     frame = lattice_positions_nm(lj, np.random.default_rng(0))[None]
     box = np.full(3, float(lj.box_nm))

@@ -11,7 +11,7 @@ import math
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -310,8 +310,8 @@ class _ReplicaRun:
             box_nm=np.tile(box, (n_frames, 1)),
             step=steps,
             time_ps=steps * (s.timestep_fs * 1e-3),
-            species=np.zeros(self.lj.n_atoms, dtype=np.int32),
-            masses_amu=np.full(self.lj.n_atoms, self.lj.mass_amu),
+            species=self.lj.species,
+            masses_amu=self.lj.masses_amu,
         )
 
     def parameters(self, config: dict, stage_hash: str) -> dict:
@@ -324,7 +324,7 @@ class _ReplicaRun:
             "seed": self.rseed,
             "platform": self.platform,
             "threads": self.threads,
-            "lj": asdict(self.lj),
+            "lj": self.lj.record(),
             "resumed_at_frames": self.checkpoint.state["resumes"],
             "provenance": provenance("simulate", stage_hash, seeds=seeds),
         }
@@ -362,7 +362,9 @@ def run_replica(
     checkpoint = ReplicaCheckpoint(out_path, {"config_hash": stage_hash, "replica": replica,
                                               "platform": platform})
     run = _ReplicaRun(settings, lj, replica, rseed, platform, threads, checkpoint, progress)
-    emit(progress, f"replica {replica}: N={lj.n_atoms}, box {lj.box_nm:.6f} nm, "
+    composition = "" if lj.mixture is None else " (" + ", ".join(
+        f"{c} {n}" for n, c in zip(lj.mixture.names, lj.mixture.counts, strict=True)) + ")"
+    emit(progress, f"replica {replica}: N={lj.n_atoms}{composition}, box {lj.box_nm:.6f} nm, "
                    f"T={settings.temperature_K} K, dt={settings.timestep_fs} fs, seed {rseed}, "
                    f"platform {platform}, threads {threads}")
     if not run.sample(run.start(), stop_after_frames):

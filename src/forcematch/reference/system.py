@@ -1,6 +1,10 @@
 """The Lennard-Jones reference system in OpenMM: parameters, System, start lattice, Contexts,
 and the reference energies and forces of given frames.
 
+One species (``system.species: null``, or a one-entry list) is a NonbondedForce; a mixture of
+several species (`forcematch.reference.mixture`) is a CustomNonbondedForce with per-pair σ
+and ε tables, with the same cutoff, switching function and long-range correction.
+
 Units are OpenMM's: lengths nm, energies kJ/mol, forces kJ/mol/nm, masses amu (g/mol),
 temperatures K, time steps fs, friction 1/ps. No JAX here.
 """
@@ -8,13 +12,14 @@ temperatures K, time steps fs, friction 1/ps. No JAX here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import openmm
 from openmm import unit
 
 from forcematch.errors import ForcematchError
+from forcematch.reference.mixture import Mixture, custom_lj_force, mixture_from_config
 from forcematch.units import (
     cubic_box_length_nm,
 )
@@ -23,11 +28,19 @@ NM = unit.nanometer
 KJ_MOL = unit.kilojoule_per_mole
 KJ_MOL_NM = unit.kilojoule_per_mole / unit.nanometer
 OPENMM_MAX_SEED = 2**31 - 1  # OpenMM seeds are 32-bit signed integers
+SINGLE_SPECIES_NAME = "LJ"  # the species name of a one-species system without `species`
 
 
 @dataclass(frozen=True)
 class LJSystem:
-    """N identical Lennard-Jones particles in a cubic periodic box (OpenMM units)."""
+    """N Lennard-Jones particles in a cubic periodic box (OpenMM units).
+
+    One species (`mixture` None): sigma_nm, epsilon_kJ_mol, mass_amu. A mixture (`mixture`
+    given, counts adding up to n_atoms): sigma_nm and epsilon_kJ_mol are species 0's
+    self-interaction (the pair table's [0][0]) and mass_amu species 0's mass; they remain the
+    system's length, energy (e.g. of MD drift) and mass units. Per atom and per pair use
+    `species`, `masses_amu`, `sigma_table_nm` and `epsilon_table_kJ_mol`, which serve both.
+    """
 
     n_atoms: int
     box_nm: float  # cubic box edge
@@ -37,6 +50,7 @@ class LJSystem:
     epsilon_kJ_mol: float
     mass_amu: float
     dispersion_correction: bool = True
+    mixture: Mixture | None = None  # None: one species
 
     def __post_init__(self) -> None:
         for name in ("mass_amu", "sigma_nm", "epsilon_kJ_mol", "cutoff_nm", "switch_nm",
@@ -57,41 +71,119 @@ class LJSystem:
                 f"system.cutoff_nm ({self.cutoff_nm}) exceeds half the box edge "
                 f"({self.box_nm:.6g} nm / 2)"
             )
+        self._check_mixture()
+
+    def _check_mixture(self) -> None:
+        """A mixture's counts add up to n_atoms; the scalar parameters are species 0's."""
+        mix = self.mixture
+        if mix is None:
+            return
+        if sum(mix.counts) != self.n_atoms:
+            raise ForcematchError(f"system.species counts {list(mix.counts)} add up to "
+                                  f"{sum(mix.counts)}, not system.n_atoms = {self.n_atoms}")
+        species0 = (mix.sigma_nm[0][0], mix.epsilon_kJ_mol[0][0], mix.masses_amu[0])
+        if (self.sigma_nm, self.epsilon_kJ_mol, self.mass_amu) != species0:
+            raise ForcematchError("LJSystem: sigma_nm, epsilon_kJ_mol and mass_amu of a "
+                                  f"mixture must be species 0's {species0}")
+
+    @property
+    def n_species(self) -> int:
+        """S, the number of species."""
+        return 1 if self.mixture is None else self.mixture.n_species
+
+    @property
+    def species_names(self) -> tuple[str, ...]:
+        """[S] names (one species without `system.species`: SINGLE_SPECIES_NAME)."""
+        return (SINGLE_SPECIES_NAME,) if self.mixture is None else self.mixture.names
+
+    @property
+    def species(self) -> np.ndarray:
+        """[N] int32 species index of each atom (atoms numbered species by species)."""
+        if self.mixture is None:
+            return np.zeros(self.n_atoms, dtype=np.int32)
+        return self.mixture.species()
+
+    @property
+    def masses_amu(self) -> np.ndarray:
+        """[N] float64 mass (amu) of each atom."""
+        if self.mixture is None:
+            return np.full(self.n_atoms, self.mass_amu)
+        return self.mixture.masses()
+
+    @property
+    def sigma_table_nm(self) -> np.ndarray:
+        """[S, S] σ (nm) of each pair of species."""
+        if self.mixture is None:
+            return np.full((1, 1), self.sigma_nm)
+        return np.asarray(self.mixture.sigma_nm, dtype=np.float64)
+
+    @property
+    def epsilon_table_kJ_mol(self) -> np.ndarray:
+        """[S, S] ε (kJ/mol) of each pair of species."""
+        if self.mixture is None:
+            return np.full((1, 1), self.epsilon_kJ_mol)
+        return np.asarray(self.mixture.epsilon_kJ_mol, dtype=np.float64)
+
+    def record(self) -> dict:
+        """The system as plain data (for a file's /parameters); `mixture` only if given."""
+        record = asdict(self)
+        if self.mixture is None:
+            del record["mixture"]
+        return record
 
 
 def lj_system_from_config(config: dict) -> LJSystem:
     """LJSystem from ``config['system']`` of a validated config (`config.validate_config`: every
-    key present, the schema's defaults filled in)."""
+    key present, the schema's defaults filled in).
+
+    With ``system.species`` (a list) the system is that mixture, and the scalar sigma_nm,
+    epsilon_kJ_mol and mass_amu keys are not used; the box holds the species' total mass at
+    ``density_g_cm3`` (as `forcematch.config.box_length_nm`).
+    """
     try:
         sysc = config["system"]
         n_atoms = int(sysc["n_atoms"])
         density = float(sysc["density_g_cm3"])
         cutoff = float(sysc["cutoff_nm"])
         switch = float(sysc["switch_nm"])
-        mass = float(sysc["mass_amu"])
-        sigma, epsilon = float(sysc["sigma_nm"]), float(sysc["epsilon_kJ_mol"])
         dispersion_correction = bool(sysc["dispersion_correction"])
+        mixture = mixture_from_config(sysc)
+        if mixture is None:
+            mass = mean_mass = float(sysc["mass_amu"])
+            sigma, epsilon = float(sysc["sigma_nm"]), float(sysc["epsilon_kJ_mol"])
+        else:
+            mass, mean_mass = mixture.masses_amu[0], mixture.mean_mass_amu()
+            sigma, epsilon = mixture.sigma_nm[0][0], mixture.epsilon_kJ_mol[0][0]
     except KeyError as exc:
         raise ForcematchError(f"config: missing key system.{exc.args[0]}") from exc
     return LJSystem(
         n_atoms=n_atoms,
-        box_nm=cubic_box_length_nm(n_atoms, density, mass),
+        box_nm=cubic_box_length_nm(n_atoms, density, mean_mass),
         cutoff_nm=cutoff,
         switch_nm=switch,
         sigma_nm=sigma,
         epsilon_kJ_mol=epsilon,
         mass_amu=mass,
         dispersion_correction=dispersion_correction,
+        mixture=mixture,
     )
 
 
 def build_system(lj: LJSystem) -> openmm.System:
-    """OpenMM System: NonbondedForce (CutoffPeriodic, switched, uncharged) in a cubic box."""
+    """OpenMM System in a cubic box: one species, a NonbondedForce (CutoffPeriodic, switched,
+    uncharged, dispersion correction); several, `mixture.custom_lj_force` (the same LJ with
+    per-pair σ, ε, the same switch, OpenMM's long-range correction). Masses per atom."""
     system = openmm.System()
     L = lj.box_nm
     system.setDefaultPeriodicBoxVectors(
         openmm.Vec3(L, 0, 0) * NM, openmm.Vec3(0, L, 0) * NM, openmm.Vec3(0, 0, L) * NM
     )
+    if lj.n_species > 1:
+        for mass in lj.masses_amu:
+            system.addParticle(float(mass))
+        system.addForce(custom_lj_force(lj.mixture, lj.cutoff_nm, lj.switch_nm,
+                                        lj.dispersion_correction))
+        return system
     nb = openmm.NonbondedForce()
     nb.setNonbondedMethod(openmm.NonbondedForce.CutoffPeriodic)
     nb.setCutoffDistance(lj.cutoff_nm * NM)
@@ -109,7 +201,9 @@ def lattice_positions_nm(lj: LJSystem, rng: np.random.Generator) -> np.ndarray:
     """[N, 3] positions (nm) on an fcc lattice filling the box, with 0.005 nm Gaussian jitter.
 
     The smallest fcc lattice with at least N sites is used; when it has more sites than atoms,
-    the occupied sites are drawn with `rng`.
+    the occupied sites are drawn with `rng`. With several species the sites are shuffled with
+    `rng` too, so each species is spread over the box (atoms are numbered species by species);
+    one species keeps the lattice order.
     """
     n_cells = math.ceil((lj.n_atoms / 4) ** (1 / 3) - 1e-9)
     a = lj.box_nm / n_cells
@@ -118,6 +212,8 @@ def lattice_positions_nm(lj: LJSystem, rng: np.random.Generator) -> np.ndarray:
     sites = ((cells[:, None, :] + basis[None, :, :]).reshape(-1, 3) + 0.25) * a
     if len(sites) > lj.n_atoms:
         sites = sites[np.sort(rng.choice(len(sites), lj.n_atoms, replace=False))]
+    if lj.n_species > 1:
+        sites = sites[rng.permutation(len(sites))]
     positions = sites + rng.normal(scale=0.005, size=sites.shape)
     return np.mod(positions, lj.box_nm)
 
