@@ -131,6 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="H5MD file to write")
     p.add_argument("--platform", choices=["CPU", "Reference", "CUDA", "OpenCL"])
 
+    p = _stage_parser(sub, "import", commands.cmd_import,
+                      "your own trajectories (config `import`) in project units, checked and "
+                      "cut into parts the split treats as replicas", dataset=False,
+                      threads=False)
+    p.add_argument("--out-dir", required=True, help="directory for part_0.h5, part_1.h5, ...")
+
     p = _stage_parser(sub, "dataset", commands.cmd_dataset,
                       "check replica files and split them by replica", dataset=False,
                       threads=False)

@@ -256,10 +256,12 @@ def cmd_md(args) -> None:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    from forcematch.md.run import run_model_md, run_reference_md
+    from forcematch.md.run import data_reference, run_model_md, run_reference_md
 
     dataset_dir = _existing_splits(args.dataset_dir, ("train", "val", "test"))[0].parent
-    if args.model is None:
+    if args.model is None and config["import"] is not None:  # no engine to rerun the data
+        data_reference(config, dataset_dir, _out_dir(args.out_dir))
+    elif args.model is None:
         run_reference_md(config, dataset_dir, _out_dir(args.out_dir))
     else:
         if args.reference_dir is None:
@@ -288,3 +290,15 @@ def cmd_figures(args) -> None:
 
     make_figures(args.validate_dirs, args.train_dirs, args.out_dir,
                  diagnose_dir=args.diagnose_dir, md_dirs=args.md_dirs)
+
+
+def cmd_import(args) -> None:
+    """Your own trajectories (config `import`) converted, checked and cut into part files."""
+    from forcematch.config import load_config
+    from forcematch.imports import import_trajectories
+
+    config = load_config(args.config)
+    if config["import"] is None:
+        raise ForcematchError(f"{args.config} has no import section: set import.files and "
+                              "import.units (or run forcematch simulate)")
+    import_trajectories(config, _out_dir(args.out_dir))
