@@ -9,7 +9,13 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
-from forcematch.config import STAGE_SECTIONS, load_config, write_slice, write_stage_slices
+from forcematch.config import (
+    STAGE_SECTIONS,
+    data_parts,
+    load_config,
+    write_slice,
+    write_stage_slices,
+)
 from forcematch.errors import ForcematchError
 from forcematch.sweep import run_slice, summary, sweep_runs
 
@@ -73,6 +79,22 @@ except ForcematchError as err:
     raise WorkflowError(str(err)) from None
 print(f"forcematch: {CONFIG_FILE}: {summary(CONFIG)}", file=sys.stderr)
 REPLICAS = list(range(CONFIG["simulate"]["replicas"]))
+# The data: simulated replicas, or the parts of your own trajectories (config `import`).
+IMPORTED = CONFIG["import"] is not None
+PARTS = list(range(data_parts(CONFIG)))
+IMPORT_INPUTS = []
+if IMPORTED:
+    _import = CONFIG["import"]
+    IMPORT_INPUTS = [*_import["files"], *(_import["energy_files"] or []),
+                     *([_import["topology"]] if _import["topology"] else [])]
+    DATA_FILES = expand("results/import/part_{part}.h5", part=PARTS)
+else:
+    DATA_FILES = expand("results/simulate/replica_{replica}.h5", replica=REPLICAS)
+# Imported data have no reference potential to validate against (the MD reference is the
+# data's own liquid); the collapse study is optional (diagnose.enabled).
+VALIDATED = RUNS if IMPORTED else ["reference", *RUNS]
+DIAGNOSE = CONFIG["diagnose"]["enabled"]
+UNUSED_SOURCE = "simulate" if IMPORTED else "import"  # its rule and config slice are left out
 
 # Each stage reads only its own slice of the config, so editing train.* reruns training and what
 # follows, never the simulations; training has one slice per <model>-<loss> (train_run_config),
@@ -83,7 +105,8 @@ REPLICAS = list(range(CONFIG["simulate"]["replicas"]))
 STAGE_CONFIG = {
     stage: str(path)
     for stage, path in write_stage_slices(
-        CONFIG, "results/config", [stage for stage in STAGE_SECTIONS if stage != "train"]
+        CONFIG, "results/config",
+        [stage for stage in STAGE_SECTIONS if stage not in ("train", UNUSED_SOURCE)],
     ).items()
 }
 
@@ -94,7 +117,15 @@ def train_run_config(wildcards):
                            run_slice(CONFIG, wildcards.model, wildcards.loss)))
 
 
-include: "workflow/rules/simulate.smk"
+# The data come from OpenMM (simulate) or from your files (import), never both.
+if IMPORTED:
+
+    include: "workflow/rules/import.smk"
+
+else:
+
+    include: "workflow/rules/simulate.smk"
+
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/validate.smk"
@@ -105,7 +136,6 @@ include: "workflow/rules/figures.smk"
 
 rule all:
     input:
-        "results/validate/reference/metrics.json",
-        expand("results/validate/{run}/metrics.json", run=RUNS),
+        expand("results/validate/{run}/metrics.json", run=VALIDATED),
         expand("results/md/{run}/md.json", run=["reference", *RUNS]),
         rules.figures.output,

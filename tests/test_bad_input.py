@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from bad_input_config import CASES as CONFIG_CASES
 from bad_input_data import CASES as DATA_CASES
+from bad_input_import import CASES as IMPORT_CASES
 from bad_input_training import CASES as TRAINING_CASES
 from catalogue import TINY, Case, Tiny, config_with, run
 
@@ -307,7 +308,7 @@ CASES = [
          r"or grad_clip_norm\); last good checkpoint: step 2 in .*checkpoint"),
 ]
 # The README's order: these rows, then one table per area.
-CASES += CONFIG_CASES + TRAINING_CASES + DATA_CASES
+CASES += CONFIG_CASES + TRAINING_CASES + DATA_CASES + IMPORT_CASES
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

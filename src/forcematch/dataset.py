@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from forcematch.atomic import atomic_directory, check_replaceable, write_json
-from forcematch.config import box_length_nm, config_hash, stage_config
+from forcematch.config import box_length_nm, config_hash, data_parts, source_stage, stage_config
 from forcematch.data.checks import (
     check_labels,
     check_not_empty,
@@ -63,19 +63,10 @@ def check_replica(path: str | Path, config: dict[str, Any],
     round-off, positions stored at full precision.
     """
     traj = read_h5md(path)
-    n_atoms = config["system"]["n_atoms"]
-    if traj.n_atoms != n_atoms:
-        raise ForcematchError(
-            f"{path}: holds {traj.n_atoms} atoms but system.n_atoms is {n_atoms}"
-        )
     check_not_empty(traj, str(path))
-    box_nm = box_length_nm(config)
-    bad = np.flatnonzero(np.any(np.abs(traj.box_nm - box_nm) > 1e-6 * box_nm, axis=1))
-    if bad.size:
-        raise ForcematchError(
-            f"{path}: frame {bad[0]} has box {traj.box_nm[bad[0]].tolist()} nm, but the config "
-            f"gives a cubic box of {box_nm:.6f} nm"
-        )
+    if config["import"] is None:
+        _check_simulated_system(traj, config, path)
+    _check_box_holds_cutoff(traj, config["system"]["cutoff_nm"], path)
     check_labels(traj, str(path))
     check_resolution(traj, str(path))
     traj, note = wrap_into_box(traj, str(path))
@@ -84,14 +75,43 @@ def check_replica(path: str | Path, config: dict[str, Any],
     return traj
 
 
+def _check_simulated_system(traj: Frames, config: dict[str, Any], path) -> None:
+    """The atom count and box of a simulated replica are the config's."""
+    n_atoms = config["system"]["n_atoms"]
+    if traj.n_atoms != n_atoms:
+        raise ForcematchError(
+            f"{path}: holds {traj.n_atoms} atoms but system.n_atoms is {n_atoms}"
+        )
+    box_nm = box_length_nm(config)
+    bad = np.flatnonzero(np.any(np.abs(traj.box_nm - box_nm) > 1e-6 * box_nm, axis=1))
+    if bad.size:
+        raise ForcematchError(
+            f"{path}: frame {bad[0]} has box {traj.box_nm[bad[0]].tolist()} nm, but the config "
+            f"gives a cubic box of {box_nm:.6f} nm"
+        )
+
+
+def _check_box_holds_cutoff(traj: Frames, cutoff_nm: float, path) -> None:
+    """Every box edge exceeds twice the cutoff (the minimum image the models rely on)."""
+    small = np.flatnonzero(traj.box_nm.min(axis=1) <= 2 * cutoff_nm)
+    if small.size:
+        i = int(small[0])
+        raise ForcematchError(
+            f"{path}: frame {i} has box {traj.box_nm[i].tolist()} nm, not more than twice "
+            f"system.cutoff_nm = {cutoff_nm} nm ({small.size} frames); lower system.cutoff_nm "
+            "(and system.switch_nm) below half the smallest box edge")
+
+
 def _read_replicas(config: dict[str, Any], replica_paths: Sequence[str | Path],
                    progress: Callable[[str], None]) -> tuple[list[Frames], list[dict]]:
     """Every replica checked against the config and its recorded origin: (frames, sources)."""
-    n_expected = config["simulate"]["replicas"]
+    n_expected = data_parts(config)
     if len(replica_paths) != n_expected:
+        what = ("the import section makes" if config["import"] is not None
+                else "simulate.replicas is")
         raise ForcematchError(
-            f"got {len(replica_paths)} replica files but simulate.replicas is {n_expected}")
-    simulate_hash = config_hash(stage_config(config, "simulate"))
+            f"got {len(replica_paths)} replica files but {what} {n_expected}")
+    source_hash = config_hash(stage_config(config, source_stage(config)))
     replicas, sources = [], []
     for k, path in enumerate(replica_paths):
         frames = check_replica(path, config, progress)
@@ -100,7 +120,7 @@ def _read_replicas(config: dict[str, Any], replica_paths: Sequence[str | Path],
             raise ForcematchError(
                 f"{path}: holds replica {recorded['replica']}, expected replica {k}")
         # Files from outside the pipeline carry no hash; pipeline replicas must match.
-        require_same_origin([(str(path), recorded)], expected=simulate_hash)
+        require_same_origin([(str(path), recorded)], expected=source_hash)
         progress(f"checked {path}: {frames.n_frames} frames, {frames.n_atoms} atoms")
         replicas.append(frames)
         sources.append({"path": str(path), "replica": k, "n_frames": int(frames.n_frames),
@@ -169,7 +189,8 @@ def build_dataset(
     _check_across(replicas, replica_paths, assignment)
     dataset_hash = config_hash(stage_config(config, "dataset"))
     record = provenance("dataset", dataset_hash, inputs={
-        "simulate_config_hash": config_hash(stage_config(config, "simulate"))})
+        f"{source_stage(config)}_config_hash": config_hash(
+            stage_config(config, source_stage(config)))})
     stats: dict[str, Any] = {"config_hash": dataset_hash, "provenance": record}
     parameters = {
         name: {"config": stage_config(config, "dataset"), "config_hash": dataset_hash,

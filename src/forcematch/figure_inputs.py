@@ -129,6 +129,9 @@ def _md(md_dirs: Sequence[str | Path], metrics: dict[str, dict]) -> dict[str, di
             raise ForcematchError(f"--md-dirs: {directory} holds no md.json: not the output of "
                                   "forcematch md (run it first)")
         summary = read_json_object(path)
+        if name == "reference" and summary.get("engine") == "data":  # imported data's liquid
+            found[name] = summary
+            continue
         if not isinstance(summary.get("equilibration"), dict) or "stable" not in summary:
             raise ForcematchError(f"{path}: no 'equilibration' and 'stable' of forcematch md")
         if name not in metrics:

@@ -1,8 +1,8 @@
 rule dataset:
-    """Check every replica file and split them by replica into train/val/test."""
+    """Check every replica (or imported part) and split them by replica into train/val/test."""
     input:
         config=STAGE_CONFIG["dataset"],
-        replicas=expand("results/simulate/replica_{replica}.h5", replica=REPLICAS),
+        replicas=DATA_FILES,
     output:
         train="results/dataset/train.h5",
         val="results/dataset/val.h5",

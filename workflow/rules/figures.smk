@@ -1,14 +1,14 @@
 FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
-                "net_force", "collapse", "md_drift", "md_rdf", "md_summary"]
+                "net_force", *(["collapse"] if DIAGNOSE else []), "md_drift", "md_rdf",
+                "md_summary"]
 
 
 rule figures:
     """Paper figures (PNG + PDF + CSV) from what training and validation wrote."""
     input:
-        validate=["results/validate/reference/metrics.json"]
-        + expand("results/validate/{run}/metrics.json", run=RUNS),
+        validate=expand("results/validate/{run}/metrics.json", run=VALIDATED),
         train=expand("results/train/{run}/metrics.csv", run=RUNS),
-        diagnose=rules.diagnose_collapse.output.summary,
+        diagnose=[rules.diagnose_collapse.output.summary] if DIAGNOSE else [],
         md=["results/md/reference/md.json"] + expand("results/md/{run}/md.json", run=RUNS),
     output:
         png=[
@@ -22,7 +22,8 @@ rule figures:
     params:
         validate_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.validate],
         train_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.train],
-        diagnose_dir=lambda wildcards, input: str(Path(input.diagnose).parent),
+        diagnose=lambda wildcards, input: (
+            f"--diagnose-dir {Path(input.diagnose[0]).parent}" if input.diagnose else ""),
         md_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.md],
         out_dir=lambda wildcards, output: str(Path(output.provenance).parent),
     log:
@@ -35,6 +36,6 @@ rule figures:
         runtime=10,
     shell:
         "forcematch figures --validate-dirs {params.validate_dirs}"
-        " --train-dirs {params.train_dirs} --diagnose-dir {params.diagnose_dir}"
+        " --train-dirs {params.train_dirs} {params.diagnose}"
         " --md-dirs {params.md_dirs}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -90,7 +90,7 @@ def _summary_columns(md: dict[str, dict], metrics: dict[str, dict]) -> dict[str,
         ttf = {key: (np.nan if s["stable"] else s["time_to_failure_ps"])
                for key in ("nvt", "nvt_stress") for s in [stab.get(key, eq)]}
         rows = _nve_rows(summary)
-        against = summary.get("against_reference", {}).get("pressure_bar", {})
+        against = summary.get("against_reference", {}).get("pressure_bar") or {}
         cols["series"].append(name)
         cols["test_force_rmse_percent_of_std"].append(100 * metrics[name]["force_rmse_rel"])
         cols["time_to_failure_T_ps"].append(ttf["nvt"])

@@ -172,6 +172,9 @@ def compare(summary: dict, reference: dict) -> dict:
     if out["rdf_noise_floor"] is not None:
         out["rdf_within_noise"] = delta_g <= out["rdf_noise_floor"]
     for key in ("pressure_bar", "potential_eps_per_atom"):
+        if ref.get(key) is None:  # imported data hold no virial
+            out[key] = None
+            continue
         diff = mine[key]["mean"] - ref[key]["mean"]
         error = float(np.hypot(mine[key]["error"], ref[key]["error"]))
         out[key] = {"difference": diff, "combined_error": error,

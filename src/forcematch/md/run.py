@@ -100,22 +100,27 @@ def _report(summary: dict) -> None:
              f"bar, RDF peak {liquid['rdf_first_peak_A']:.3f} A")
 
 
-def reference_noise_floor(split_files, block_ps: float, box_nm) -> float:
+def reference_noise_floor(split_files, block_ps: float | None, box_nm) -> float:
     """The RDF noise floor: `checks.rdf_noise_floor` over blocks of `block_ps` of the
-    reference data, pairs taken between different split files (different replicas)."""
+    reference data (None: halves of the shortest file), pairs taken between different split
+    files (different replicas)."""
     blocks = []
-    for k, path in enumerate(split_files):
-        frames = read_h5md(path)
-        interval = float(np.median(np.diff(frames.time_ps))) if frames.n_frames > 1 else 0.0
-        if not interval > 0:
-            raise ForcematchError(f"{path}: frame times are not increasing; cannot cut "
-                                  f"{block_ps} ps blocks for the RDF noise floor")
-        per_block = max(2, round(block_ps / interval))
+    splits = [read_h5md(path) for path in split_files]
+    for k, (path, frames) in enumerate(zip(split_files, splits, strict=True)):
+        if block_ps is None:
+            per_block = max(2, min(f.n_frames for f in splits) // 2)
+        else:
+            interval = (float(np.median(np.diff(frames.time_ps))) if frames.n_frames > 1
+                        else 0.0)
+            if not interval > 0:
+                raise ForcematchError(f"{path}: frame times are not increasing; cannot cut "
+                                      f"{block_ps} ps blocks for the RDF noise floor")
+            per_block = max(2, round(block_ps / interval))
         for start in range(0, frames.n_frames - per_block + 1, per_block):
             blocks.append((k, checks.rdf(frames.positions_nm[start:start + per_block],
                                          box_nm)[1]))
-    _log(f"RDF noise floor from {len(blocks)} blocks of {block_ps:g} ps in "
-         f"{len(split_files)} files")
+    length = "half the shortest file" if block_ps is None else f"{block_ps:g} ps"
+    _log(f"RDF noise floor from {len(blocks)} blocks of {length} in {len(split_files)} files")
     return checks.rdf_noise_floor(blocks)
 
 
@@ -140,6 +145,38 @@ def run_reference_md(config: dict, dataset_dir, out_dir) -> dict:
                                        {"md": config["md"]["seed"]})
     _report(summary)
     _write(out_dir, summary, segments, test.species)
+    return summary
+
+
+def data_reference(config: dict, dataset_dir, out_dir) -> dict:
+    """The reference of imported data, where no engine can rerun the system: the liquid of
+    the test split itself (U/N, RDF and its noise floor across the splits; no pressure, as
+    the files hold no virial), in the md.json layout `compare` reads. Writes md.json only."""
+    dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
+    protocol = Protocol.from_config(config)
+    test = read_h5md(dataset_dir / "test.h5")
+    box = test.box_nm[0]
+    if not np.allclose(test.box_nm, box, rtol=1e-9):
+        raise ForcematchError(f"{dataset_dir / 'test.h5'}: the box changes between frames; "
+                              "the MD comparison needs one box (an NVT trajectory)")
+    r_A, g = checks.rdf(test.positions_nm, box)
+    peak_r, peak_g = checks.first_peak(r_A, g)
+    energy = test.potential_energy_kJ_mol / test.n_atoms / _epsilon_kJ_mol(config)
+    summary = {
+        "protocol": _finite_or_none(protocol.__dict__), "engine": "data", "stable": True,
+        "note": "imported data: the test split's own liquid; no reference MD was run",
+        "liquid": {"n_frames": int(test.n_frames),
+                   "potential_eps_per_atom": checks.block_mean(energy),
+                   "pressure_bar": None, "rdf_first_peak_A": peak_r,
+                   "rdf_first_peak_g": peak_g, "rdf": {"r_A": r_A.tolist(), "g": g.tolist()}},
+        "rdf_noise_floor": reference_noise_floor(
+            [dataset_dir / f"{split}.h5" for split in ("train", "val", "test")], None, box),
+        "provenance": provenance("md", config_hash(stage_config(config, "md")),
+                                 {"md": config["md"]["seed"]})}
+    _log(f"data reference: U/N {summary['liquid']['potential_eps_per_atom']['mean']:.4f} eps, "
+         f"RDF peak {peak_r:.3f} A, noise floor {summary['rdf_noise_floor']:.3f}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "md.json", _finite_or_none(summary))
     return summary
 
 

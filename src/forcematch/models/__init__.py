@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from forcematch.config import model_settings
 from forcematch.errors import ForcematchError
 from forcematch.models.atomic import AtomicModel
@@ -53,6 +55,16 @@ def build_model(
     return MODELS[name](config, model_cutoff_nm(name, config, cutoff_nm), capacity)
 
 
+def with_data_species(model_config: dict | None, species) -> dict:
+    """`model_config` with `n_species` set to the species count of the data (species [N] int,
+    indices 0..S-1): every family then resolves species (S > 1) or ignores them (S = 1)."""
+    species = np.asarray(species)
+    if species.size and species.min() < 0:
+        raise ForcematchError(f"species indices must be >= 0, got {int(species.min())}")
+    return dict(model_config or {}) | {"n_species": int(species.max()) + 1 if species.size
+                                       else 1}
+
+
 def model_cutoff_nm(name: str, model_config: dict | None, system_cutoff_nm: float) -> float:
     """The cutoff (nm) of model `name`: its own `cutoff_nm` option where the family has one
     and it is set (at most the system cutoff, which keeps the minimum image valid), else the
@@ -77,6 +89,7 @@ __all__ = [
     "Params",
     "build_model",
     "model_cutoff_nm",
+    "with_data_species",
     "cast_params",
     "energy_and_forces_fn",
     "energy_fn",

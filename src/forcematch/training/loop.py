@@ -47,6 +47,7 @@ from forcematch.models import (
     energy_fn,
     model_cutoff_nm,
     predict_fn,
+    with_data_species,
 )
 from forcematch.potential import MODEL_FORMAT
 from forcematch.training import checkpoint, parallel
@@ -75,6 +76,7 @@ class Trainer:
         self.streamed = not isinstance(train_src, ArraySource)
         self._select_frames(train_src, val_src)
         self._plan_batches()
+        model_config = with_data_species(model_config, train_src.species)
         cutoff_nm = model_cutoff_nm(self.cfg["model"], model_config, float(cutoff_nm))
         capacity, fingerprints = self._scan(cutoff_nm)  # first: names a bad frame
         self.stats = check_normalisation(stats, "training")
