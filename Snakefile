@@ -11,6 +11,7 @@ from snakemake.utils import min_version
 
 from forcematch.config import (
     STAGE_SECTIONS,
+    config_hash,
     data_parts,
     load_config,
     write_slice,

@@ -107,8 +107,8 @@ def test_parity_panels_state_the_rmse_of_metrics_json(inputs, tmp_path, monkeypa
     figures.make_figures(*inputs, tmp_path / "figures", progress=lambda _: None)
     force = next(t for t in titles if "kJ/mol/nm" in t and t.startswith("pair-joint-nall"))
     energy = next(t for t in titles if "per atom" in t and t.startswith("pair-joint-nall"))
-    assert "RMSE 1.23 kJ/mol/nm (10 test frames; 500 of 960 points shown)" in force
-    assert "RMSE 0.0101 kJ/mol per atom (10 test frames)" in energy
+    assert "RMSE 1.23 kJ/mol/nm\n(10 test frames; 500 of 960 points shown)" in force
+    assert "RMSE 0.0101 kJ/mol per atom\n(10 test frames)" in energy
 
 
 # Each breakage gets the validation directories (reference, nall, n16) and the tmp path, and

@@ -135,6 +135,76 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert (tmp_path / "report.html").stat().st_size > 10_000
 
 
+def _chromium():
+    """A headless Chromium driven through Selenium (the Debian packages chromium and
+    chromium-driver; no browser download), or a skip saying what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("no chromium/chromedriver (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.binary_location = browser
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+# Every image of the report's `results` loaded by the browser: (name, naturalWidth).
+_LOAD_IMAGES = """
+const done = arguments[arguments.length - 1];
+Promise.all(Object.entries(results).map(([name, r]) => new Promise(resolve => {
+  const img = new Image();
+  img.onload = () => resolve([name, img.naturalWidth]);
+  img.onerror = () => resolve([name, 0]);
+  img.src = r.data_uri;
+}))).then(done);
+"""
+
+
+@pytest.mark.slow
+def test_report_opens_in_a_browser_with_every_figure_and_its_headline(tiny_run, tmp_path):
+    from matplotlib.image import imread
+    from selenium.webdriver.common.by import By
+
+    report = tiny_run / "report.html"
+    result = snakemake(tiny_run, "--report", str(report))
+    assert result.returncode == 0 and report.is_file(), result.stderr[-3000:]
+    browser = _chromium()
+    try:
+        browser.set_script_timeout(60)
+        browser.get(report.as_uri())
+        time.sleep(2)  # the report is a React app: let it render
+        captions = browser.execute_script(
+            "return Object.fromEntries(Object.entries(results).map(([k, r]) => [k, r.caption]))")
+        figures = sorted(Path(name).stem for name in captions)
+        assert len(figures) == 10 and "collapse" in figures and "md_rdf" in figures, figures
+        widths = dict(browser.execute_async_script(_LOAD_IMAGES))
+        assert all(width > 0 for width in widths.values()), widths
+        for name, caption in captions.items():  # what it shows, the config, the numbers
+            assert "Config: tiny.yaml, config " in caption, (name, caption)
+        parity = captions["results/figures/parity_force.png"]
+        assert re.search(r"pair-joint-nall \d[\d.]* %", parity), parity
+        # Open one figure as a reader would: Results, Figures, the eye of parity_force.
+        browser.find_element(By.LINK_TEXT, "Results").click()
+        time.sleep(1)
+        browser.find_element(By.XPATH, "//*[text()='Figures']").click()
+        time.sleep(1)
+        browser.find_element(By.XPATH, "//*[text()='results/figures/parity_force.png']"
+                                       "/ancestor::tr[1]//a[@iconname='eye']").click()
+        time.sleep(2)
+        shown = browser.execute_script(
+            "return Array.from(document.images).map(i => [i.src.slice(0, 40), i.naturalWidth])")
+        assert any(src.startswith("data:image/png") and w > 0 for src, w in shown), shown
+        browser.save_screenshot(str(tmp_path / "report.png"))
+    finally:
+        browser.quit()
+    pixels = imread(tmp_path / "report.png")[..., :3]
+    not_white = (pixels < 0.95).any(axis=-1).mean()
+    assert not_white > 0.05 and pixels.std() > 0.05, (not_white, pixels.std())
+
+
 def test_dry_run_reports_a_bad_config_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"system": {"cutoff_nm": 0.7, "switch_nm": 0.75}}))

@@ -289,7 +289,8 @@ def cmd_figures(args) -> None:
     from forcematch.figures import make_figures
 
     make_figures(args.validate_dirs, args.train_dirs, args.out_dir,
-                 diagnose_dir=args.diagnose_dir, md_dirs=args.md_dirs)
+                 diagnose_dir=args.diagnose_dir, md_dirs=args.md_dirs,
+                 config_label=args.config_label)
 
 
 def cmd_import(args) -> None:

@@ -30,6 +30,7 @@ from forcematch.atomic import (  # noqa: E402
     write_json,
 )
 from forcematch.config import config_hash  # noqa: E402
+from forcematch.figure_captions import HEADLINE_SUFFIX, headline  # noqa: E402
 from forcematch.figure_inputs import Inputs, load_inputs, read_csv  # noqa: E402
 from forcematch.md import figures as md_figures  # noqa: E402
 from forcematch.provenance import provenance  # noqa: E402
@@ -40,8 +41,9 @@ FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size"
 
 def output_names() -> list[str]:
     """Every file `make_figures` may write (the output directory holds these and no other)."""
-    return [f"{name}.{ext}" for name in (*FIGURES, "collapse", *md_figures.MD_FIGURES)
-            for ext in ("png", "pdf", "csv")] + ["provenance.json"]
+    names = (*FIGURES, "collapse", *md_figures.MD_FIGURES)
+    return ([f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
+            + [f"{name}{HEADLINE_SUFFIX}" for name in names] + ["provenance.json"])
 
 
 def _save(fig, out_dir: Path, name: str, columns: dict[str, Sequence]) -> None:
@@ -96,9 +98,10 @@ def parity_figure(runs: dict[str, Path], metrics: dict[str, dict], out_dir: Path
         ax.scatter(x, y, s=2, alpha=0.4, rasterized=True)
         total = m["n_test_frames"] * (3 * m["n_atoms"] if quantity == "force" else 1)
         shown = f"; {len(x)} of {total} points shown" if len(x) < total else ""
-        ax.set(title=f"{name}\nRMSE {m[rmse_key]:.3g} {plain_unit} "
+        ax.set(title=f"{name}\nRMSE {m[rmse_key]:.3g} {plain_unit}\n"
                      f"({m['n_test_frames']} test frames{shown})",
                xlabel=f"reference {quantity} ({unit})", ylabel=f"predicted {quantity} ({unit})")
+        ax.title.set_fontsize(9)  # three lines: the panels' titles must not overlap
         ax.set_aspect("equal")
     _save(fig, out_dir, f"parity_{quantity}", _long(tables, [x_key, y_key]))
 
@@ -209,13 +212,16 @@ def make_figures(
     *,
     diagnose_dir: str | Path | None = None,
     md_dirs: Sequence[str | Path] = (),
+    config_label: str | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[Path]:
     """All figures. Series are named after their directories; 'reference' is the reference data.
 
     Per-run panels (parity, learning curves, FD, net force) show the runs trained on all frames;
     the accuracy-vs-size figure shows every run. Every input is checked before anything is
-    drawn; `out_dir` is replaced whole when every figure is drawn.
+    drawn; `out_dir` is replaced whole when every figure is drawn. Each figure also gets
+    `<name>.headline.rst` (`forcematch.figure_captions`: `config_label`, the config it came
+    from, and its numbers), which its report caption includes.
     """
     out_dir = Path(out_dir)
     inputs = load_inputs(validate_dirs, train_dirs, diagnose_dir, md_dirs)
@@ -224,7 +230,10 @@ def make_figures(
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out_dir) as tmp:
         names = _draw(inputs, tmp)
-        written = [out_dir / f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
+        for name in names:
+            (tmp / f"{name}{HEADLINE_SUFFIX}").write_text(headline(name, inputs, config_label))
+        written = [out_dir / f"{name}{ext}" for name in names
+                   for ext in (".png", ".pdf", ".csv", HEADLINE_SUFFIX)]
         # The figures' provenance: the records of every input they were drawn from.
         records = {f"validate/{name}": m.get("provenance") for name, m in inputs.metrics.items()}
         if inputs.summary is not None:

@@ -18,6 +18,8 @@ rule figures:
         ],
         pdf=[f"results/figures/{name}.pdf" for name in FIGURE_NAMES],
         csv=[f"results/figures/{name}.csv" for name in FIGURE_NAMES],
+        # the config and numbers of each figure, included by its report caption
+        headline=[f"results/figures/{name}.headline.rst" for name in FIGURE_NAMES],
         provenance="results/figures/provenance.json",
     params:
         validate_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.validate],
@@ -26,6 +28,7 @@ rule figures:
             f"--diagnose-dir {Path(input.diagnose[0]).parent}" if input.diagnose else ""),
         md_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.md],
         out_dir=lambda wildcards, output: str(Path(output.provenance).parent),
+        config_label=f"{CONFIG_FILE.name}, config {config_hash(CONFIG)}",
     log:
         "results/logs/figures.log",
     benchmark:
@@ -37,5 +40,5 @@ rule figures:
     shell:
         "forcematch figures --validate-dirs {params.validate_dirs}"
         " --train-dirs {params.train_dirs} {params.diagnose}"
-        " --md-dirs {params.md_dirs}"
+        " --md-dirs {params.md_dirs} --config-label {params.config_label:q}"
         " --out-dir {params.out_dir} > {log} 2>&1"
