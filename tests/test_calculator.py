@@ -1,0 +1,232 @@
+"""The ASE calculator (forcematch.calculators.ase) on real models trained on the tiny dataset.
+
+Agreement with the model's own `Potential` in ASE units, forces and stress against finite
+differences of the calculator's own energy (the stress convention checked first against ASE's
+own LennardJones calculator), an ASE velocity-Verlet run that conserves energy, and what the
+calculator refuses. Units: ASE's Å, eV, eV/Å, eV/Å³ at the calculator; nm, kJ/mol inside.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from ase import Atoms, units
+from ase.calculators.lj import LennardJones
+from ase.md.verlet import VelocityVerlet
+
+from forcematch.calculators.ase import ForcematchCalculator
+from forcematch.errors import ForcematchError
+from forcematch.h5md import read_h5md
+from forcematch.potential import Potential, load_model
+from forcematch.units import (
+    ARGON_EPSILON_KJ_MOL,
+    ARGON_SIGMA_NM,
+    KJ_MOL_NM3_TO_BAR,
+    KJ_MOL_PER_EV_SI,
+)
+
+TRAIN = {"model": "pair", "energy_weight": 0.01, "force_weight": 1.0}
+EPSILON_EV = ARGON_EPSILON_KJ_MOL / KJ_MOL_PER_EV_SI  # ε of argon, 0.010323 eV
+BAR_PER_EV_A3 = KJ_MOL_PER_EV_SI * 1e3 * KJ_MOL_NM3_TO_BAR  # 1 eV/Å³ = 1.6e6 bar
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data, tmp_path_factory):
+    """A one-species pair model fitted to the tiny data (20 epochs), a two-species one (the
+    same frames, atoms 16..31 relabelled species 1; 2 epochs) and the test frames."""
+    from forcematch.training.run import train
+
+    root = tmp_path_factory.mktemp("calculator")
+    tr, val = read_h5md(tiny_data.dataset / "train.h5"), read_h5md(tiny_data.dataset / "val.h5")
+    train(tr, val, TRAIN | {"epochs": 20, "max_epochs": 20}, None, 0.55, root / "one",
+          progress=lambda _: None)
+    two = np.repeat(np.int32([0, 1]), 16)
+    train(dataclasses.replace(tr, species=two), dataclasses.replace(val, species=two),
+          TRAIN | {"epochs": 2, "max_epochs": 2}, None, 0.55, root / "two",
+          progress=lambda _: None)
+    return {"one": load_model(root / "one" / "model"), "two": load_model(root / "two" / "model"),
+            "test": read_h5md(tiny_data.dataset / "test.h5")}
+
+
+def atoms_of(test, k: int = 0, symbols="Ar32") -> Atoms:
+    """Test frame k as ASE atoms (Å), the file's masses."""
+    return Atoms(symbols, positions=test.positions_nm[k] * 10, cell=np.diag(test.box_nm[k] * 10),
+                 pbc=True, masses=test.masses_amu)
+
+
+def stress_by_strain(atoms: Atoms, h: float = 1e-5) -> np.ndarray:
+    """(xx, yy, zz) stress (eV/Å³) by central differences of the energy under a diagonal strain
+    ±h of cell and positions: σ_aa = (1/V) dE/dε_aa, ASE's convention."""
+    sigma = np.zeros(3)
+    for a in range(3):
+        energies = []
+        for sign in (1, -1):
+            strained = atoms.copy()
+            strained.calc = atoms.calc
+            scale = np.ones(3)
+            scale[a] += sign * h
+            strained.set_cell(atoms.cell[:] * scale[:, None], scale_atoms=True)
+            energies.append(strained.get_potential_energy())
+        sigma[a] = (energies[0] - energies[1]) / (2 * h) / atoms.get_volume()
+    return sigma
+
+
+def test_energy_and_forces_are_the_models_own(trained):
+    potential, test = trained["one"], trained["test"]
+    energy, forces = potential.predict(test.positions_nm[:4], test.box_nm[:4])
+    calc = ForcematchCalculator(potential)
+    for k in range(4):
+        atoms = atoms_of(test, k)
+        atoms.calc = calc
+        assert atoms.get_potential_energy() * KJ_MOL_PER_EV_SI == pytest.approx(
+            energy[k], rel=1e-6)
+        assert atoms.get_potential_energy() == atoms.get_potential_energy(force_consistent=True)
+        np.testing.assert_allclose(atoms.get_forces() * KJ_MOL_PER_EV_SI * 10, forces[k],
+                                   rtol=0, atol=1e-6 * np.abs(forces[k]).max())
+        # Periodic images and translations change nothing but the float32 rounding of the
+        # positions (1 ulp of 1 nm moves a force by ~1e-5 of the largest): measured 6e-6.
+        atoms.positions += atoms.cell[1] - 3.7
+        assert atoms.get_potential_energy() * KJ_MOL_PER_EV_SI == pytest.approx(
+            energy[k], rel=1e-6)
+        np.testing.assert_allclose(atoms.get_forces() * KJ_MOL_PER_EV_SI * 10, forces[k],
+                                   rtol=0, atol=5e-5 * np.abs(forces[k]).max())
+    # Two species, in another order than in training: the species map decides.
+    two = trained["two"]
+    species = np.arange(32, dtype=np.int32) % 2
+    atoms = atoms_of(test, 0, ["Ar", "Kr"] * 16)
+    atoms.calc = ForcematchCalculator(two, species_map={"Ar": 0, "Kr": 1})
+    expected = two.predict(test.positions_nm[:1], test.box_nm[:1], species)[0][0]
+    assert atoms.get_potential_energy() * KJ_MOL_PER_EV_SI == pytest.approx(expected, rel=1e-6)
+    assert expected != pytest.approx(two.predict(test.positions_nm[:1], test.box_nm[:1])[0][0])
+
+
+def test_forces_are_minus_the_gradient_of_the_energy(trained):
+    atoms = atoms_of(trained["test"], 1)
+    atoms.calc = ForcematchCalculator(trained["one"], float64=True)
+    forces, h = atoms.get_forces(), 1e-4  # eV/Å, Å
+    for atom, axis in ((0, 0), (5, 1), (17, 2), (31, 0)):
+        energies = []
+        for sign in (1, -1):
+            moved = atoms.copy()
+            moved.calc = atoms.calc
+            moved.positions[atom, axis] += sign * h
+            energies.append(moved.get_potential_energy())
+        fd = -(energies[0] - energies[1]) / (2 * h)
+        assert fd == pytest.approx(forces[atom, axis], abs=1e-6 * np.abs(forces).max())
+
+
+def test_stress_is_ases_convention_and_the_models_strain_derivative(trained):
+    test = trained["test"]
+    # The finite-difference stress is ASE's convention: it reproduces ASE's own LJ stress.
+    atoms = atoms_of(test, 2)
+    atoms.calc = LennardJones(sigma=ARGON_SIGMA_NM * 10, epsilon=EPSILON_EV, rc=5.5, ro=4.5,
+                              smooth=True)
+    lj = atoms.get_stress()
+    np.testing.assert_allclose(stress_by_strain(atoms), lj[:3], rtol=1e-5)
+    # The calculator's diagonal against the same differences (float64), shear reported zero.
+    atoms.calc = ForcematchCalculator(trained["one"], float64=True)
+    stress = atoms.get_stress()
+    np.testing.assert_allclose(stress_by_strain(atoms), stress[:3], rtol=1e-6,
+                               atol=1e-9 * np.abs(stress).max())
+    assert np.all(stress[3:] == 0)
+    # The model mimics argon: its virial pressure has the reference's sign and magnitude.
+    assert np.sign(stress[:3].sum()) == np.sign(lj[:3].sum())
+    # Float32: −trace(σ)/3 is the pressure term −dU/dλ / 3V of `Potential.strain_derivative`.
+    atoms.calc = ForcematchCalculator(trained["one"])
+    dudl = trained["one"].strain_derivative(test.positions_nm[2:3], test.box_nm[2])[0]
+    volume_nm3 = float(np.prod(test.box_nm[2]))
+    pressure_bar = -atoms.get_stress()[:3].sum() / 3 * BAR_PER_EV_A3
+    assert pressure_bar == pytest.approx(-dudl / (3 * volume_nm3) * KJ_MOL_NM3_TO_BAR,
+                                         rel=1e-5)
+
+
+def nve_energies(atoms: Atoms, timestep_fs: float, duration_fs: float) -> np.ndarray:
+    """Total energy per atom (eV) after every velocity-Verlet step over `duration_fs`,
+    from Maxwell–Boltzmann momenta at 100 K (seed 0, zero net momentum)."""
+    rng = np.random.default_rng(0)
+    masses = atoms.get_masses()[:, None]
+    momenta = rng.standard_normal((len(atoms), 3)) * np.sqrt(masses * units.kB * 100.0)
+    atoms.set_momenta(momenta - masses * momenta.sum(0) / masses.sum())
+    dynamics = VelocityVerlet(atoms, timestep=timestep_fs * units.fs)
+    energies = []
+    dynamics.attach(lambda: energies.append(atoms.get_total_energy() / len(atoms)))
+    dynamics.run(round(duration_fs / timestep_fs))
+    return np.asarray(energies)
+
+
+def drift_and_fluctuation(energies: np.ndarray, timestep_fs: float) -> tuple[float, float]:
+    """Least-squares slope (eV/atom/ps) and standard deviation about it (eV/atom)."""
+    t_ps = np.arange(len(energies)) * timestep_fs * 1e-3
+    fit = np.polyfit(t_ps, energies, 1)
+    return float(fit[0]), float(np.std(energies - np.polyval(fit, t_ps)))
+
+
+def test_ase_nve_conserves_energy(trained):
+    """0.4 ps of ASE velocity Verlet at 2 fs, float32. Measured: drift −3e-7 eV/atom/ps,
+    fluctuation 9e-8 eV/atom, 1e-5 of the kinetic energy (≈0.01 eV/atom); the OpenMM
+    reference's 4.7e-5 ε/atom at 5 fs (design.md) scaled by Δt² to 2 fs is 8e-8 eV/atom."""
+    test = trained["test"]
+    atoms = atoms_of(test)
+    atoms.calc = ForcematchCalculator(trained["one"])
+    energies = nve_energies(atoms, 2.0, 400.0)
+    drift, fluctuation = drift_and_fluctuation(energies, 2.0)
+    kinetic = atoms.get_kinetic_energy() / len(atoms)
+    bound = 4.7e-5 * EPSILON_EV * (2.0 / 5.0) ** 2 * 5  # the reference's, with a margin of 5
+    assert fluctuation < bound and fluctuation < 1e-4 * kinetic
+    assert abs(drift) * 0.4 < bound  # the change over the run
+    # Float64: the error is the integrator's, O(Δt²): half the step, a quarter.
+    by_step = {}
+    for dt in (2.0, 1.0):
+        atoms = atoms_of(test)
+        atoms.calc = ForcematchCalculator(trained["one"], float64=True)
+        by_step[dt] = drift_and_fluctuation(nve_energies(atoms, dt, 400.0), dt)[1]
+    assert 3.0 < by_step[2.0] / by_step[1.0] < 5.5
+
+
+def test_a_full_pair_list_is_enlarged_not_truncated(trained):
+    """A model whose pair list holds fewer pairs than the frame (as if trained on sparser
+    data): the calculator rebuilds it larger and gives the full model's energy."""
+    full = trained["one"]
+    small = Potential(full.path, full.info | {"capacity": 150}, full.params)
+    test = trained["test"]
+    atoms = atoms_of(test)
+    atoms.calc = ForcematchCalculator(small)
+    expected = full.predict(test.positions_nm[:4], test.box_nm[:4])[0][0]
+    assert atoms.get_potential_energy() * KJ_MOL_PER_EV_SI == pytest.approx(expected, rel=1e-6)
+    assert atoms.calc.capacity == 225
+
+
+def refused(calc, atoms: Atoms, match: str) -> None:
+    atoms.calc = calc
+    with pytest.raises(ForcematchError, match=match):
+        atoms.get_potential_energy()
+
+
+def test_what_the_calculator_refuses(trained):
+    test, one = trained["test"], trained["one"]
+    calc = ForcematchCalculator(one)
+    refused(calc, atoms_of(test)[:31], "trained on 32 atoms; these atoms are 31")
+    for pbc in (False, [True, True, False]):
+        atoms = atoms_of(test)
+        atoms.pbc = pbc
+        refused(calc, atoms, r"periodic in x, y and z; atoms.pbc is \[True, True, False\]"
+                if pbc else r"atoms.pbc is \[False, False, False\]")
+    triclinic = atoms_of(test)
+    triclinic.cell[1, 0] = 1.0
+    refused(calc, triclinic, "triclinic")
+    small = atoms_of(test)
+    small.set_cell(small.cell[:] * 0.9, scale_atoms=True)  # 10.5 Å < 2 × 5.5 Å
+    refused(calc, small, r"not longer than twice the model cutoff \(11 Å\)")
+    refused(calc, atoms_of(test, 0, ["Ar", "Kr"] * 16), r"one species but the atoms hold")
+    two = trained["two"]
+    with pytest.raises(ForcematchError, match="trained on 2 species .* give species_map"):
+        ForcematchCalculator(two)
+    with pytest.raises(ForcematchError, match=r"species_map\['Kr'\] = 2: .* 0..1"):
+        ForcematchCalculator(two, species_map={"Ar": 0, "Kr": 2})
+    refused(ForcematchCalculator(two, species_map={"Ar": 0, "Kr": 1}),
+            atoms_of(test, 0, ["Ar", "Xe"] * 16), r"elements \['Xe'\] are not in species_map")
+    assert math.isfinite(ForcematchCalculator(one, species_map={"Kr": 0}).get_potential_energy(
+        atoms_of(test, 0, "Kr32")))
