@@ -10,12 +10,15 @@ exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from contextlib import nullcontext, redirect_stdout
 
 from forcematch import commands
 from forcematch.atomic import OUTPUT_ERRNOS
 from forcematch.commands import limit_threads, use_compilation_cache  # noqa: F401 (limit_threads: re-exported)
 from forcematch.errors import ForcematchError
+from forcematch.progress import set_quiet
 from forcematch.sweep import LOSSES
 
 
@@ -82,6 +85,8 @@ def _stage_parser(sub, name: str, func, help: str, *, dataset: bool = True,
     if threads:
         p.add_argument("--threads", type=_positive, default=1,
                        help="CPU threads (XLA, BLAS, OpenMM) this job may use")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars or status lines (errors and warnings still show)")
     return p
 
 
@@ -193,14 +198,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{err.prog}: error: {err} (see {err.prog} --help)", file=sys.stderr)
         return 2
     use_compilation_cache()
+    quiet = getattr(args, "quiet", False)
+    set_quiet(quiet)
     try:
-        args.func(args)
+        with open(os.devnull, "w") if quiet else nullcontext() as sink:
+            with redirect_stdout(sink) if quiet else nullcontext():
+                args.func(args)
     except (ForcematchError, OSError) as err:
         message = _failure(args.command, err)
         if message is None:
             raise
         print(message, file=sys.stderr)
         return 2
+    finally:
+        set_quiet(False)
     return 0
 
 

@@ -29,6 +29,7 @@ from forcematch.data.repeats import check_repeated_forces, check_repeats
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, read_parameters, write_h5md
+from forcematch.progress import bar as progress_bar
 from forcematch.provenance import provenance, require_same_origin
 
 SPLITS = ("train", "val", "test")
@@ -113,7 +114,9 @@ def _read_replicas(config: dict[str, Any], replica_paths: Sequence[str | Path],
             f"got {len(replica_paths)} replica files but {what} {n_expected}")
     source_hash = config_hash(stage_config(config, source_stage(config)))
     replicas, sources = [], []
+    files = progress_bar(len(replica_paths), "dataset", "file")
     for k, path in enumerate(replica_paths):
+        files.update(1)
         frames = check_replica(path, config, progress)
         recorded = read_parameters(path)
         if recorded.get("replica") is not None and recorded["replica"] != k:
@@ -126,6 +129,7 @@ def _read_replicas(config: dict[str, Any], replica_paths: Sequence[str | Path],
         sources.append({"path": str(path), "replica": k, "n_frames": int(frames.n_frames),
                         "config_hash": recorded.get("config_hash"),
                         "openmm_seed": recorded.get("seed")})
+    files.close()
     for path, frames in zip(replica_paths, replicas, strict=True):
         if not np.array_equal(frames.species, replicas[0].species):
             raise ForcematchError(f"{path}: species differ from {replica_paths[0]}")

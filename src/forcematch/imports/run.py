@@ -29,6 +29,7 @@ from forcematch.imports.checks import (
 from forcematch.imports.common import ImportSettings, RawTrajectory, match_energies, to_frames
 from forcematch.imports.extxyz import read_extxyz
 from forcematch.imports.mda import read_lammps_dump, read_mdanalysis
+from forcematch.progress import bar as progress_bar
 
 Progress = Callable[[str], None]
 PART_NAME = re.compile(r"part_\d+\.h5")
@@ -215,10 +216,12 @@ def read_parts(config: dict, progress: Progress | None = print) -> list[tuple[Fr
     require_inputs(settings)
     temperature_K = config.get("system", {}).get("temperature_K")
     trajectories = []
-    for k in range(len(settings.files)):
-        frames, record = read_trajectory(settings, k, progress)
-        check_trajectory(frames, record, settings, temperature_K, progress)
-        trajectories.append((frames, record))
+    with progress_bar(len(settings.files), "import", "file") as files:
+        for k in range(len(settings.files)):
+            frames, record = read_trajectory(settings, k, progress)
+            check_trajectory(frames, record, settings, temperature_K, progress)
+            trajectories.append((frames, record))
+            files.update(1)
     check_same_atoms(trajectories)
     return make_parts(trajectories, settings, progress)
 

@@ -40,6 +40,7 @@ from forcematch.errors import ForcematchError
 from forcematch.md.record import Segment, StabilityLimits, find_failure
 from forcematch.models import energy_fn
 from forcematch.models.normalisation import cast_params
+from forcematch.progress import bar as progress_bar
 from forcematch.units import BOLTZMANN_KJ_MOL_K
 
 RECORDS_PER_CHUNK = 50  # records between overflow and stability checks (host round trips)
@@ -190,18 +191,21 @@ class ModelEngine:
         dt = jnp.asarray(timestep_fs * 1e-3, self.dtype)
         kT = jnp.asarray(BOLTZMANN_KJ_MOL_K * temperature_K, self.dtype)
         failure = None
-        for done in range(0, n_records, per_chunk):
-            state, nbrs, chunk = self._run_chunk(ensemble, state, nbrs, dt, kT, per_chunk,
-                                                 record_every)
-            records.append(chunk)
-            failure = find_failure(chunk["positions"], chunk["velocities"], chunk["potential"],
-                                   chunk["kinetic"], self.box_nm, temperature_K, limits,
-                                   closest_nm=chunk["closest_pair"])
-            if failure is not None:
-                records[-1] = {k: v[: failure[0] + 1] for k, v in chunk.items()}
-                break
-            self._report(f"{ensemble} {temperature_K:g} K, dt {timestep_fs:g} fs",
-                         done + per_chunk, n_records, per_chunk, record_every * timestep_fs * 1e-3)
+        what = f"{ensemble} {temperature_K:g} K, dt {timestep_fs:g} fs"
+        with progress_bar(n_records * record_every, what, "step") as steps:
+            for done in range(0, n_records, per_chunk):
+                state, nbrs, chunk = self._run_chunk(ensemble, state, nbrs, dt, kT, per_chunk,
+                                                     record_every)
+                records.append(chunk)
+                steps.update(per_chunk * record_every)
+                failure = find_failure(chunk["positions"], chunk["velocities"],
+                                       chunk["potential"], chunk["kinetic"], self.box_nm,
+                                       temperature_K, limits, closest_nm=chunk["closest_pair"])
+                if failure is not None:
+                    records[-1] = {k: v[: failure[0] + 1] for k, v in chunk.items()}
+                    break
+                self._report(what, done + per_chunk, n_records, per_chunk,
+                             record_every * timestep_fs * 1e-3)
         self._nbrs = nbrs
         return _segment(ensemble, temperature_K, timestep_fs, record_every, n_steps, self,
                         records, None if failure is None else failure[1])

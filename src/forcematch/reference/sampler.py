@@ -21,6 +21,7 @@ from openmm import unit
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
 from forcematch.h5md import write_h5md
+from forcematch.progress import bar as progress_bar
 from forcematch.provenance import provenance
 from forcematch.reference.checkpoint import ReplicaCheckpoint
 from forcematch.reference.progress import Progress, emit
@@ -237,9 +238,11 @@ class _ReplicaRun:
         it, and the message says where it is.
         """
         n_frames, t0, i = self.settings.n_frames, time.perf_counter(), start
+        bar = progress_bar(n_frames - start, f"replica {self.replica}", "frame")
         try:
             for i in range(start, n_frames):
                 self._sample_frame(i)
+                bar.update(1)
                 if (i + 1) % self.settings.checkpoint_every == 0 and i + 1 < n_frames:
                     self.new_context(self.checkpoint.commit(
                         self.context, self.positions, self.forces, self.energies, i + 1))
@@ -256,6 +259,8 @@ class _ReplicaRun:
             raise
         except ForcematchError as exc:
             raise self._failed(exc) from exc
+        finally:
+            bar.close()
         return True
 
     def _failed(self, error: ForcematchError) -> ForcematchError:

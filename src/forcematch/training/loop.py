@@ -50,6 +50,7 @@ from forcematch.models import (
     with_data_species,
 )
 from forcematch.potential import MODEL_FORMAT
+from forcematch.progress import bar as progress_bar
 from forcematch.training import checkpoint, parallel
 from forcematch.training.batches import Prefetcher, batch_indices, seeded_subset
 from forcematch.training.evaluate import evaluate, refit_offset
@@ -287,9 +288,11 @@ class Trainer:
         order = batch_indices(self.cfg["seed"], self.n_train, self.batch_size, self.step,
                               self.total_steps)
         self.epoch_t0, self.epoch_frames = time.perf_counter(), 0
-        with Prefetcher(self._load_batch, order, depth=_PREFETCH_BATCHES) as prefetch:
+        with (Prefetcher(self._load_batch, order, depth=_PREFETCH_BATCHES) as prefetch,
+              progress_bar(self.total_steps - self.step, "training", "step") as steps):
             for idx, batch in prefetch:
                 self.take_step(idx, batch)
+                steps.update(1)
                 if self.step % self.steps_per_epoch == 0:
                     self.end_epoch()
                 elif self.step - self.last_saved >= self.cfg["checkpoint_every_steps"]:
