@@ -27,6 +27,13 @@ by itself (its own pair list within the cutoff, no integrator, no skin), chained
 jitted scan. With `--threads 1` the process is pinned to one CPU (`--cpu`), so XLA's helper
 thread and OpenMM count on that core.
 
+OpenMM with an exported pair model ("openmm-export(<label>)", for each `pair` model): the
+System of `forcematch export` (`calculators.export.openmm_system`: one CustomNonbondedForce of
+tabulated pair functions, the default grids, r_min 0.9 × the start's closest pair) for the
+same atoms in the same box, run by the same `OpenMMEngine` on the CPU platform: its "ratio to
+OpenMM" is the tables' cost against OpenMM's own NonbondedForce LJ (switched, dispersion
+correction). Like the model engines, it needs a trained model for realistic dynamics.
+
     python benchmarks/md_speed.py [--sizes 100 1000 10000] [--models pair atomic mpnn]
         [--steps 2000] [--atom-steps 600000] [--repeats 3] [--threads 1]
         [--model-dir results/train/pair-joint-nall/model ...]
@@ -140,9 +147,24 @@ def nve_run(engine, start, n_steps: int, record_every: int, md: dict, temperatur
     return wall, cpu, COMPILE_S[0] - compile_before, segment.final_state()
 
 
+def exported_openmm(potential, lj, start, threads: int):
+    """An OpenMMEngine (CPU platform) whose System is the exported tables of the pair model
+    `potential` for `lj`'s atoms and box (see the module docstring)."""
+    from forcematch.calculators.export import openmm_system
+    from forcematch.calculators.tables import PairFunctions, automatic_grids
+    from forcematch.md.reference import OpenMMEngine
+
+    box = np.full(3, lj.box_nm)
+    r_min = 0.9 * float(min_pair_distance_nm(np.asarray(start[0])[None], box)[0])
+    tables = automatic_grids(PairFunctions(potential), r_min, None, None)[0]
+    engine = OpenMMEngine(lj, "CPU", threads)
+    engine._system = openmm_system(tables, lj.masses_amu, potential.species, box)  # its System
+    return engine
+
+
 def build_engines(lj, start, specs, args, config) -> tuple[dict, dict]:
-    """({label: engine}, {label: why it was skipped}) for OpenMM and each model of `specs`
-    ([(label, family, model_dir or None)])."""
+    """({label: engine}, {label: why it was skipped}) for OpenMM, each model of `specs`
+    ([(label, family, model_dir or None)]) and, for a pair model, OpenMM with its export."""
     from forcematch.md.engine import ModelEngine
     from forcematch.md.reference import OpenMMEngine
 
@@ -152,6 +174,9 @@ def build_engines(lj, start, specs, args, config) -> tuple[dict, dict]:
         try:
             potential = make_potential(name, lj, start[0], config["model"].get(name or ""),
                                        model_dir)
+            if potential.model_name == "pair":
+                engines[f"openmm-export({label})"] = exported_openmm(potential, lj, start,
+                                                                     args.threads)
             engines[label] = ModelEngine(potential, masses, box, skin_nm=config["md"]["skin_nm"],
                                         friction_per_ps=config["md"]["friction_per_ps"],
                                         progress=on_progress)
@@ -230,6 +255,11 @@ def print_part1(runs, skipped, n_atoms, args, config) -> None:
               f"| {rows[-1]['wall']:.2f} ({rows[-1]['compile']:.2f}) |")
     for name, why in skipped.items():
         print(f"| {name} | skipped: {why} | | | |")
+    for name, rows in runs.items():
+        if name.startswith("openmm-export"):
+            steady = statistics.median(r["steady_steps_s"] for r in rows[:-1])
+            print(f"\n{name}: {steady:,.0f} steps/s, {steady / base:.3f} x OpenMM's own "
+                  f"NonbondedForce LJ ({base:,.0f} steps/s), same atoms and box, CPU platform")
 
 
 def steps_for(n_atoms: int, args, config) -> int:
@@ -263,7 +293,7 @@ def scan_size(n, base, specs, args, config, cache) -> list[dict]:
         try:
             row |= measure(engine, start, steps, md["record_every"], md,
                            system["temperature_K"], warm=n in cache)
-            if name != "openmm":
+            if not name.startswith("openmm"):
                 row["forces_us"] = forces_alone_us_per_atom(engine.potential, lj, start[0])
         except Exception as exc:  # noqa: BLE001 - out of memory, a list overflow, ...
             row["skipped"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
@@ -287,7 +317,8 @@ def print_scan(rows) -> None:
         us = 1e6 / r["steady_steps_s"] / r["n"]
         first.setdefault(r["name"], us)
         forces = f"{r['forces_us']:.2f}" if "forces_us" in r else "–"
-        print(f"| {r['name']} | {r['n']:,} | {r['list'] if r['name'] != 'openmm' else 'OpenMM'} "
+        kind = "OpenMM" if r["name"].startswith("openmm") else r["list"]
+        print(f"| {r['name']} | {r['n']:,} | {kind} "
               f"| {r['steps']} | {us:.2f} | {us / first[r['name']]:.2f} | {forces} "
               f"| {r['wall']:.2f} | {r['compile']:.2f} | {r['cpu'] / r['wall']:.2f} "
               f"| {r['check_ms']:.1f} |")

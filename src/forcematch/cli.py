@@ -46,6 +46,16 @@ def _positive(text: str) -> int:
     return _integer(text, 1)
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value > 0 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def _n_train(text: str) -> str:
     """'all' or a frame count >= 1 (kept as text: `sweep.run_config` takes either)."""
     if text == "all":
@@ -113,6 +123,30 @@ def _add_train_parser(sub) -> None:
                         "(0, the default: all)")
 
 
+def _add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="a trained pair model as an OpenMM System (system.xml) "
+                       "and a LAMMPS pair_style table (forcematch.table, pair_coeff.lammps)")
+    p.set_defaults(func=commands.cmd_export)
+    p.add_argument("--model", required=True, help="trained pair model directory")
+    p.add_argument("--dataset-dir", required=True,
+                   help="the dataset the model was trained on (masses, box, closest pairs)")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--lammps-units", choices=["real", "metal"], default="real",
+                   help="real: kcal/mol and Å (default); metal: eV and Å")
+    p.add_argument("--lammps-style", choices=["linear", "spline"], default="linear",
+                   help="pair_style table interpolation (default linear)")
+    p.add_argument("--dr-nm", type=_positive_float,
+                   help="OpenMM table spacing (nm); default: 0.001, halved until the max "
+                        "force error is below 1e-4 of the force RMS")
+    p.add_argument("--lammps-points", type=_positive, metavar="N",
+                   help="LAMMPS table points; default: 2000, doubled until the same bound")
+    p.add_argument("--r-min-nm", type=_positive_float,
+                   help="where the repulsive continuation replaces the model (default: the "
+                        "closest pair of each species pair in the training split)")
+    p.add_argument("--threads", type=_positive, default=1, help="CPU threads (XLA, BLAS)")
+    p.add_argument("--quiet", action="store_true", help="no status lines (errors still show)")
+
+
 def _add_config_parsers(sub) -> None:
     p = sub.add_parser("info", help="versions, JAX devices and OpenMM platforms")
     p.set_defaults(func=commands.cmd_info)
@@ -162,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "drift, stability, RDF and pressure")
     p.add_argument("--model", help="trained model directory; omit for the reference")
     p.add_argument("--reference-dir", help="the reference's md output (with --model)")
+    _add_export_parser(sub)
     p = _stage_parser(sub, "diagnose-collapse", commands.cmd_diagnose_collapse,
                       "training runs that show why force-only training can collapse")
     p.add_argument("--n-train", type=_positive, metavar="N",

@@ -272,6 +272,19 @@ def cmd_md(args) -> None:
                      _out_dir(args.out_dir))
 
 
+def cmd_export(args) -> None:
+    """A trained pair model tabulated for OpenMM and LAMMPS (`calculators.export`)."""
+    limit_threads(args.threads)
+    from forcematch.calculators.export import export_model
+
+    model_dir = _existing_dir(args.model, "model directory")
+    _existing_splits(args.dataset_dir, ("train",))
+    export_model(model_dir, Path(args.dataset_dir).expanduser().resolve(),
+                 _out_dir(args.out_dir), lammps_units=args.lammps_units,
+                 lammps_style=args.lammps_style, dr_nm=args.dr_nm,
+                 lammps_points=args.lammps_points, r_min_nm=args.r_min_nm)
+
+
 def cmd_diagnose_collapse(args) -> None:
     limit_threads(args.threads)
     from forcematch.config import load_config, validate_config
