@@ -11,7 +11,6 @@ from snakemake.utils import min_version
 
 from forcematch.config import (
     STAGE_SECTIONS,
-    config_hash,
     data_parts,
     load_config,
     write_slice,

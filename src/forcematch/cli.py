@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md-dirs", nargs="+", default=(),
                    help="outputs of forcematch md, 'reference' among them (adds the MD figures)")
     p.add_argument("--config-label", help="the config the inputs came from, for the headline "
-                   "of each figure (the workflow gives the file and its hash)")
+                   "of each figure (e.g. the config file's name)")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=commands.cmd_figures)
     return parser

@@ -125,6 +125,9 @@ HEADLINES: dict[str, Callable[[Inputs], str]] = {
 def headline(name: str, inputs: Inputs, config_label: str | None) -> str:
     """The headline paragraph of figure `name` (reStructuredText, no markup characters from
     the data): the config it came from, then its numbers."""
-    source = f"Config: {config_label}. " if config_label else ""
+    hashes = sorted({str((m.get("provenance") or {}).get("config_hash"))
+                     for m in inputs.metrics.values()})
+    source = (f"Config: {config_label}, validation" if config_label else "Config: validation")
+    source += f" slice {', '.join(hashes)} (results/config/validate-<hash>.json). "
     text = source + HEADLINES[name](inputs)
     return text.replace("|", "/").replace("*", "x").replace("`", "'") + "\n"

@@ -28,7 +28,6 @@ rule figures:
             f"--diagnose-dir {Path(input.diagnose[0]).parent}" if input.diagnose else ""),
         md_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.md],
         out_dir=lambda wildcards, output: str(Path(output.provenance).parent),
-        config_label=f"{CONFIG_FILE.name}, config {config_hash(CONFIG)}",
     log:
         "results/logs/figures.log",
     benchmark:
@@ -40,5 +39,5 @@ rule figures:
     shell:
         "forcematch figures --validate-dirs {params.validate_dirs}"
         " --train-dirs {params.train_dirs} {params.diagnose}"
-        " --md-dirs {params.md_dirs} --config-label {params.config_label:q}"
+        " --md-dirs {params.md_dirs}"
         " --out-dir {params.out_dir} > {log} 2>&1"
