@@ -202,7 +202,8 @@ def test_openmm_md_with_the_export_keeps_the_liquid_of_the_data(exported):
     independent replicas (train, val, test; 0.41 when written), times 1.5, because the
     tiny replicas are short and still relaxing (the reference System itself, run the same way
     from the same frame, differs from the test RDF by 0.32 to 0.49). Measured: 0.41 < 0.61.
-    An ideal gas (g = 1 against a first peak of 2.7) or a collapse would fail it."""
+    An ideal gas (g = 1 against a first peak of 2.7) or a collapse would fail it. Against the
+    same model run by `forcematch md`'s engine (JAX MD) the same way: 0.085."""
     from forcematch.config import load_config
     from forcematch.md.checks import rdf
     from forcematch.md.record import min_pair_distance_nm
@@ -217,8 +218,31 @@ def test_openmm_md_with_the_export_keeps_the_liquid_of_the_data(exported):
     frames = openmm_nvt_positions(system, test.positions_nm[0], temperature, seed=1)
     assert np.isfinite(frames).all()
     assert min_pair_distance_nm(frames, box).min() > exported.summary["pairs"][0]["r_lo_nm"]
-    delta = float(np.max(np.abs(rdf(frames, box, n_bins=RDF_BINS)[1] - g[-1])))
+    g_export = rdf(frames, box, n_bins=RDF_BINS)[1]
+    delta = float(np.max(np.abs(g_export - g[-1])))
     assert delta < 1.5 * floor, f"max |dg| {delta:.3f} against a noise floor of {floor:.3f}"
+    # The same model through `forcematch md`'s engine (JAX MD, BAOAB), run the same way.
+    g_md = rdf(jax_md_nvt_positions(exported, temperature, seed=1), box, n_bins=RDF_BINS)[1]
+    delta_md = float(np.max(np.abs(g_export - g_md)))
+    assert delta_md < 1.5 * floor, f"max |dg| against JAX MD {delta_md:.3f}, floor {floor:.3f}"
+
+
+def jax_md_nvt_positions(exported, temperature_K: float, seed: int) -> np.ndarray:
+    """Positions [400,N,3] of the JAX model's own NVT (`md.engine.ModelEngine`, the engine of
+    `forcematch md`), sampled as `openmm_nvt_positions` samples the exported System."""
+    from forcematch.md.engine import ModelEngine
+    from forcematch.md.record import StabilityLimits
+
+    test = exported.test
+    engine = ModelEngine(load_model(exported.model), test.masses_amu, test.box_nm[0],
+                         species=test.species)
+    limits = StabilityLimits(min_distance_nm=0.0, runaway_factor=10.0)
+    start = engine.run("nvt", test.positions_nm[0], None, temperature_K, 5.0, 100, 100, seed,
+                       1.0, limits)
+    run = engine.run("nvt", start.positions_nm[-1], start.velocities_nm_ps[-1], temperature_K,
+                     5.0, 4000, 10, seed + 1, 1.0, limits)
+    assert run.failure is None, run.failure
+    return run.positions_nm[1:]
 
 
 def test_export_refuses_a_model_that_is_not_pairwise(tiny_data, tmp_path, capsys,
