@@ -266,6 +266,40 @@ def test_n_train_subset_is_seeded(data, tmp_path):
         train(*data, dict(cfg, n_train=65), MODEL_CFG, CUTOFF, tmp_path / "c")
 
 
+def test_a_step_budget_trains_whole_epochs_and_evaluates_at_most_51_times(data, tmp_path,
+                                                                            monkeypatch):
+    """steps 105 on 16 frames in batches of 8 (2 steps/epoch): 53 epochs, 106 steps; rows every
+    2nd epoch and the last. Killed after the checkpoint of epoch 7 (between rows), the rerun
+    resumes the training-loss sums and writes the uninterrupted run's rows."""
+    from forcematch.training import checkpoint
+
+    cfg = dict(TRAIN_CFG, steps=105, epochs=1, n_train=16, checkpoint_every_steps=1000)
+    full = train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path / "full", progress=lambda _: None)
+    assert (full["epochs"], full["steps"]) == (53, math.ceil(105 / 2) * 2)
+    rows = read_metrics(tmp_path / "full" / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [*range(2, 53, 2), 53] and len(rows) <= 51
+    assert [int(r["step"]) for r in rows] == [2 * int(r["epoch"]) for r in rows]
+    save_state = checkpoint.save_state
+
+    def killed_after_step_14(ckpt, state):
+        save_state(ckpt, state)
+        if state["step"] == 14:
+            raise Killed
+
+    monkeypatch.setattr(checkpoint, "save_state", killed_after_step_14)
+    with pytest.raises(Killed):
+        train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path / "resumed", progress=lambda _: None)
+    monkeypatch.undo()
+    assert len(read_metrics(tmp_path / "resumed" / "checkpoint" / "metrics.csv")) == 3
+    lines = []
+    train(*data, cfg, MODEL_CFG, CUTOFF, tmp_path / "resumed", progress=lines.append)
+    assert "step 14/106" in lines[0] and "2 steps/epoch x 53 epochs" in lines[1]
+    resumed = read_metrics(tmp_path / "resumed" / "metrics.csv")
+    for a, b in zip(rows, resumed, strict=True):
+        assert {k: v for k, v in a.items() if k != "wall_s"} == {
+            k: v for k, v in b.items() if k != "wall_s"}
+
+
 def test_learning_rate_row_is_the_rate_of_the_epochs_last_step(trained):
     """metrics.csv's learning_rate is what the epoch's last optimiser step used."""
     out, _, _ = trained

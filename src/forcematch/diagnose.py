@@ -113,7 +113,9 @@ def _train_run(config: dict, name: str, splits: dict[str, Frames], stats: dict, 
 
     run = RUNS[name]
     train_cfg, model_cfg = _settings(config, run, n_train)
-    progress(f"{name}: {run.what}; {n_train} frames, {train_cfg['epochs']} epochs")
+    budget = (f"{train_cfg['epochs']} epochs" if train_cfg.get("steps") is None else
+              f"{train_cfg['steps']} steps (at most {train_cfg['max_epochs']} epochs)")
+    progress(f"{name}: {run.what}; {n_train} frames, {budget}")
     data = [relabel(splits[s], run.labels) for s in ("train", "val")]
     if run.labels == "decimated":
         stats = statistics(data[0])

@@ -41,8 +41,11 @@ def run_config(
 
     Settings apply in order: train, train_by_model[model], the loss, train_by_run[model-loss].
     loss 'force' zeroes train.energy_weight, 'energy' zeroes train.force_weight, 'joint' keeps
-    both. A training subset of n frames trains for train.epochs x (all frames / n) epochs,
-    capped at train.max_epochs, so small sets get a comparable number of optimiser steps.
+    both. A run with a step budget (train.steps set) keeps it whatever its size: steps do not
+    depend on the number of frames. With an epoch budget (train.steps null) a subset of n of the
+    simulated training frames trains for train.epochs x (all frames / n) epochs, capped at
+    train.max_epochs (never fewer than train.epochs), so small sets get a comparable number of
+    optimiser steps; a subset of imported data keeps train.epochs.
     """
     train = dict(config["train"])
     if model is not None:
@@ -64,7 +67,7 @@ def run_config(
         n = int(n_train)
         n_all = simulated_training_frames(config)
         train["n_train"] = n
-        if n_all is not None and n < n_all:
+        if train.get("steps") is None and n_all is not None and n < n_all:
             base_epochs = train["epochs"]
             train["epochs"] = min(math.ceil(train["epochs"] * n_all / n), train["max_epochs"])
             train["epochs"] = max(train["epochs"], base_epochs)

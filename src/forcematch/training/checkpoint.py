@@ -1,8 +1,8 @@
 """Files of a training run: the resumable checkpoint, the per-epoch metrics, the final model.
 
     out_dir/checkpoint/   config.json (the run's description) + state.msgpack (params,
-                          optimiser state, step, timers) + metrics.csv (one row per epoch,
-                          flushed): what a killed run resumes from; `lock` names the live
+                          optimiser state, step, timers) + metrics.csv (one row per evaluated
+                          epoch, flushed): what a killed run resumes from; `lock` names the live
                           process that trains here (`training.lock`)
     out_dir/model/        config.json + state.msgpack (params): read by `potential.load_model`
 
@@ -10,10 +10,12 @@ No pickle: arrays through `flax.serialization` (msgpack), metadata through JSON;
 written to a temporary name and renamed. A checkpoint is read as untrusted input
 (`forcematch.model_files`): a damaged one is refused, naming the file, never half-restored.
 
-metrics.csv columns: `learning_rate` is the rate the epoch's last optimiser step used
-(`schedule(step - 1)`: Optax evaluates the schedule at the count of steps taken before);
-`train_*` are means over the epoch's steps, `val_*` the `forcematch.metrics` keys on the
-per-epoch validation frames, `wall_s` seconds since the run started (summed over resumes).
+metrics.csv: a row per evaluated epoch, keyed by `epoch` (every epoch, or every k-th of a run
+of over 50 epochs and the last: `evaluate.evaluation_interval`). Columns: `learning_rate` is the
+rate the epoch's last optimiser step used (`schedule(step - 1)`: Optax evaluates the schedule at
+the count of steps taken before); `train_*` are means over the steps since the previous row,
+`val_*` the `forcematch.metrics` keys on the per-epoch validation frames, `wall_s` seconds since
+the run started (summed over resumes).
 """
 
 from __future__ import annotations
@@ -164,7 +166,8 @@ def start_afresh(out: Path, info: dict) -> None:
 
 
 def truncate_metrics(path: Path, completed_epochs: int) -> None:
-    """Keep only rows of epochs <= completed_epochs (a resumed run rewrites the rest)."""
+    """Keep only rows of epochs <= completed_epochs (a resumed run rewrites the rest; rows
+    are keyed by epoch, so sparse rows are kept or dropped alike)."""
     if not os.path.lexists(path):
         return
     text = read_regular_file(path, MAX_METRICS_BYTES).decode("utf-8", errors="replace")
@@ -179,7 +182,7 @@ def truncate_metrics(path: Path, completed_epochs: int) -> None:
 
 
 def append_metrics(path: Path, row: dict) -> None:
-    """Append one epoch's row (METRICS_COLUMNS) to the CSV at `path`, flushed to disk."""
+    """Append an evaluated epoch's row (METRICS_COLUMNS) to the CSV at `path`, flushed to disk."""
     new = not path.exists()
     line = ",".join(repr(float(row[c])) if c not in ("epoch", "step") else str(row[c])
                     for c in METRICS_COLUMNS) + "\n"

@@ -8,12 +8,14 @@ schema's `train` options: `forcematch.config.train_settings`) and the dataset st
 parameter gradient through the forces, the Optax update) is one jitted function compiled once,
 with static shapes (the last incomplete batch of an epoch is dropped).
 
-The `Trainer` follows MACE's shape: prepare (frames, capacity, model, run description), then
-`run` = resume or start, compile, steps with an evaluation and a checkpoint at the end of every
-epoch, and `finish` (refit the per-atom energy constant, final metrics on all validation
-frames, the model directory). Streamed and in-memory training give the same parameters bit for
-bit: the same batches (a pure function of seed and epoch), the same float32 inputs, the same
-statistics (given, never recomputed) and the same chunked evaluation.
+The `Trainer` follows MACE's shape: prepare (frames, capacity, model, run description; budget:
+`epochs`, or with `steps` set ceil(steps / steps per epoch) epochs, at most `max_epochs`), then
+`run` = resume or start, compile, steps with a checkpoint at every epoch end and an evaluation
+at 50 evenly spaced ones at most and the last, and `finish` (refit the per-atom energy
+constant, final metrics on all validation frames, the model directory). Streamed and in-memory
+training give the same parameters bit for bit: the same batches (a pure function of seed and
+epoch), the same float32 inputs, the same statistics (given, never recomputed) and the same
+chunked evaluation.
 
 Resuming: a later `train()` of the same run (same data fingerprints, model, statistics and
 settings except `checkpoint_every_steps`) continues from `out_dir/checkpoint/` at the saved
@@ -52,8 +54,8 @@ from forcematch.models import (
 from forcematch.potential import MODEL_FORMAT
 from forcematch.progress import bar as progress_bar
 from forcematch.training import checkpoint, parallel
+from forcematch.training import evaluate as ev
 from forcematch.training.batches import Prefetcher, batch_indices, seeded_subset
-from forcematch.training.evaluate import evaluate, refit_offset
 from forcematch.training.optim import make_optimizer, make_schedule
 
 _PREFETCH_BATCHES = 3  # batches read ahead by the background thread
@@ -132,7 +134,10 @@ class Trainer:
         if cfg["energy_loss"] == "centred" and cfg["energy_weight"] > 0 and self.batch_size < 2:
             raise ForcematchError("energy_loss 'centred' needs batches of at least 2 frames")
         self.steps_per_epoch = self.n_train // self.batch_size
-        self.total_steps = self.steps_per_epoch * cfg["epochs"]
+        self.epochs = (cfg["epochs"] if cfg["steps"] is None else min(
+            math.ceil(cfg["steps"] / self.steps_per_epoch), cfg["max_epochs"]))
+        self.total_steps = self.steps_per_epoch * self.epochs
+        self.eval_every = ev.evaluation_interval(self.epochs)
 
     def _scan(self, cutoff_nm: float) -> tuple[int, dict]:
         """One read of all frames: fingerprints, finiteness, and the neighbour capacity that
@@ -164,7 +169,7 @@ class Trainer:
                                  jnp.asarray(first.box_nm[0], jnp.float32), self.species)
         return {"params": params, "opt_state": self.optimizer.init(params), "step": 0,
                 "wall_s": 0.0, "train_s": 0.0,  # train_s: seconds inside training steps
-                "epoch_sums": np.zeros(4)}  # sums of loss, energy loss, force loss; n steps
+                "epoch_sums": np.zeros(4)}  # loss, energy, force loss sums; steps: since last row
 
     def _restore_or_start(self, restart_stale: bool) -> dict:
         state = self._initial_state()
@@ -272,7 +277,7 @@ class Trainer:
             f"training {self.model.name} model {json.dumps(self.model.config)} on "
             f"{self.n_train} frames of {self.n_atoms} atoms ({data}): batch {self.batch_size} "
             f"over {self.n_devices} {kind} device{plural}, {self.steps_per_epoch} steps/epoch x "
-            f"{self.cfg['epochs']} epochs, neighbour capacity {self.model.capacity}; compiled "
+            f"{self.epochs} epochs, neighbour capacity {self.model.capacity}; compiled "
             f"in {compile_s:.1f} s")
 
     def _load_batch(self, idx: np.ndarray):
@@ -321,43 +326,30 @@ class Trainer:
         self.last_saved = self.step
 
     def end_epoch(self) -> None:
-        """Validate on the per-epoch frames, append the metrics row, checkpoint, report."""
-        epoch_s = time.perf_counter() - self.epoch_t0
+        """Checkpoint; every `eval_every`-th and the last epoch, also validate on the per-epoch
+        frames, append the metrics row (training losses since the previous row) and report."""
+        epoch = self.step // self.steps_per_epoch
+        if epoch % self.eval_every and epoch != self.epochs:
+            self.save()  # the loss sums, kept in the checkpoint, run on to the next row
+            return
+        frames_per_s = self.epoch_frames / (time.perf_counter() - self.epoch_t0)
         m = self.evaluate(self.val_epoch, self.refit_offset(self.fit_src))
-        s = self.sums
-        row = {
-            "epoch": self.step // self.steps_per_epoch, "step": self.step,
-            # the rate of the epoch's last step: Optax's count before that step was step - 1
-            "learning_rate": float(self.schedule(self.step - 1)),
-            "train_loss": s[0] / s[3], "train_energy_loss": s[1] / s[3],
-            "train_force_loss": s[2] / s[3],
-            "val_force_rmse_kJ_mol_nm": m["force_rmse"], "val_force_rmse_rel": m["force_rmse_rel"],
-            "val_energy_mae_per_atom_kJ_mol": m["energy_mae_per_atom"],
-            "val_force_std_ratio": m["force_std_ratio"], "val_force_corr": m["force_corr"],
-            "zero_force_loss": self.zero_force_loss,
-            "wall_s": self.wall0 + time.perf_counter(),
-        }
+        row = ev.metrics_row(epoch, self.step, self.schedule, self.sums, m, self.zero_force_loss,
+                             self.wall0 + time.perf_counter())
         checkpoint.append_metrics(self.out / "checkpoint" / "metrics.csv", row)
         self.sums[:] = 0.0
         self.save()
-        self.progress(
-            f"epoch {row['epoch']}/{self.cfg['epochs']} step {self.step} "
-            f"lr {row['learning_rate']:.2e} loss {row['train_loss']:.3e} "
-            f"(E {row['train_energy_loss']:.3e}, F {row['train_force_loss']:.3e}; zero forces "
-            f"{self.zero_force_loss:.3e}) "
-            f"val force RMSE {m['force_rmse']:.4g} kJ/mol/nm "
-            f"({100 * m['force_rmse_rel']:.2f} %), E MAE {m['energy_mae_per_atom']:.2e} "
-            f"kJ/mol/atom, {self.epoch_frames / epoch_s:.0f} frames/s")
+        self.progress(ev.progress_line(row, self.epochs, frames_per_s))
         self.epoch_t0, self.epoch_frames = time.perf_counter(), 0
 
     # -- evaluation -------------------------------------------------------------------------
     def refit_offset(self, source: FrameSource) -> float:
         """Least-squares energy per atom (kJ/mol) of the current parameters on `source`."""
-        return refit_offset(self.energies_jit, self.params, self.species, source, self.norm)
+        return ev.refit_offset(self.energies_jit, self.params, self.species, source, self.norm)
 
     def evaluate(self, source: FrameSource, shift: float) -> dict:
         """Accuracy of the current parameters on `source` with energy constant `shift`."""
-        return evaluate(self.predict_jit, self.params, self.species, source, self.norm, shift)
+        return ev.evaluate(self.predict_jit, self.params, self.species, source, self.norm, shift)
 
     def _raise_divergence(self, idx: np.ndarray, value: float):
         """ForcematchError for a non-finite loss on the batch `idx`: a neighbour-list overflow
@@ -386,7 +378,7 @@ class Trainer:
         shift = self.refit_offset(self.train_src)
         m = self.evaluate(self.val_src, shift)
         final = {
-            "model": self.model.name, "epochs": self.cfg["epochs"], "steps": self.total_steps,
+            "model": self.model.name, "epochs": self.epochs, "steps": self.total_steps,
             "n_train_frames": self.n_train, "n_val_frames": self.val_src.n_frames,
             **{f"val_{k}": v for k, v in m.items()},
             "energy_shift_per_atom_trained_kJ_mol": self.norm.energy_shift_per_atom,
@@ -404,9 +396,5 @@ class Trainer:
         atomic_write_bytes(self.out / "metrics.csv",
                            (self.out / "checkpoint" / "metrics.csv").read_bytes())
         write_json(self.out / "final_metrics.json", final)
-        self.progress(
-            f"done: val force RMSE {m['force_rmse']:.4g} kJ/mol/nm "
-            f"({100 * m['force_rmse_rel']:.2f} % of std, {m['force_rmse_meV_A']:.3g} meV/Å), "
-            f"E MAE {m['energy_mae_per_atom_meV']:.3g} meV/atom on {self.val_src.n_frames} "
-            f"frames; model in {self.out / 'model'}")
+        self.progress(ev.final_line(m, self.val_src.n_frames, self.out / "model"))
         return final
