@@ -16,6 +16,7 @@ N = 32
 # The configurations the float64 tests use (missing keys: the schema defaults).
 SMALL = {
     "pair": {},
+    "spline": {"knot_spacing_nm": 0.02},
     "atomic": {"n_radial": 8, "n_angular": 3, "l_max": 3, "hidden": [16, 16]},
     "mpnn": {"features": 8, "n_basis": 8, "filter_hidden": [8], "readout_hidden": [8]},
 }
@@ -76,8 +77,23 @@ def random_mpnn_params(model, seed=0, scale=0.3):
     )
 
 
-RANDOM_PARAMS = {"pair": random_pair_params, "atomic": random_atomic_params,
-                 "mpnn": random_mpnn_params}
+def random_spline_params(model, seed=0, scale=0.3):
+    """Spline coefficients of a smooth random φ (three cosine modes with N(0, scale²)
+    amplitudes over the grid: independent noise per knot would make φ″″ so large that
+    finite differences lose their accuracy) and N(0, scale²) per-species constants."""
+    params = model.init(jax.random.PRNGKey(seed), None, None, None)
+    rng = np.random.default_rng(seed)
+    pairs, width = params["coefficients"].shape
+    x = np.linspace(0.0, 1.0, width)
+    amplitudes = rng.normal(0.0, scale, (pairs, 3))
+    coefficients = sum(amplitudes[:, [m]] * np.cos((m + 1) * np.pi * x) for m in range(3))
+    return {"coefficients": jnp.asarray(coefficients, jnp.float32),
+            "atom_energy": jnp.asarray(rng.normal(0.0, scale, params["atom_energy"].shape),
+                                       jnp.float32)}
+
+
+RANDOM_PARAMS = {"pair": random_pair_params, "spline": random_spline_params,
+                 "atomic": random_atomic_params, "mpnn": random_mpnn_params}
 
 
 def setup64(family, seed=0, model_config=None):

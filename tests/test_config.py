@@ -119,6 +119,25 @@ def test_sweep_runs_and_run_overrides():
         validate_config({"sweep": {"losses": ["forces"]}})
 
 
+def test_a_step_budget_is_not_scaled_for_subsets():
+    from forcematch.sweep import run_config
+
+    # 6,000 simulated training frames; steps do not depend on the size, so no epoch scaling
+    config = validate_config({"train": {"steps": 6000, "epochs": 8},
+                              "train_by_model": {"graph_network": {"steps": None}}})
+    for n in ("60", "600", "all"):
+        train = run_config(config, "pair", "force", n)["train"]
+        assert (train["steps"], train["epochs"]) == (6000, 8)
+    # a family back on an epoch budget is scaled as before
+    graph = run_config(config, "graph_network", "force", "600")["train"]
+    assert graph["steps"] is None and graph["epochs"] == 80
+    # the default experiment's budgets: its step counts whatever the subset
+    default = load_config(ROOT / "config" / "config.yaml")
+    steps = {m: run_config(default, m, "joint", "100")["train"]["steps"]
+             for m in ("pair", "atomic", "mpnn")}
+    assert steps == {"pair": 6000, "atomic": 2250, "mpnn": 6000}
+
+
 def test_settings_by_model_then_by_run():
     from forcematch.sweep import run_config
 
@@ -231,7 +250,8 @@ def test_model_settings_resolves_one_family():
     assert pair == {**model_settings("pair", None), "hidden": [8]}
     pair["hidden"].append(4)
     assert values == {"hidden": [8]}  # a deep copy: the caller's dict is never touched
-    with pytest.raises(ForcematchError, match="unknown model 'paer'; known models: pair, atomic"):
+    with pytest.raises(ForcematchError,
+                       match="unknown model 'paer'; known models: pair, spline, atomic"):
         model_settings("paer", {})
     with pytest.raises(ForcematchError,
                        match=r"^model: config key 'model\.atomic\.hidden\.1' must be of type int"):

@@ -285,12 +285,9 @@ def two_species_potential(positions_nm, box_nm, species, seed: int = 3):
 
 
 def test_two_species_tables_select_the_pair_function_of_each_pair(tiny_data):
-    from forcematch.calculators.export import (
-        closest_pairs_nm,
-        lammps_commands,
-        openmm_system,
-    )
+    from forcematch.calculators.export import lammps_commands, openmm_system
     from forcematch.calculators.tables import PairFunctions, automatic_grids, species_pairs
+    from forcematch.data.pairs import closest_pairs_nm
     from forcematch.data.sources import ArraySource
 
     test = read_h5md(tiny_data.dataset / "test.h5")

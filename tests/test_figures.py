@@ -46,7 +46,8 @@ def validation_dir(root: Path, name: str, n_train: int | None, seed: int = 0) ->
     metrics = {"name": name, "n_test_frames": 10, "provenance": {"stage": "validate"}}
     if n_train is not None:
         # The test set's RMSE over all frames: not the RMSE of the 500 points in the CSV.
-        metrics |= {"model": "pair", "loss": "joint", "n_train": n_train, "n_atoms": 32,
+        # a network family without a pair potential: no model directory needed
+        metrics |= {"model": "atomic", "loss": "joint", "n_train": n_train, "n_atoms": 32,
                     "force_rmse": 1.2345, "force_rmse_rel": 0.03, "energy_rmse_per_atom": 0.0101,
                     "energy_mae_per_atom_meV": 0.1}
     (d / "metrics.json").write_text(json.dumps(metrics))
@@ -185,3 +186,16 @@ def _edit(path: Path, **values) -> None:
 
 def _copy(directory: Path, root: Path) -> Path:
     return Path(shutil.copytree(directory, root / directory.name))
+
+
+def test_a_pair_family_run_without_its_model_is_refused(inputs, tmp_path):
+    """The pair-potential figure loads the model of each pair-family run: a run directory
+    without model/ is refused by name before anything is drawn."""
+    validate, train = inputs
+    metrics_path = validate[1] / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps(metrics | {"model": "spline"}))
+    with pytest.raises(ForcematchError, match="no model/ in the run directory of "
+                                              "pair-joint-nall"):
+        figures.make_figures(validate, train, tmp_path / "figures", progress=lambda _: None)
+    assert not (tmp_path / "figures").exists()

@@ -41,7 +41,7 @@ from forcematch.models import (
 )
 from forcematch.models.atomic import L_MAX_SUPPORTED
 
-SMOOTH_FAMILIES = ("pair", "atomic", "mpnn")
+SMOOTH_FAMILIES = ("pair", "spline", "atomic", "mpnn")
 
 
 def brute_force_pairs(pos, box, cutoff):
@@ -220,8 +220,8 @@ def test_normalisation_wrapper_and_batched_predict():
 
 # Relative force tolerances of the symmetry checks, and the least largest force of the random
 # models (so that the checks are not vacuous).
-ATOL = {"pair": 1e-9, "atomic": 1e-10, "mpnn": 1e-9}
-MIN_FORCE = {"pair": 0.0, "atomic": 1.0, "mpnn": 0.0}
+ATOL = {"pair": 1e-9, "spline": 1e-9, "atomic": 1e-10, "mpnn": 1e-9}
+MIN_FORCE = {"spline": 1.0, "pair": 0.0, "atomic": 1.0, "mpnn": 0.0}
 
 
 @pytest.mark.parametrize("family", SMOOTH_FAMILIES)
@@ -286,7 +286,8 @@ def _mpnn_frame(r):
     return jnp.array([[1.0, 1.0, 1.0], [1.3, 1.0, 1.0], [1.3 + r, 1.0, 1.0]])
 
 
-CROSSING = {"pair": (_pair_frame, 1.4, 401), "atomic": (_atomic_frame, 1.4, 401),
+CROSSING = {"pair": (_pair_frame, 1.4, 401), "spline": (_pair_frame, 1.4, 401),
+            "atomic": (_atomic_frame, 1.4, 401),
             "mpnn": (_mpnn_frame, 1.2, 201)}
 
 

@@ -122,7 +122,8 @@ def test_tiny_workflow_end_to_end(tiny_run):
     else:  # a 2-epoch model may fail: reported with its time, not crashed on
         assert md["equilibration"]["failure"] and not md["stable"]
     for name in ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size",
-                 "fd_error", "net_force", "collapse", "md_drift", "md_rdf", "md_summary"):
+                 "fd_error", "net_force", "collapse", "md_drift", "md_rdf", "md_summary",
+                 "pair_potential"):
         for ext in ("png", "pdf", "csv"):
             path = results / "figures" / f"{name}.{ext}"
             assert path.is_file() and path.stat().st_size > 0, path
@@ -179,7 +180,8 @@ def test_report_opens_in_a_browser_with_every_figure_and_its_headline(tiny_run, 
         captions = browser.execute_script(
             "return Object.fromEntries(Object.entries(results).map(([k, r]) => [k, r.caption]))")
         figures = sorted(Path(name).stem for name in captions)
-        assert len(figures) == 10 and "collapse" in figures and "md_rdf" in figures, figures
+        assert len(figures) == 11 and "collapse" in figures and "md_rdf" in figures, figures
+        assert "pair_potential" in figures
         widths = dict(browser.execute_async_script(_LOAD_IMAGES))
         assert all(width > 0 for width in widths.values()), widths
         for name, caption in captions.items():  # what it shows, the config, the numbers

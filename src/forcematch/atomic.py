@@ -299,3 +299,16 @@ def check_replaceable(path: str | os.PathLike, names: Iterable[str], option: str
         raise ForcematchError(
             f"output directory {path} holds files this stage did not write ({shown}); it would "
             f"be replaced whole: choose a new or empty {option}")
+
+
+def write_csv(path: str | os.PathLike, columns: dict[str, Iterable]) -> Path:
+    """Write `columns` (name -> values, all of one length) as a CSV with a header, atomically."""
+    import csv
+    import io
+
+    keys = list(columns)
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(keys)
+    writer.writerows(zip(*(columns[k] for k in keys), strict=True))
+    return atomic_write_text(path, text.getvalue())

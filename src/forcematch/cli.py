@@ -208,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diagnose-dir", help="output of diagnose-collapse (adds the collapse figure)")
     p.add_argument("--md-dirs", nargs="+", default=(),
                    help="outputs of forcematch md, 'reference' among them (adds the MD figures)")
+    p.add_argument("--dataset-dir", help="the dataset (train.h5) the models were trained on: "
+                   "its exact pair potential joins the pair-potential figure (simulated data)")
     p.add_argument("--config-label", help="the config the inputs came from, for the headline "
                    "of each figure (e.g. the config file's name)")
     p.add_argument("--out-dir", required=True)

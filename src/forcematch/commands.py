@@ -303,7 +303,7 @@ def cmd_figures(args) -> None:
 
     make_figures(args.validate_dirs, args.train_dirs, args.out_dir,
                  diagnose_dir=args.diagnose_dir, md_dirs=args.md_dirs,
-                 config_label=args.config_label)
+                 dataset_dir=args.dataset_dir, config_label=args.config_label)
 
 
 def cmd_import(args) -> None:

@@ -114,11 +114,18 @@ def _first_failure(summary: dict) -> str:
     return "NVE"
 
 
+def _pair_potential(inputs: Inputs) -> str:
+    return ("Pair families against the exact switched LJ, /F − F_exact/ in kJ/mol/nm from "
+            "0.02 nm above the closest training pairs to the cutoff: "
+            f"{inputs.drawn.get('pair_potential', 'none')}.")
+
+
 HEADLINES: dict[str, Callable[[Inputs], str]] = {
     "parity_force": _parity_force, "parity_energy": _parity_energy,
     "learning_curve": _learning_curve, "accuracy_vs_size": _accuracy_vs_size,
     "fd_error": _fd_error, "net_force": _net_force, "collapse": _collapse,
     "md_drift": _md_drift, "md_rdf": _md_rdf, "md_summary": _md_summary,
+    "pair_potential": _pair_potential,
 }
 
 

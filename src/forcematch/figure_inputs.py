@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from forcematch.calculators.tables import PAIR_FAMILIES
 from forcematch.errors import ForcematchError
 from forcematch.model_files import read_json_object, read_regular_file
 
@@ -42,6 +43,7 @@ class Inputs:
     diagnose_dir: Path | None
     summary: dict | None  # diagnose_dir/summary.json
     md: dict[str, dict] = field(default_factory=dict)  # md.json of each MD directory, by name
+    drawn: dict[str, str] = field(default_factory=dict)  # numbers a drawing measured, by figure
 
 
 def read_csv(path: Path, columns: Iterable[str] = ()) -> dict[str, np.ndarray]:
@@ -161,6 +163,11 @@ def load_inputs(validate_dirs: Sequence[str | Path], train_dirs: Sequence[str | 
         raise ForcematchError(f"--train-dirs: no training run for {', '.join(missing)} (the "
                               "learning curves need the run directory of every model trained "
                               "on all frames)")
+    pair_models = sorted(name for name, m in models.items() if m["model"] in PAIR_FAMILIES
+                         and name in trains and not (trains[name] / "model").is_dir())
+    if pair_models:
+        raise ForcematchError(f"--train-dirs: no model/ in the run directory of "
+                              f"{', '.join(pair_models)} (the pair-potential figure loads it)")
     summary = None
     if diagnose_dir is not None:
         diagnose_dir = _directories([diagnose_dir], "--diagnose-dir")[Path(diagnose_dir).name]

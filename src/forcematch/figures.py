@@ -13,7 +13,6 @@ Units are those of the CSV columns they plot: forces kJ/mol/nm, energies kJ/mol 
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,12 +26,14 @@ from forcematch.atomic import (  # noqa: E402
     atomic_directory,
     check_replaceable,
     output_errors,
+    write_csv,
     write_json,
 )
 from forcematch.config import config_hash  # noqa: E402
 from forcematch.figure_captions import HEADLINE_SUFFIX, headline  # noqa: E402
 from forcematch.figure_inputs import Inputs, load_inputs, read_csv  # noqa: E402
 from forcematch.md import figures as md_figures  # noqa: E402
+from forcematch.pair_figure import PAIR_FIGURE, pair_potential_figure, pair_runs  # noqa: E402
 from forcematch.provenance import provenance  # noqa: E402
 
 FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
@@ -41,7 +42,7 @@ FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size"
 
 def output_names() -> list[str]:
     """Every file `make_figures` may write (the output directory holds these and no other)."""
-    names = (*FIGURES, "collapse", *md_figures.MD_FIGURES)
+    names = (*FIGURES, "collapse", *md_figures.MD_FIGURES, PAIR_FIGURE)
     return ([f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
             + [f"{name}{HEADLINE_SUFFIX}" for name in names] + ["provenance.json"])
 
@@ -55,11 +56,7 @@ def _save(fig, out_dir: Path, name: str, columns: dict[str, Sequence]) -> None:
                         bbox_inches="tight")
     finally:
         plt.close(fig)
-    keys = list(columns)
-    with open(out_dir / f"{name}.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(keys)
-        writer.writerows(zip(*(columns[k] for k in keys), strict=True))
+    write_csv(out_dir / f"{name}.csv", columns)
 
 
 def _long(tables: dict[str, dict[str, np.ndarray]], keys: Sequence[str]) -> dict[str, list]:
@@ -212,6 +209,7 @@ def make_figures(
     *,
     diagnose_dir: str | Path | None = None,
     md_dirs: Sequence[str | Path] = (),
+    dataset_dir: str | Path | None = None,
     config_label: str | None = None,
     progress: Callable[[str], None] = print,
 ) -> list[Path]:
@@ -229,7 +227,7 @@ def make_figures(
     with output_errors(out_dir.parent, own_name=True):
         out_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_directory(out_dir) as tmp:
-        names = _draw(inputs, tmp)
+        names = _draw(inputs, tmp, None if dataset_dir is None else Path(dataset_dir))
         for name in names:
             (tmp / f"{name}{HEADLINE_SUFFIX}").write_text(headline(name, inputs, config_label))
         written = [out_dir / f"{name}{ext}" for name in names
@@ -246,8 +244,9 @@ def make_figures(
     return written
 
 
-def _draw(inputs: Inputs, out_dir: Path) -> list[str]:
-    """Draw every figure of `inputs` into `out_dir`; the names drawn."""
+def _draw(inputs: Inputs, out_dir: Path, dataset_dir: Path | None) -> list[str]:
+    """Draw every figure of `inputs` into `out_dir`; the names drawn. `dataset_dir`: where
+    the exact pair potential of simulated data comes from (the pair-potential figure)."""
     full, metrics = inputs.full, inputs.metrics
     parity_figure(full, metrics, out_dir, "force")
     parity_figure(full, metrics, out_dir, "energy")
@@ -263,13 +262,18 @@ def _draw(inputs: Inputs, out_dir: Path) -> list[str]:
                 or (metrics[name]["model"], metrics[name]["loss"]) == ("atomic", "energy")}
     net_force_figure(net_runs, out_dir)
     names = list(FIGURES)
+
+    def save(fig, name, columns):
+        _save(fig, out_dir, name, columns)
+
+    pair_numbers = pair_potential_figure(inputs, dataset_dir, save)
+    if pair_numbers is not None or pair_runs(inputs):
+        inputs.drawn[PAIR_FIGURE] = pair_numbers or "no exact pair potential (imported data)"
+        names.append(PAIR_FIGURE)
     if inputs.diagnose_dir is not None:
         collapse_figure(inputs.diagnose_dir, inputs.summary, out_dir)
         names.append("collapse")
     if inputs.md:
-        def save(fig, name, columns):
-            _save(fig, out_dir, name, columns)
-
         md_figures.drift_figure(inputs.md, save)
         md_figures.rdf_figure(inputs.md, [name for name in full if name in inputs.md], save)
         md_figures.summary_figure(inputs.md, metrics, save)

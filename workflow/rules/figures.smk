@@ -1,6 +1,8 @@
+# the pair-potential figure: drawn when a pair family (spline, pair) is in the sweep
+PAIR_FIGURE = any(run.split("-")[0] in ("pair", "spline") for run in RUNS)
 FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
                 "net_force", *(["collapse"] if DIAGNOSE else []), "md_drift", "md_rdf",
-                "md_summary"]
+                "md_summary", *(["pair_potential"] if PAIR_FIGURE else [])]
 
 
 rule figures:
@@ -10,6 +12,8 @@ rule figures:
         train=expand("results/train/{run}/metrics.csv", run=RUNS),
         diagnose=[rules.diagnose_collapse.output.summary] if DIAGNOSE else [],
         md=["results/md/reference/md.json"] + expand("results/md/{run}/md.json", run=RUNS),
+        # the exact pair potential of simulated data (the pair-potential figure)
+        dataset=rules.dataset.output.train,
     output:
         png=[
             report(f"results/figures/{name}.png", caption=f"../report/{name}.rst",
@@ -27,6 +31,7 @@ rule figures:
         diagnose=lambda wildcards, input: (
             f"--diagnose-dir {Path(input.diagnose[0]).parent}" if input.diagnose else ""),
         md_dirs=lambda wildcards, input: [str(Path(p).parent) for p in input.md],
+        dataset_dir=lambda wildcards, input: str(Path(input.dataset).parent),
         out_dir=lambda wildcards, output: str(Path(output.provenance).parent),
     log:
         "results/logs/figures.log",
@@ -39,5 +44,5 @@ rule figures:
     shell:
         "forcematch figures --validate-dirs {params.validate_dirs}"
         " --train-dirs {params.train_dirs} {params.diagnose}"
-        " --md-dirs {params.md_dirs}"
+        " --md-dirs {params.md_dirs} --dataset-dir {params.dataset_dir}"
         " --out-dir {params.out_dir} > {log} 2>&1"

@@ -202,34 +202,11 @@ def lammps_commands(tables: PairTables, units: str, style: str, points: int,
 
 
 # -- the training data: masses, box, closest pairs -----------------------------------------------
-def closest_pairs_nm(source, species, pairs) -> np.ndarray:
-    """Closest minimum-image distance (nm) between atoms of species a and b, per pair (a, b)
-    of `pairs` [P], over every frame of the frame source `source`; inf where there is none.
-    species [N]: the species index of each atom (all 0 for a single-species model)."""
-    from scipy.spatial import cKDTree
-
-    from forcematch.data.stats import blocks
-
-    best = np.full(len(pairs), np.inf)
-    groups = {int(s): np.flatnonzero(species == s) for s in np.unique(species)}
-    for block in blocks(source.n_frames, source.n_atoms):
-        for frame, box in zip(source.read_field("positions_nm", block), source.box_nm[block],
-                              strict=True):
-            wrapped = np.mod(frame, box)
-            wrapped[wrapped >= box] = 0.0  # mod can round up to the edge itself
-            trees = {s: cKDTree(wrapped[idx], boxsize=box) for s, idx in groups.items()}
-            for p, (a, b) in enumerate(pairs):
-                if a not in groups or b not in groups or (a == b and groups[a].size < 2):
-                    continue
-                d, _ = trees[b].query(wrapped[groups[a]], k=2 if a == b else 1)
-                best[p] = min(best[p], float((d[:, 1] if a == b else d).min()))
-    return best
-
-
 def training_inputs(potential, dataset_dir: Path) -> dict:
     """From the training split `dataset_dir`/train.h5 of the model: masses [N] (amu),
     species [N], box [3] (nm, the first frame's; `box_varies`) and the closest pair per
     species pair [P] (nm). Refuses a dataset of another config or other atoms."""
+    from forcematch.data.pairs import closest_pairs_nm
     from forcematch.data.sources import H5MDSource
     from forcematch.h5md import read_h5md, read_parameters
     from forcematch.provenance import require_same_origin

@@ -1,4 +1,5 @@
-"""A trained `pair` model tabulated in float64, and what each engine's interpolation costs.
+"""A trained pair potential (`pair` or `spline` family) tabulated in float64, and what each
+engine's interpolation costs.
 
     tables = export_pair_tables(potential, r_min_nm, dr_nm)   # PairTables
     errors = tabulation_errors(PairFunctions(potential), tables, lammps_points)
@@ -6,7 +7,7 @@
 
 `forcematch.calculators.export` writes the tables for OpenMM and LAMMPS.
 
-The pair model's energy (`models.pair`, `models.Normalisation`) is
+The energy of both families (`models.pair`, `models.spline`, `models.Normalisation`) is
     E = Σ_{i<j} φ_ab(r_ij) + Σ_i o_{s_i},  φ_ab(r) = energy_scale · pair_potential(r, ab)  (kJ/mol)
     o_s = energy_scale · b_s + energy_shift_per_atom                                      (kJ/mol)
 with ab the unordered species pair of i and j (one function when n_species is 1) and r in nm.
@@ -46,7 +47,7 @@ import numpy as np
 from forcematch.errors import ForcematchError
 from forcematch.units import KJ_MOL_PER_EV_SI, KJ_MOL_PER_KCAL_MOL, NM_TO_A
 
-PAIR_FAMILIES = ("pair",)
+PAIR_FAMILIES = ("pair", "spline")
 # Measured max |ΔF| / force RMS of trained argon models at the defaults: OpenMM's spline at
 # 0.001 nm 1.5e-5 (tiny config) and 1.4e-5 (0.8 nm cutoff), mostly where the wall joins at
 # r_min; LAMMPS linear 2.9e-5 at 2,000 points (tiny) and 2.6e-5 at 8,000 (0.8 nm).

@@ -255,11 +255,12 @@ def closest_pairs_nm(frames: Frames, frame_ids: np.ndarray) -> np.ndarray:
     """The closest pair distance (minimum image) of each frame in `frame_ids`."""
     from scipy.spatial import cKDTree
 
+    from forcematch.data.pairs import wrap
+
     out = np.empty(frame_ids.size)
     for i, k in enumerate(frame_ids):
         box = frames.box_nm[k]
-        wrapped = np.mod(frames.positions_nm[k], box)
-        wrapped = np.where(wrapped >= box, 0.0, wrapped)  # -1e-17 mod L rounds to L
+        wrapped = wrap(frames.positions_nm[k], box)
         distances, _ = cKDTree(wrapped, boxsize=box).query(wrapped, k=2)
         out[i] = distances[:, 1].min()
     return out

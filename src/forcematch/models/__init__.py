@@ -30,10 +30,13 @@ from forcematch.models.normalisation import (
     predict_fn,
 )
 from forcematch.models.pair import PairModel
+from forcematch.models.spline import SplineModel
 
 # The families; the config schema's `$defs/model_family` lists the same names (a test checks).
 MODELS: dict[str, type] = {
     "pair": PairModel,
+    # cubic B-spline pair potential fitted by linear least squares (MS-CG), the baseline
+    "spline": SplineModel,
     "atomic": AtomicModel,
     "mpnn": MPNNModel,
     # JAX MD's graph network, the model of its neural_networks notebook (the collapse study).

@@ -169,6 +169,22 @@ def lj_system_from_config(config: dict) -> LJSystem:
     )
 
 
+def switched_lj_pair(lj: LJSystem, a: int, b: int, r_nm: np.ndarray):
+    """(φ [M] kJ/mol, F = −dφ/dr [M] kJ/mol/nm) of species a and b at r [M] nm: the pair
+    potential OpenMM applies, 4ε((σ/r)¹² − (σ/r)⁶)·S(r), S = 1 − 10x³ + 15x⁴ − 6x⁵ with
+    x = (r − switch)/(cutoff − switch) clipped to [0, 1], and 0 beyond the cutoff."""
+    r = np.asarray(r_nm, np.float64)
+    sigma, epsilon = lj.sigma_table_nm[a, b], lj.epsilon_table_kJ_mol[a, b]
+    width = lj.cutoff_nm - lj.switch_nm
+    x = np.clip((r - lj.switch_nm) / width, 0.0, 1.0)
+    sr6 = (sigma / r) ** 6
+    lj_phi, lj_dphi = 4 * epsilon * (sr6**2 - sr6), 4 * epsilon * (-12 * sr6**2 + 6 * sr6) / r
+    switch, dswitch = 1 - 10 * x**3 + 15 * x**4 - 6 * x**5, -30 * x**2 * (1 - x) ** 2 / width
+    inside = r < lj.cutoff_nm
+    return (np.where(inside, lj_phi * switch, 0.0),
+            np.where(inside, -(lj_dphi * switch + lj_phi * dswitch), 0.0))
+
+
 def build_system(lj: LJSystem) -> openmm.System:
     """OpenMM System in a cubic box: one species, a NonbondedForce (CutoffPeriodic, switched,
     uncharged, dispersion correction); several, `mixture.custom_lj_force` (the same LJ with

@@ -18,6 +18,7 @@ from forcematch.data.frames import Frames
 from forcematch.data.sources import FrameSource, as_source
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
+from forcematch.models import with_data_species
 from forcematch.training.lock import CheckpointLock
 from forcematch.training.loop import Trainer
 
@@ -86,6 +87,9 @@ def train(
         except (FileExistsError, NotADirectoryError):
             raise ForcematchError(f"{ckpt} exists and is not a directory") from None
     with CheckpointLock(ckpt):
+        if settings["model"] == "spline":  # linear least squares, not an optimiser
+            return _fit_spline(train_data, val_data, settings, model_config, cutoff_nm, out,
+                               stats, provenance, progress)
         trainer = Trainer(as_source(train_data), as_source(val_data), settings, model_config,
                           cutoff_nm, out, stats=stats, devices=devices,
                           provenance=provenance, progress=progress)
@@ -93,6 +97,16 @@ def train(
             return trainer.run(restart_stale, preflight)
         except OutputError as err:
             raise err.with_hint(_resume_hint(err, trainer, ckpt)) from err
+
+
+def _fit_spline(train_data, val_data, settings, model_config, cutoff_nm, out, stats,
+                provenance, progress) -> dict:
+    from forcematch.linear.run import fit_spline
+
+    train_src, val_src = as_source(train_data), as_source(val_data)
+    return fit_spline(train_src, val_src, settings,
+                      with_data_species(model_config, train_src.species), float(cutoff_nm),
+                      out, stats=stats, provenance=provenance, progress=progress)
 
 
 def _resume_hint(err: OutputError, trainer: Trainer, ckpt: Path) -> str:
