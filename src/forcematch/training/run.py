@@ -51,22 +51,22 @@ def train(
     progress: Callable[[str], object] = print,
     preflight: str = "refuse",
 ) -> dict:
-    """Train (or resume training) a model; returns the final metrics (also final_metrics.json).
+    """Train (or resume training) a model, or fit a `spline` one (`forcematch.linear`); returns
+    the final metrics (also final_metrics.json).
 
     Args:
         train_data, val_data: training and validation frames of the same atoms.
-        settings: the `train` options (missing keys take the schema's defaults).
-        model_config: options of the model family `settings["model"]` (schema defaults).
-        cutoff_nm: model cutoff (nm).
+        settings, model_config: the `train` options and those of the model family
+            `settings["model"]` (missing keys take the schema's defaults); cutoff_nm: nm.
         out_dir: directory for checkpoint/, model/, metrics.csv, final_metrics.json.
         stats: normalisation statistics (`data.stats.statistics` keys, the dataset stage's
             stats.json); default: computed from `train_data` (which must then be a `Frames`).
         devices: data-parallel over the first `devices` local JAX devices (None or 0: all).
         restart_stale: a checkpoint of another run in out_dir is moved to checkpoint.stale
             and training starts afresh, instead of raising.
-        provenance: where the run came from (`forcematch.provenance.provenance`), stored in
-            the checkpoint, the model and final_metrics.json (not part of the resume check).
-        progress: called with one human-readable line per event (start, epoch, end).
+        provenance: where the run came from (`forcematch.provenance.provenance`), stored with
+            the checkpoint, model and final metrics (not part of the resume check).
+        progress: called with one line per event (start, epoch, end).
         preflight: the checks before training (`forcematch.preflight`, report in
             out_dir/preflight.json): "refuse" stops on a refusal, "warn" (for deliberately
             broken diagnostic runs) only reports it.
@@ -79,15 +79,14 @@ def train(
         if not isinstance(train_data, Frames):
             raise ForcematchError("train(): streamed training data needs `stats` (stats.json)")
         stats = statistics(train_data)
-    out = Path(out_dir)
-    ckpt = out / "checkpoint"
+    out, ckpt = Path(out_dir), Path(out_dir) / "checkpoint"
     with output_errors(ckpt, own_name=True):
         try:
             ckpt.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
             raise ForcematchError(f"{ckpt} exists and is not a directory") from None
     with CheckpointLock(ckpt):
-        if settings["model"] == "spline":  # linear least squares, not an optimiser
+        if settings["model"] == "spline":  # least squares, no optimiser (forcematch.linear)
             return _fit_spline(train_data, val_data, settings, model_config, cutoff_nm, out,
                                stats, provenance, progress)
         trainer = Trainer(as_source(train_data), as_source(val_data), settings, model_config,
