@@ -247,7 +247,7 @@ CASES = [
          check_config(train={"n_train": 41}),
          r"train.n_train = 41 exceeds the 40 training frames \(1 replicas x 40 frames\)"),
     Case("unknown-model", "unknown model family", check_config(train={"model": "mace"}),
-         r"config key 'train.model': 'mace' is not one of \['pair', 'atomic', 'mpnn', "
+         r"config key 'train.model': 'mace' is not one of \['pair', 'spline', 'atomic', 'mpnn', "
          r"'graph_network'\]"),
     Case("config-missing", "config file missing", config_missing,
          r"config file not found: .*nope.yaml"),

@@ -135,7 +135,7 @@ def test_a_step_budget_is_not_scaled_for_subsets():
     default = load_config(ROOT / "config" / "config.yaml")
     steps = {m: run_config(default, m, "joint", "100")["train"]["steps"]
              for m in ("pair", "atomic", "mpnn")}
-    assert steps == {"pair": 6000, "atomic": 2250, "mpnn": 6000}
+    assert steps == {"pair": 9000, "atomic": 2250, "mpnn": 6000}
 
 
 def test_settings_by_model_then_by_run():
