@@ -5,7 +5,7 @@ A spline model's forces and energies are linear in its coefficients c (`models.s
     F_i = −Σ_j φ′(r_ij) (x_i − x_j)/r_ij = Σ_col A_F[(i,α), col] c_col
     E   = Σ_{i<j} φ(r_ij) + Σ_s n_s b_s   = Σ_col A_E[frame, col] c_col
 
-with one column per (species pair t, interval k) coefficient and, for energies, one per species
+with one column per (species pair t, free coefficient k) and, for energies, one per species
 (the per-atom constants b_s). `accumulate` reads the frames in chunks and adds A_Fᵀ A_F, A_Fᵀ F,
 Σ F², and the same for energies, into one `NormalEquations` per block of frames: the design
 matrix of all frames is never held (a chunk's is at most `CHUNK_BYTES`). Pairs come from
@@ -146,10 +146,11 @@ class SplineDesign:
 @partial(jax.jit, static_argnames=("n_frames", "n_atoms", "n_full", "spacing_nm"))
 def _design(pairs, n_frames, *, n_atoms, n_full, spacing_nm):
     """The chunk's design matrices A_F [n_frames·N·3, K] and A_E [n_frames, K] over the *full*
-    coefficients (all n + DEGREE per species pair), float64 under x64. Each pair touches DEGREE + 1
-    consecutive columns, so it is scattered once per atom as a [3, DEGREE + 1] window at
-    (atom, first column) and the windows are then shifted into place: 2 scatters per pair
-    instead of 30 (6× faster than scattering every entry, measured)."""
+    coefficients (all n + DEGREE per species pair), float64 under x64. Each pair touches
+    DEGREE + 1 consecutive columns: one scatter per basis piece adds the pair's 3-vector to the
+    rows of its two atoms (10 indices per pair, not 30 entries). Measured per 50 frames of the
+    default data: 0.04 s, against 0.07 s for [3, DEGREE + 1] windows shifted into place; NumPy
+    `bincount` of every entry took 4× as long (0.66 s per 200 frames)."""
     width = DEGREE + 1
     first = pairs["base"] + pairs["k"]  # full column of piece 0
     values = jnp.stack(bspline_pieces(pairs["u"]), axis=-1) * pairs["mask"][:, None]
