@@ -12,9 +12,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-import jax
 import pytest
 import yaml
+
+from forcematch.commands import use_compilation_cache
+
+# JAX's persistent compilation cache, as every `forcematch` stage uses it (before JAX is
+# imported): the suite trains, validates and runs MD in-process with the same functions and
+# shapes many times, and a repeated compilation is then a file read.
+use_compilation_cache()
+
+import jax  # noqa: E402 (after the cache is configured)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"

@@ -65,6 +65,27 @@ def test_graph_network_is_jax_mds_energy_function(x64):
     np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-10)
 
 
+@pytest.mark.quick
+def test_graph_network_starts_from_the_notebooks_initialisers():
+    """`initialisation: notebook` (the default) draws what the haiku-era JAX MD of the notebook
+    drew: weights of standard deviation sqrt(1 / fan-in), biases sqrt(0.1 / width) (haiku's
+    VarianceScaling(0.1) of a vector); JAX MD 0.2.29's NNX defaults (`jax_md_nnx`) scale
+    weights by fan-average and start biases at zero."""
+    model = build_model("graph_network", {"mlp_sizes": [64, 64]}, CUTOFF)
+    encoder = model.init(jax.random.PRNGKey(0), None, None, None)["GraphNetEncoder"]
+    edge = encoder["edge_fns_0"]["layers_0"]  # fan-in 8 x 64 = 512
+    assert np.std(edge["kernel"]) == pytest.approx(np.sqrt(1 / 512), rel=0.05)
+    biases = np.concatenate([layer["bias"] for mlp in encoder.values()
+                             for layer in mlp.values()])
+    assert np.std(biases) == pytest.approx(np.sqrt(0.1 / 64), rel=0.05)
+    nnx_model = build_model("graph_network", {"mlp_sizes": [64, 64],
+                                              "initialisation": "jax_md_nnx"}, CUTOFF)
+    nnx_edge = nnx_model.init(jax.random.PRNGKey(0), None, None, None)[
+        "GraphNetEncoder"]["edge_fns_0"]["layers_0"]
+    assert np.std(nnx_edge["kernel"]) == pytest.approx(np.sqrt(2 / (512 + 64)), rel=0.05)
+    assert not np.any(nnx_edge["bias"])
+
+
 def test_graph_network_forces_sum_to_zero_and_match_finite_differences(x64):
     model = build_model("graph_network", SMALL_GN, CUTOFF)
     params = cast_params(model.init(jax.random.PRNGKey(0), None, None, None), jnp.float64)

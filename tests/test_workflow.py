@@ -103,7 +103,8 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert runs["pair-force"]["checks"]["label_sign"]["level"] == "ok"
     assert runs["pair-force-flipped"]["checks"]["label_sign"]["level"] == "refused"
     assert runs["graph_network-force-3A"]["checks"]["neighbours"]["level"] == "refused"
-    assert runs["graph_network-joint"]["checks"]["gradient_balance"]["energy_over_force"] > 100
+    balance = runs["graph_network-joint-checks"]["checks"]["gradient_balance"]
+    assert balance["energy_over_force"] > 100
     assert all(math.isfinite(r["force_corr"]) for r in runs.values() if r["trained"])
     epochs = np.genfromtxt(results / "train" / run / "metrics.csv", delimiter=",", names=True)
     assert len(np.atleast_1d(epochs["epoch"])) == 2

@@ -15,6 +15,9 @@ Runs (`RUNS`), all on the same training frames and budget (`diagnose` in the con
   loss (energy weight 10⁻³; the 2020 notebook's output × std(E) + mean(E));
 - the graph network at the notebook's own 3 Å cutoff: no argon pair within it, refused before
   training (forces are exactly zero under any loss);
+- the graph network's joint loss checked but not trained: the energy and force gradient norms
+  at initialisation, the cheap evidence of the default experiment (config/config.yaml), whose
+  graph-network training is config/collapse.yaml's;
 - the `pair` model force-only: the invariant, smooth reference;
 - force labels of the wrong sign, joint and force-only;
 - a coarse-grained case: every second atom integrated out, the labels the kept atoms' full
@@ -66,6 +69,9 @@ RUNS = {
     "graph_network-joint-energy_std": Run(
         "graph_network", "joint", "as joint, output x std(E) + mean(E) (2020 notebook)",
         train={"output_scale": "energy_std"}),
+    "graph_network-joint-checks": Run(
+        "graph_network", "joint", "notebook recipe, joint loss: the checks before training only",
+        trained=False),
     "graph_network-force-3A": Run(
         "graph_network", "force", "the notebook's 3 Å cutoff", model_options={"cutoff_nm": 0.3},
         trained=False),
@@ -141,6 +147,17 @@ def _test_result(name: str, model_dir: Path, test: Frames) -> dict:
             "energy_corr": float(energy_corr) if np.isfinite(energy_corr) else None}
 
 
+def _validation_subset(val: Frames, n_frames: int, seed: int) -> Frames:
+    """The `n_frames` validation frames every run evaluates, per epoch and at the end: the
+    subset training itself would draw (`seeded_subset`, tag 1), so a run's final validation
+    costs one epoch's, not the whole split's (the study's headline is the test frames)."""
+    from forcematch.training.batches import seeded_subset
+
+    if n_frames >= val.n_frames:
+        return val
+    return val.select(seeded_subset(seed, 1, val.n_frames, n_frames))
+
+
 def collapse_study(
     config: dict[str, Any],
     dataset_dir: str | Path,
@@ -154,6 +171,7 @@ def collapse_study(
     out_dir, dataset_dir = Path(out_dir), Path(dataset_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     splits = {name: read_h5md(dataset_dir / f"{name}.h5") for name in ("train", "val", "test")}
+    splits["val"] = _validation_subset(splits["val"], dcfg["val_frames"], config["train"]["seed"])
     stats = json.loads((dataset_dir / "stats.json").read_text())["train"]
     test = splits["test"].select(slice(0, min(dcfg["test_frames"], splits["test"].n_frames)))
     n_train = min(dcfg["n_train"], splits["train"].n_frames)

@@ -199,7 +199,23 @@ def collapse_figure(diagnose_dir: Path, summary: dict, out_dir: Path) -> None:
              ylim=(-0.05, 1.5))
     ax_s.legend(fontsize=7)
     ax_r.legend(fontsize=7)
+    if not any(name.startswith("graph_network") for name in tables):
+        fig.suptitle(_untrained_graph_network_note(summary), fontsize=9)
     _save(fig, out_dir, "collapse", _long(tables, keys))
+
+
+def _untrained_graph_network_note(summary: dict) -> str:
+    """The figure's pointer to the graph network's trained runs, with the gradient balance of
+    its joint loss where the study checked it without training."""
+    note = ("graph network (JAX MD notebook) not trained here: snakemake --cores 2 "
+            "--configfile config/collapse.yaml")
+    for name, run in summary["runs"].items():
+        ratio = (run.get("checks", {}).get("gradient_balance") or {}).get("energy_over_force")
+        if name.startswith("graph_network") and run.get("loss") == "joint" and ratio:
+            note = (f"graph network, notebook joint loss at initialisation: energy-term gradient "
+                    f"{ratio:.2g} x the force term's\n{note}")
+            break
+    return note
 
 
 def make_figures(

@@ -39,6 +39,27 @@ from forcematch.models.layers import ACTIVATIONS
 LENGTH_PER_NM = {"nm": 1.0, "angstrom": 10.0}
 
 
+def _notebook_initialisers() -> dict:
+    """The initialisers of the haiku-era JAX MD that the notebook ran (`EnergyGraphNet`'s
+    default `mlp_kwargs`): weights `hk.initializers.VarianceScaling()` (scale 1, fan-in,
+    truncated normal) and biases `VarianceScaling(0.1)`, which for a bias of width n is a
+    truncated normal of standard deviation sqrt(0.1 / n) (haiku takes n as the fan-in of a
+    vector). JAX MD 0.2.29 (NNX) initialises weights by fan-average and biases at zero."""
+    from jax.nn.initializers import variance_scaling
+
+    weights = variance_scaling(1.0, "fan_in", "truncated_normal")
+    bias_matrix_init = variance_scaling(0.1, "fan_in", "truncated_normal")
+
+    def biases(key, shape, dtype=jnp.float32):
+        (n,) = shape  # a [n, n] draw's fan-in is n: the same scale as haiku's vector rule
+        return bias_matrix_init(key, (n, n), dtype)[0]
+
+    return {"kernel_init": weights, "bias_init": biases}
+
+
+INITIALISERS = {"notebook": _notebook_initialisers, "jax_md_nnx": dict}
+
+
 def _jax_md():
     """JAX MD's energy, partition and space modules (imported on first use: ~5 s)."""
     from jax_md import energy, partition
@@ -69,7 +90,8 @@ class GraphNetworkModel(NeighbourListModel):
             in_node_features=1 if n_species == 1 else n_species, in_edge_features=3,
             n_recurrences=self.config["n_recurrences"],
             mlp_sizes=tuple(self.config["mlp_sizes"]),
-            activation=ACTIVATIONS[self.config["activation"]], format=partition.Sparse)
+            activation=ACTIVATIONS[self.config["activation"]], format=partition.Sparse,
+            **INITIALISERS[self.config["initialisation"]]())
         graphdef, state = nnx.split(net)
         return graphdef, nnx.to_pure_dict(state)
 
