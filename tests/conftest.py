@@ -28,6 +28,72 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
 
 
+# The quick tier (`pytest -m quick`, the inner loop: under 2 minutes on 2 cores): every module
+# and stage once on the tiny data, and one refusal of each family of the README's catalogue
+# (config, data, training and model files, import, MD). A name without brackets takes every
+# parameter of that test.
+QUICK = {
+    "test_atomic.py::test_descriptors_match_brute_force_triplets",
+    "test_bad_input.py::test_refused_with_a_clear_message[unknown-key]",
+    "test_bad_input.py::test_refused_with_a_clear_message[config-duplicate-key]",
+    "test_bad_input.py::test_refused_with_a_clear_message[test-forces-constant]",
+    "test_bad_input.py::test_refused_with_a_clear_message[force-labels-flipped]",
+    "test_bad_input.py::test_refused_with_a_clear_message[model-state-not-msgpack]",
+    "test_bad_input.py::test_refused_with_a_clear_message[import-units-missing]",
+    "test_bad_input.py::test_refused_with_a_clear_message[md-no-reference]",
+    "test_cli.py::test_model_path_that_is_a_file",
+    "test_cli.py::test_compilation_cache_defaults_and_respects_the_environment",
+    "test_collapse.py::test_graph_network_starts_from_the_notebooks_initialisers",
+    "test_collapse.py::test_a_cutoff_with_no_neighbours_is_refused_before_training",
+    "test_collapse.py::test_redefining_the_loss_after_jit_keeps_the_old_trace",
+    "test_config.py::test_cli_reports_config_error_and_exits_2",
+    "test_config.py::test_bounds_leave_the_shipped_configs_alone",
+    "test_data_checks.py::test_real_replicas_pass_every_check",
+    "test_dataset.py::test_build_dataset_writes_splits_and_stats",
+    "test_dataset.py::test_atom_count_mismatch_names_the_file",
+    "test_export.py::test_openmm_forces_and_energies_match_the_model",
+    "test_figures.py::test_parity_panels_state_the_rmse_of_metrics_json",
+    "test_h5md.py::test_mdanalysis_reads_with_units",
+    "test_h5md.py::test_round_trip_and_parameters",
+    "test_import.py::test_extxyz_equals_ase_converted",
+    "test_lock.py::test_a_killed_holder_leaves_no_stale_lock",
+    "test_md.py::test_strain_derivative_is_the_derivative_of_the_energy_with_volume",
+    "test_md_reference.py::test_drawn_velocities_have_no_net_momentum",
+    "test_mixture.py::test_ka_energies_and_forces_match_numpy",
+    "test_model_files.py::test_the_intact_model_loads_and_predicts",
+    "test_models.py::test_translation_invariance_and_zero_net_force[pair]",
+    "test_mpnn.py::test_atom_energies_sum_to_energy",
+    "test_progress.py::test_a_terminal_gets_a_bar_a_log_gets_lines_quiet_gets_nothing",
+    "test_reliability.py::test_nothing_on_a_load_path_can_run_code",
+    "test_simulate.py::test_run_replica_is_bitwise_reproducible_across_processes",
+    "test_space.py::test_cell_list_equals_dense_near_faces",
+    "test_spline.py::test_argon_fit_matches_the_switched_lj_within_its_band",
+    "test_streaming.py::test_prefetcher_order_errors_and_early_close",
+    "test_train.py::test_learning_rate_row_is_the_rate_of_the_epochs_last_step",
+    "test_validate.py::test_u_reference_only_for_its_state",
+    "test_workflow.py::test_stage_slices_give_the_stage_hashes_of_the_whole_config",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests of `QUICK` with `quick`; a name in QUICK that matches no test is an
+    error, so the tier cannot shrink silently when a test is renamed."""
+    found = set()
+    for item in items:
+        name = f"{Path(item.path).name}::{item.name}"
+        for key in (name, name.split("[")[0]):
+            if key in QUICK:
+                item.add_marker(pytest.mark.quick)
+                found.add(key)
+    collected = {Path(item.path).name for item in items}
+    missing = {key for key in QUICK - found if key.split("::")[0] in collected}
+    some_tests_only = (any("::" in arg for arg in config.args) or config.getoption("deselect")
+                       or config.getoption("keyword"))
+    if missing and not some_tests_only:
+        raise pytest.UsageError(f"tests/conftest.py QUICK names tests that do not exist: "
+                                f"{', '.join(sorted(missing))}")
+
+
 def tiny_config(directory: Path, name: str = "config.yaml", **sections) -> Path:
     """tests/config/tiny.yaml with the keys of `sections` ({section: {key: value}}) replaced,
     written to `directory/name`."""

@@ -65,7 +65,6 @@ def test_graph_network_is_jax_mds_energy_function(x64):
     np.testing.assert_allclose(float(ours), float(theirs), rtol=1e-10)
 
 
-@pytest.mark.quick
 def test_graph_network_starts_from_the_notebooks_initialisers():
     """`initialisation: notebook` (the default) draws what the haiku-era JAX MD of the notebook
     drew: weights of standard deviation sqrt(1 / fan-in), biases sqrt(0.1 / width) (haiku's
