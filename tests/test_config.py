@@ -365,11 +365,29 @@ def test_absurd_expansion_is_refused(raw, message):
 
 def test_bounds_leave_the_shipped_configs_alone():
     for name in ("config.yaml", "paper.yaml", "large.yaml", "md_100ps.yaml",
-                 "kob_andersen.yaml", "import_ase.yaml"):
+                 "kob_andersen.yaml", "import_ase.yaml", "collapse.yaml"):
         load_config(ROOT / "config" / name)
     # 500 runs exactly is allowed
     validate_config({"sweep": {"models": ["pair"], "losses": ["force"],
                                "n_train": list(range(1, 501))}, "train": {"batch_size": 1}})
+
+
+def test_the_collapse_config_changes_only_the_study():
+    """config/collapse.yaml is the default experiment with the graph network trained: every
+    stage's config slice but the study's equals the default's, so after a default run it
+    reruns only the study (and the figures), and the sweep's runs are untouched."""
+    from forcematch.sweep import run_slice, sweep_runs
+
+    default = load_config(ROOT / "config" / "config.yaml")
+    collapse = load_config(ROOT / "config" / "collapse.yaml")
+    for stage in ("simulate", "dataset", "validate", "md"):
+        assert stage_config(collapse, stage) == stage_config(default, stage), stage
+    assert sweep_runs(collapse) == sweep_runs(default)
+    for run in sweep_runs(default):
+        model, loss, _ = run.split("-")
+        assert run_slice(collapse, model, loss) == run_slice(default, model, loss), run
+    assert collapse["diagnose"]["enabled"] and collapse["diagnose"]["runs"] is None
+    assert stage_config(collapse, "diagnose") != stage_config(default, "diagnose")
 
 
 def test_slices_are_written_once_under_their_hash(tmp_path):
