@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
 
 
-# The quick tier (`pytest -m quick`, the inner loop: under 2 minutes on 2 cores): every module
-# and stage once on the tiny data, and one refusal of each family of the README's catalogue
-# (config, data, training and model files, import, MD). A name without brackets takes every
-# parameter of that test.
+# The quick tier (`pytest -m quick`, the inner loop: under 2 minutes on 2 cores): each stage's
+# code once, in-process, on the tiny data (MD through the OpenMM engine; the JAX MD engine and
+# the Snakemake runs are left to the full suite), and one refusal of each family of the README's
+# catalogue (config, data, training and model files, import, MD). A name without brackets takes
+# every parameter of that test.
 QUICK = {
     "test_atomic.py::test_descriptors_match_brute_force_triplets",
     "test_bad_input.py::test_refused_with_a_clear_message[unknown-key]",

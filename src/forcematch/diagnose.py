@@ -11,8 +11,9 @@ keeps the checks before training (`forcematch.preflight`: neighbours within the 
 labels' sign against the energies, the energy and force gradient norms at initialisation).
 
 Runs (`RUNS`), all on the same training frames and budget (`diagnose` in the config):
-- the graph network with the notebook's joint loss, force-only, and two ablations of the joint
-  loss (energy weight 10⁻³; the 2020 notebook's output × std(E) + mean(E));
+- the graph network with the notebook's joint loss, force-only, and three ablations of the
+  joint loss (energy weight 10⁻³; the 2020 notebook's output × std(E) + mean(E); JAX MD 0.2.29's
+  initialisers, whose forces start small);
 - the graph network at the notebook's own 3 Å cutoff: no argon pair within it, refused before
   training (forces are exactly zero under any loss);
 - the graph network's joint loss checked but not trained: the energy and force gradient norms
@@ -69,6 +70,9 @@ RUNS = {
     "graph_network-joint-energy_std": Run(
         "graph_network", "joint", "as joint, output x std(E) + mean(E) (2020 notebook)",
         train={"output_scale": "energy_std"}),
+    "graph_network-joint-nnx": Run(
+        "graph_network", "joint", "as joint, JAX MD 0.2.29's NNX initialisers",
+        model_options={"initialisation": "jax_md_nnx"}),
     "graph_network-joint-checks": Run(
         "graph_network", "joint", "notebook recipe, joint loss: the checks before training only",
         trained=False),
