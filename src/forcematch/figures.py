@@ -173,6 +173,9 @@ def net_force_figure(runs: dict[str, Path], out_dir: Path) -> None:
     _save(fig, out_dir, "net_force", _long(tables, keys))
 
 
+COLLAPSE_MARKERS = "os^vDxP<>"
+
+
 def collapse_figure(diagnose_dir: Path, summary: dict, out_dir: Path) -> None:
     """Force spread ratio (log scale) and correlation per epoch of the trained runs of the
     collapse study, and spread against correlation."""
@@ -180,14 +183,15 @@ def collapse_figure(diagnose_dir: Path, summary: dict, out_dir: Path) -> None:
     tables = {name: read_csv(diagnose_dir / name / "metrics.csv", keys)
               for name, run in summary["runs"].items() if run.get("trained", True)}
     fig, (ax_s, ax_c, ax_r) = plt.subplots(1, 3, figsize=(14, 4.2), layout="constrained")
-    for name, t in tables.items():
-        style = {"ls": "--"} if not name.startswith("graph_network") else {}
-        (line,) = ax_s.plot(t["epoch"], np.maximum(t["val_force_std_ratio"], 1e-4), marker="o",
-                            ms=3, label=name, **style)
-        ax_c.plot(t["epoch"], t["val_force_corr"], marker="o", ms=3, color=line.get_color(),
-                  **style)
-        ax_r.plot(t["val_force_corr"], t["val_force_std_ratio"], marker="o", ms=3,
-                  color=line.get_color(), **style)
+    for k, (name, t) in enumerate(tables.items()):
+        # open markers of different shapes: runs whose curves coincide (a model trained on
+        # sign-flipped labels learns -E, with the same force metrics) stay visible
+        style = {"ls": "-" if name.startswith("graph_network") else "--",
+                 "marker": COLLAPSE_MARKERS[k % len(COLLAPSE_MARKERS)], "ms": 5, "mfc": "none"}
+        (line,) = ax_s.plot(t["epoch"], np.maximum(t["val_force_std_ratio"], 1e-4), label=name,
+                            **style)
+        ax_c.plot(t["epoch"], t["val_force_corr"], color=line.get_color(), **style)
+        ax_r.plot(t["val_force_corr"], t["val_force_std_ratio"], color=line.get_color(), **style)
         ax_r.plot(t["val_force_corr"][-1:], t["val_force_std_ratio"][-1:], marker="*", ms=10,
                   color=line.get_color())
     ax_s.set(xlabel="epoch", ylabel="spread ratio std(F pred) / std(F label)", yscale="log",
