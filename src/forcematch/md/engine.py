@@ -32,10 +32,8 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax_md import partition, simulate
-from jax_md import space as jax_md_space
 
-from forcematch import space
+from forcematch import jax_md_modules, space
 from forcematch.errors import ForcematchError
 from forcematch.md.record import Segment, StabilityLimits, find_failure
 from forcematch.models import energy_fn
@@ -46,6 +44,8 @@ from forcematch.units import BOLTZMANN_KJ_MOL_K
 RECORDS_PER_CHUNK = 50  # records between overflow and stability checks (host round trips)
 CAPACITY_MULTIPLIER = 1.25  # neighbour-list slots per pair found at allocation
 MAX_REALLOCATIONS = 8  # larger lists tried for one chunk before giving up
+
+jax_md_space, partition, simulate = jax_md_modules.load("space", "partition", "simulate")
 
 
 def _records_per_chunk(n_records: int, largest: int = RECORDS_PER_CHUNK) -> int:
