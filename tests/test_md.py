@@ -19,7 +19,7 @@ from forcematch.md import checks
 from forcematch.md.engine import ModelEngine
 from forcematch.md.record import StabilityLimits
 from forcematch.md.run import run_model_md, run_reference_md
-from forcematch.potential import load_model
+from forcematch.potential import Potential, load_model
 from forcematch.training.run import train
 from forcematch.units import BOLTZMANN_KJ_MOL_K, KJ_MOL_NM3_TO_BAR
 
@@ -93,9 +93,31 @@ def test_nve_conserves_momentum_and_its_energy_error_scales_as_dt_squared(good_e
             seg = engine.run("nve", x, v, 100.0, dt, steps, every, 0, 1.0, NO_LIMITS)
             assert seg.failure is None
             assert checks.momentum_change(seg) < 1e-10  # float64: round-off only
+            # NVE starts from zero total momentum, though Langevin left the start some
+            assert np.abs(start.momentum_amu_nm_ps[-1]).max() > 1e-3
+            assert np.abs(seg.momentum_amu_nm_ps).max() < 1e-10
             fluctuation[dt] = checks.energy_drift(seg, 1.0)["fluctuation_eps_per_atom"]
     # Velocity Verlet: the energy error is O(dt^2); half the step, a quarter of the error.
     assert 3.0 < fluctuation[2.0] / fluctuation[1.0] < 5.5
+
+
+def test_langevin_ideal_gas_has_the_target_temperature_with_3n_degrees_of_freedom(
+        good_engine_start):
+    """JAX MD's BAOAB kicks every momentum, the total included: with no forces (the trained
+    model's parameters zeroed) <K> = 3N kT/2; 3N - 3 would read T 3.2 % high at 32 atoms."""
+    potential, test = good_engine_start
+    gas = Potential(potential.path, potential.info,
+                    jax.tree.map(jnp.zeros_like, potential.params))
+    n = test.n_atoms
+    # friction 20/ps: the kinetic energy decorrelates in 1/(2 x 20) ps, the record interval
+    engine = ModelEngine(gas, test.masses_amu, test.box_nm[0], friction_per_ps=20.0)
+    segment = engine.run("nvt", test.positions_nm[0], None, 100.0, 5.0, 20_000, 10, 1, 20.0,
+                         NO_LIMITS)
+    assert segment.failure is None and np.abs(segment.forces_kJ_mol_nm).max() == 0.0
+    t = checks.block_mean(segment.temperature_inst_K[1:], n_blocks=20)
+    assert t["error"] < 1.0  # K: the check below can tell 3N from 3N - 3 (3.2 K)
+    assert abs(t["mean"] - 100.0) < 3 * t["error"], t
+    assert abs(t["mean"] * 3 * n / (3 * n - 3) - 100.0) > 3 * t["error"], t
 
 
 def test_a_full_neighbour_list_is_reallocated_and_no_pair_is_lost(good_engine_start):

@@ -15,6 +15,7 @@ import pytest
 
 from forcematch.config import validate_config
 from forcematch.errors import ForcematchError
+from forcematch.md import checks
 from forcematch.md.record import Segment, StabilityLimits
 from forcematch.md.reference import (
     OpenMMEngine,
@@ -72,6 +73,9 @@ def test_nve_conserves_momentum(engine, liquid):
     thermal = math.sqrt(engine.masses_amu.sum() * BOLTZMANN_KJ_MOL_K * T_K)
     change = segment.momentum_amu_nm_ps - segment.momentum_amu_nm_ps[0]
     assert np.linalg.norm(change, axis=1).max() < 1e-5 * thermal
+    # NVE starts from zero total momentum, whatever the velocities it was given had
+    assert np.abs(liquid.momentum_amu_nm_ps[-1]).max() > 1e-3 * thermal  # Langevin's drift
+    assert np.linalg.norm(segment.momentum_amu_nm_ps, axis=1).max() < 1e-5 * thermal
 
 
 def test_nve_energy_fluctuation_scales_as_dt_squared(engine, liquid):
@@ -89,6 +93,22 @@ def test_nvt_mean_temperature_is_the_target(engine, liquid):
     segment = _run(engine, liquid, ensemble="nvt", n_steps=2000, record_every=10)
     assert segment.failure is None
     assert abs(float(np.mean(segment.temperature_inst_K[1:])) - T_K) < 5.0
+
+
+def test_langevin_ideal_gas_has_the_target_temperature_with_3n_degrees_of_freedom(lj):
+    """Langevin dynamics kicks every momentum, the total included (it does not conserve it):
+    with no forces <K> = 3N kT/2, and 3N - 3 degrees of freedom would read T 1 % high."""
+    gas = dataclasses.replace(lj, sigma_nm=1e-3, epsilon_kJ_mol=1e-9)  # forces ~ 0
+    engine = OpenMMEngine(gas, platform="CPU", threads=1)
+    start = lattice_positions_nm(gas, np.random.default_rng(0))
+    # friction 20/ps: the kinetic energy decorrelates in 1/(2 x 20) ps, the record interval
+    segment = engine.run("nvt", start, None, T_K, 5.0, 20_000, 10, seed=5,
+                         friction_per_ps=20.0, limits=StabilityLimits(0.0, 1e9))
+    assert segment.failure is None and np.abs(segment.forces_kJ_mol_nm).max() < 1e-6
+    t = checks.block_mean(segment.temperature_inst_K[1:], n_blocks=20)
+    assert t["error"] < 0.3  # K: the check below can tell 3N from 3N - 3 (1 K)
+    assert abs(t["mean"] - T_K) < 3 * t["error"], t
+    assert abs(t["mean"] * 300 / 297 - T_K) > 3 * t["error"], t
 
 
 def _assert_identical(a: Segment, b: Segment) -> None:

@@ -35,7 +35,7 @@ import numpy as np
 
 from forcematch import jax_md_modules, space
 from forcematch.errors import ForcematchError
-from forcematch.md.record import Segment, StabilityLimits, find_failure
+from forcematch.md.record import Segment, StabilityLimits, find_failure, remove_net_momentum
 from forcematch.models import energy_fn
 from forcematch.models.normalisation import cast_params
 from forcematch.progress import bar as progress_bar
@@ -159,8 +159,10 @@ class ModelEngine:
         nbrs = self._list_at(pos)
         init_fn, _ = self._integrators[ensemble]
         kT = jnp.asarray(BOLTZMANN_KJ_MOL_K * temperature_K, self.dtype)
-        momenta = None
+        momenta = None  # None: drawn by JAX MD at kT, with zero total momentum
         if velocities_nm_ps is not None:
+            if ensemble == "nve":  # NVE conserves the total momentum: it starts at zero
+                velocities_nm_ps = remove_net_momentum(velocities_nm_ps, self.masses_amu)
             momenta = jnp.asarray(velocities_nm_ps, self.dtype) * self._mass
         key = jax.random.PRNGKey(seed)
         kwargs = {"mass": self._mass, "momenta": momenta, "neighbor": nbrs,
@@ -200,7 +202,8 @@ class ModelEngine:
                 steps.update(per_chunk * record_every)
                 failure = find_failure(chunk["positions"], chunk["velocities"],
                                        chunk["potential"], chunk["kinetic"], self.box_nm,
-                                       temperature_K, limits, closest_nm=chunk["closest_pair"])
+                                       temperature_K, limits, ensemble,
+                                       closest_nm=chunk["closest_pair"])
                 if failure is not None:
                     records[-1] = {k: v[: failure[0] + 1] for k, v in chunk.items()}
                     break

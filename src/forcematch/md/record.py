@@ -29,6 +29,31 @@ class StabilityLimits:
     runaway_factor: float = 2.0
 
 
+def degrees_of_freedom(ensemble: str, n_atoms: int) -> int:
+    """Kinetic degrees of freedom of an `ensemble` run of `n_atoms` atoms.
+
+    "nvt" (Langevin: JAX MD's BAOAB, OpenMM's LangevinMiddle, no motion remover): 3N, since
+    the thermostat kicks every momentum, the total included, which it does not conserve.
+    "nve": 3N − 3, since every NVE run starts with zero total momentum
+    (`remove_net_momentum`) and conserves it.
+    """
+    return 3 * n_atoms if ensemble == "nvt" else 3 * n_atoms - 3
+
+
+def instantaneous_temperature_K(kinetic_kJ_mol, ensemble: str, n_atoms: int) -> np.ndarray:
+    """Instantaneous temperature (K) of kinetic energies (kJ/mol) [S] of an `ensemble` run."""
+    dof = degrees_of_freedom(ensemble, n_atoms)
+    return 2.0 * np.asarray(kinetic_kJ_mol) / (dof * BOLTZMANN_KJ_MOL_K)
+
+
+def remove_net_momentum(velocities_nm_ps, masses_amu) -> np.ndarray:
+    """Velocities [N,3] nm/ps less the centre-of-mass velocity (masses [N] amu): zero total
+    momentum, as an NVE run starts."""
+    v = np.asarray(velocities_nm_ps, np.float64)
+    m = np.asarray(masses_amu, np.float64)
+    return v - m @ v / m.sum()
+
+
 @dataclass
 class Segment:
     """One MD run, recorded every `record_every` steps; record 0 is the starting state.
@@ -65,9 +90,9 @@ class Segment:
 
     @property
     def temperature_inst_K(self) -> np.ndarray:
-        """Instantaneous temperature [S] with 3N − 3 degrees of freedom (momentum removed)."""
-        dof = 3 * self.n_atoms - 3
-        return 2.0 * self.kinetic_kJ_mol / (dof * BOLTZMANN_KJ_MOL_K)
+        """Instantaneous temperature [S] (K): 3N degrees of freedom under Langevin, 3N − 3 in
+        NVE (`degrees_of_freedom`)."""
+        return instantaneous_temperature_K(self.kinetic_kJ_mol, self.ensemble, self.n_atoms)
 
     @property
     def duration_ps(self) -> float:
@@ -101,20 +126,20 @@ def min_pair_distance_nm(positions_nm: np.ndarray, box_nm: np.ndarray) -> np.nda
 
 
 def find_failure(positions_nm, velocities_nm_ps, potential_kJ_mol, kinetic_kJ_mol,
-                 box_nm, target_K: float, limits: StabilityLimits,
+                 box_nm, target_K: float, limits: StabilityLimits, ensemble: str,
                  closest_nm=None) -> tuple[int, str] | None:
     """The first record [S] that fails `limits` and why, or None when all pass.
 
-    Arrays as in `Segment` (S records); `closest_nm` [S], the closest pair of each record when
-    the engine knows it (from its neighbour list), else computed here. The reason names the
-    quantity and its value.
+    Arrays as in `Segment` (S records) of an `ensemble` run (its degrees of freedom give the
+    temperature); `closest_nm` [S], the closest pair of each record when the engine knows it
+    (from its neighbour list), else computed here. The reason names the quantity and its value.
     """
     pos = np.asarray(positions_nm)
     n_atoms = pos.shape[1]
     finite = (np.isfinite(pos).all(axis=(1, 2))
               & np.isfinite(np.asarray(velocities_nm_ps)).all(axis=(1, 2))
               & np.isfinite(potential_kJ_mol) & np.isfinite(kinetic_kJ_mol))
-    temperature = 2.0 * np.asarray(kinetic_kJ_mol) / ((3 * n_atoms - 3) * BOLTZMANN_KJ_MOL_K)
+    temperature = instantaneous_temperature_K(kinetic_kJ_mol, ensemble, n_atoms)
     if closest_nm is not None:
         closest = np.where(finite, np.asarray(closest_nm, np.float64), np.inf)
     else:

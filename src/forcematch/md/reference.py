@@ -20,7 +20,7 @@ import openmm
 from openmm import unit
 
 from forcematch.errors import ForcematchError
-from forcematch.md.record import Segment, StabilityLimits, find_failure
+from forcematch.md.record import Segment, StabilityLimits, find_failure, remove_net_momentum
 from forcematch.reference.system import (
     KJ_MOL,
     KJ_MOL_NM,
@@ -89,13 +89,13 @@ class _Records:
             del field[n:]
 
     def first_failure(self, start: int, box_nm: np.ndarray, target_K: float,
-                      limits: StabilityLimits) -> str | None:
+                      limits: StabilityLimits, ensemble: str) -> str | None:
         """Check records start.. with `find_failure`; on a failure keep records up to it."""
         if start >= len(self):
             return None
         found = find_failure(np.asarray(self.pos[start:]), np.asarray(self.vel[start:]),
                              np.asarray(self.pot[start:]), np.asarray(self.kin[start:]),
-                             box_nm, target_K=target_K, limits=limits)
+                             box_nm, target_K=target_K, limits=limits, ensemble=ensemble)
         if found is None:
             return None
         self.truncate(start + found[0] + 1)
@@ -139,11 +139,11 @@ class OpenMMEngine:
             seed: int, friction_per_ps: float, limits: StabilityLimits) -> Segment:
         """Run `n_steps` of `ensemble` from the given state, recording every `record_every`
         steps (record 0: the start); velocities None draws them from Maxwell–Boltzmann at
-        `temperature_K` with `seed` and removes the net momentum. `seed` (0..2**31-1) also
-        seeds the Langevin noise; 0 there means a random seed (OpenMM's convention), so use
-        a seed >= 1 to reproduce a run. Stops at the first record failing `limits`
-        (Segment.failure says why; an OpenMMException is such a failure); never raises on a
-        failed run, only on bad arguments (ForcematchError)."""
+        `temperature_K` with `seed` and removes the net momentum, as NVE does from given
+        ones. `seed` (0..2**31-1) also seeds the Langevin noise; 0 there means a random seed
+        (OpenMM's convention), so use a seed >= 1 to reproduce a run. Stops at the first
+        record failing `limits` (Segment.failure says why; an OpenMMException is such a
+        failure); never raises on a failed run, only on bad arguments (ForcematchError)."""
         pos, vel = self._check(ensemble, positions_nm, velocities_nm_ps, temperature_K,
                                timestep_fs, n_steps, record_every, seed, friction_per_ps)
         context = self._context(ensemble, temperature_K, timestep_fs, friction_per_ps, seed)
@@ -152,11 +152,13 @@ class OpenMMEngine:
             context.setVelocitiesToTemperature(temperature_K * unit.kelvin, int(seed))
             vel = context.getState(getVelocities=True).getVelocities(asNumpy=True)
             vel = np.asarray(vel.value_in_unit(NM_PS), np.float64)
-            vel = vel - self.masses_amu @ vel / self.masses_amu.sum()  # zero total momentum
+            vel = remove_net_momentum(vel, self.masses_amu)
+        elif ensemble == "nve":  # NVE conserves the total momentum: it starts at zero
+            vel = remove_net_momentum(vel, self.masses_amu)
         context.setVelocities(vel)
         records = _Records(self.masses_amu)
         failure = _integrate(context, records, n_steps, record_every, timestep_fs * 1e-3,
-                             self.box_nm, temperature_K, limits)
+                             self.box_nm, temperature_K, limits, ensemble)
         return Segment(ensemble=ensemble, temperature_K=float(temperature_K),
                        timestep_fs=float(timestep_fs), record_every=int(record_every),
                        box_nm=self.box_nm.copy(), masses_amu=self.masses_amu.copy(),
@@ -204,7 +206,7 @@ class OpenMMEngine:
 
 def _integrate(context: openmm.Context, records: _Records, n_steps: int, record_every: int,
                dt_ps: float, box_nm: np.ndarray, target_K: float,
-               limits: StabilityLimits) -> str | None:
+               limits: StabilityLimits, ensemble: str) -> str | None:
     """Record the start, then every `record_every` steps; check blocks of records with
     `find_failure`. Returns the failure (records end at the failed one) or None."""
     integrator = context.getIntegrator()
@@ -216,17 +218,17 @@ def _integrate(context: openmm.Context, records: _Records, n_steps: int, record_
                 integrator.step(record_every)
             records.append(context, time_ps)
         except openmm.OpenMMException as exc:
-            earlier = records.first_failure(checked, box_nm, target_K, limits)
+            earlier = records.first_failure(checked, box_nm, target_K, limits, ensemble)
             if earlier is not None:
                 return earlier
             records.append_broken(context, time_ps)
             return "OpenMM: " + " ".join(str(exc).split())
         if len(records) - checked >= CHECK_EVERY_RECORDS:
-            failure = records.first_failure(checked, box_nm, target_K, limits)
+            failure = records.first_failure(checked, box_nm, target_K, limits, ensemble)
             if failure is not None:
                 return failure
             checked = len(records)
-    return records.first_failure(checked, box_nm, target_K, limits)
+    return records.first_failure(checked, box_nm, target_K, limits, ensemble)
 
 
 def _strain_fd(lj: LJSystem, positions_nm: np.ndarray, box_nm: np.ndarray,
