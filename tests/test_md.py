@@ -135,15 +135,34 @@ def test_a_full_neighbour_list_is_reallocated_and_no_pair_is_lost(good_engine_st
                                atol=1e-4 * np.abs(energies).max())
 
 
-def test_strain_derivative_is_the_derivative_of_the_energy_with_volume(good_engine_start):
+def test_strain_derivative_is_the_derivative_of_the_energy_under_each_strain(
+        good_engine_start):
+    """dU/dε [3,3] against central differences of the float64 energy under each of the six
+    symmetric strains of positions and box (a shear makes the box a general cell); its trace
+    is dU/dλ of a uniform scaling, the pressure's virial term."""
     potential, test = good_engine_start
     frames, box = test.positions_nm[:3], test.box_nm[0]
-    dudl = potential.strain_derivative(frames, box)
-    h = 1e-4
     with jax.enable_x64(True):
-        fd = [(potential.energy_float64(f * (1 + h), box * (1 + h))
-               - potential.energy_float64(f * (1 - h), box * (1 - h))) / (2 * h) for f in frames]
-    np.testing.assert_allclose(dudl, np.asarray(fd), rtol=1e-3, atol=1e-3)
+        derivative = potential.strain_derivative(frames, box, float64=True)
+        h = 1e-5
+        for a, b in ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1)):
+            strain = np.zeros((3, 3))
+            strain[a, b] = strain[b, a] = h if a == b else h / 2
+            fd = [(potential.energy_float64(f @ (np.eye(3) + strain),
+                                            np.diag(box) @ (np.eye(3) + strain))
+                   - potential.energy_float64(f @ (np.eye(3) - strain),
+                                              np.diag(box) @ (np.eye(3) - strain))) / (2 * h)
+                  for f in frames]
+            # a shear strain h/2 in (a, b) and (b, a): dU = 2 x (h/2) x dU/dε_ab
+            np.testing.assert_allclose(derivative[:, a, b], fd, rtol=1e-6,
+                                       atol=1e-6 * np.abs(derivative).max())
+        dudl = [(potential.energy_float64(f * (1 + h), box * (1 + h))
+                 - potential.energy_float64(f * (1 - h), box * (1 - h))) / (2 * h)
+                for f in frames]
+    np.testing.assert_allclose(np.trace(derivative, axis1=1, axis2=2), dudl, rtol=1e-6)
+    # float32 (the MD default) agrees to its precision
+    np.testing.assert_allclose(potential.strain_derivative(frames, box), derivative,
+                               rtol=1e-3, atol=1e-3 * np.abs(derivative).max())
 
 
 def test_pressure_of_an_ideal_gas_is_n_kb_t_over_v():

@@ -77,7 +77,7 @@ def pair_potential_figure(inputs: Inputs, dataset_dir: Path | None,
     functions = {name: PairFunctions(load_model(d / "model")) for name, d in runs.items()}
     exact = exact_pair(dataset_dir)
     first = next(iter(functions.values())).potential
-    pairs = species_pairs(first.model.config["n_species"])
+    pairs = species_pairs(first.n_species)
     cutoff = max(f.potential.cutoff_nm for f in functions.values())
     fig, axes = plt.subplots(len(pairs), 3 if exact else 2, figsize=(13 if exact else 9,
                              3.6 * len(pairs)), layout="constrained", squeeze=False)

@@ -13,6 +13,7 @@ provenance) and `state.msgpack` (the parameters, through `flax.serialization`: n
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -30,11 +31,20 @@ from forcematch.model_files import (
     restore_msgpack,
     state_size_limit,
 )
-from forcematch.models import EnergyModel, Normalisation, build_model, energy_fn, forces_fn
+from forcematch.models import (
+    EnergyModel,
+    Normalisation,
+    build_model,
+    cast_params,
+    energy_fn,
+    energy_forces_strain_fn,
+    forces_fn,
+)
 from forcematch.models import predict_fn as batched_predict_fn
 
 MODEL_FORMAT = "forcematch-checkpoint"  # `format` in config.json of a model or checkpoint
 EVAL_CHUNK = 64  # frames per jitted prediction call
+CAPACITY_GROWTH = 1.5  # pair slots tried after an overflow, per slot of the list that overflowed
 
 
 def pad_frames(positions, box, chunk: int):
@@ -89,6 +99,7 @@ class Potential:
         self._overflow = jax.jit(jax.vmap(self.model.overflow))
         self._params64 = None
         self._strain = None
+        self._evaluators: dict = {}  # pair capacity -> jitted (energy_forces_strain, overflow)
 
     def describe(self) -> dict:
         """JSON-serialisable description: model, hyper-parameters, normalisation, provenance."""
@@ -131,25 +142,110 @@ class Potential:
         self._raise_on_overflow(pos, box, ~np.isfinite(e))
         return e, f
 
-    def strain_derivative(self, positions_nm, box_nm, species=None,
+    def strain_derivative(self, positions_nm, box_nm, species=None, float64: bool = False,
                           batch_size: int = EVAL_CHUNK) -> np.ndarray:
-        """dU/dλ (kJ/mol) at λ = 1 of U(λ·positions, λ·box) for frames [B,N,3] in box [3] or
-        [B,3] nm: the virial of a uniform strain, by autodiff. −dU/dλ / 3V = −∂U/∂V enters
-        the pressure (`md.checks.pressure_bar`) and the stress."""
-        pos = np.asarray(positions_nm, np.float32)
-        box = np.array(np.broadcast_to(np.asarray(box_nm, np.float32), (pos.shape[0], 3)))
+        """dU/dε [B,3,3] (kJ/mol) of frames [B,N,3] in a box [3] or [B,3] (edges, nm): the
+        derivative of U(x·(1+ε), box·(1+ε)) with respect to a symmetric strain ε at ε = 0
+        (`models.energy_forces_strain_fn`). Its trace is dU/dλ of a uniform scaling, which
+        enters the pressure (`md.checks.pressure_bar`); divided by the volume, the stress.
+        `float64`: evaluated in float64 (64-bit JAX must be on). Raises ForcematchError naming
+        the frame when the pair list overflows."""
+        dtype = self._float_dtype(float64)
+        pos = np.asarray(positions_nm, dtype)
+        box = np.array(np.broadcast_to(np.asarray(box_nm, dtype), (pos.shape[0], 3)))
+        if pos.shape[0] == 0:
+            return np.zeros((0, 3, 3))
         if self._strain is None:
-            total = energy_fn(self.model, self.norm)
+            evaluate = energy_forces_strain_fn(self.model, self.norm)
+            self._strain = jax.jit(jax.vmap(lambda *args: evaluate(*args)[2],
+                                            in_axes=(None, 0, 0, None)))
+        params = self._params_float64() if float64 else self.params
+        derivative = predict_in_chunks(self._strain, params, pos, box, self._species(species),
+                                       min(batch_size, pos.shape[0]))[0]
+        self._raise_on_overflow(pos, box, ~np.isfinite(derivative).all(axis=(1, 2)))
+        return derivative
 
-            def derivative(params, positions, box, species):
-                def strained(lam):
-                    return total(params, lam * positions, lam * box, species)
+    def _float_dtype(self, float64: bool):
+        if float64 and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
+            raise ForcematchError(
+                "float64 evaluation needs 64-bit JAX: jax.config.update('jax_enable_x64', "
+                "True) or `with jax.enable_x64(True):`")
+        return np.float64 if float64 else np.float32
 
-                return jax.grad(strained)(jnp.asarray(1.0, positions.dtype))
+    def _params_float64(self):
+        if self._params64 is None:  # numpy casts: safe even when called under jit/vmap tracing
+            self._params64 = jax.tree.map(lambda p: np.asarray(p, np.float64), self.params)
+        return self._params64
 
-            self._strain = jax.jit(jax.vmap(derivative, in_axes=(None, 0, 0, None)))
-        return predict_in_chunks(self._strain, self.params, pos, box, self._species(species),
-                                 min(batch_size, pos.shape[0]))[0]
+    def capacity_for(self, n_atoms: int) -> int:
+        """Pair slots for a frame of `n_atoms` atoms: the trained capacity scaled by
+        n_atoms / N (pairs within the cutoff grow as N at a given density), all N(N−1)/2 at
+        most."""
+        all_pairs = max(1, n_atoms * (n_atoms - 1) // 2)
+        if self.capacity is None:
+            return all_pairs
+        return min(all_pairs, math.ceil(self.capacity * n_atoms / self.n_atoms))
+
+    def evaluate(self, positions_nm, box_nm, species=None, float64: bool = False
+                 ) -> tuple[float, np.ndarray, np.ndarray]:
+        """(E kJ/mol, F [N,3] kJ/mol/nm, dE/dε [3,3] kJ/mol) of one frame of any number of
+        atoms N: positions [N,3] in a box of edges [3] or a cell [3,3] (rows: vectors; nm),
+        species [N] (default: the training frames' when N is theirs, else species 0; a model of
+        several species needs them given). dE/dε: `models.energy_forces_strain_fn`. float64
+        numpy out; `float64` evaluates in float64 (64-bit JAX must be on).
+
+        The pair capacity is sized from N (`capacity_for`); a frame that overflows it is
+        evaluated again with 1.5× the slots (compiled once per size, kept), up to all pairs:
+        a pair is never dropped. A non-finite energy otherwise raises ForcematchError.
+        """
+        dtype = self._float_dtype(float64)
+        pos = jnp.asarray(positions_nm, dtype)
+        box = jnp.asarray(box_nm, dtype)
+        n = pos.shape[0]
+        if species is None and n != self.n_atoms and self.n_species > 1:
+            raise ForcematchError(
+                f"this model knows {self.n_species} species: give the species of the {n} "
+                f"atoms (indices 0..{self.n_species - 1})")
+        sp = self._species(species if species is not None or n == self.n_atoms
+                           else np.zeros(n, np.int32))
+        params = self._params_float64() if float64 else self.params
+        capacity, all_pairs = self.capacity_for(n), max(1, n * (n - 1) // 2)
+        while True:
+            evaluate, overflow = self._evaluator(capacity)
+            energy, forces, strain = evaluate(params, pos, box, sp)
+            if math.isfinite(float(energy)):
+                return (float(energy), np.asarray(forces, np.float64),
+                        np.asarray(strain, np.float64))
+            if not bool(overflow(pos, box)):
+                raise ForcematchError(
+                    f"the model's energy is {float(energy)} at this configuration (no "
+                    "neighbour-list overflow): atoms too close, or far outside the training data")
+            if capacity >= all_pairs:  # cannot happen: all pairs never overflow
+                raise ForcematchError(f"the pair list overflows with all {all_pairs} pairs")
+            capacity = min(all_pairs, math.ceil(CAPACITY_GROWTH * capacity))
+
+    def energy_function(self):
+        """The pure f(params, positions [N,3], box [3], species [N], pairs=None) -> E (kJ/mol)
+        behind `energy`, for code that compiles its own loop around it (MD); `pairs` as in
+        `models.EnergyModel.energy` (a list with a skin: i, j [P], N on padding)."""
+        return energy_fn(self.model, self.norm)
+
+    def params_as(self, dtype):
+        """The parameters with every floating leaf cast to `dtype` (e.g. jnp.float64)."""
+        return cast_params(self.params, dtype)
+
+    @property
+    def n_species(self) -> int:
+        """The number of species S the model distinguishes (indices 0..S−1)."""
+        return int(self.model_config.get("n_species", 1))
+
+    def _evaluator(self, capacity: int):
+        """Jitted (energy_forces_strain, overflow) of the model with `capacity` pair slots."""
+        if capacity not in self._evaluators:
+            model = build_model(self.model_name, self.model_config, self.cutoff_nm, capacity)
+            self._evaluators[capacity] = (
+                jax.jit(energy_forces_strain_fn(model, self.norm)), jax.jit(model.overflow))
+        return self._evaluators[capacity]
 
     def _raise_on_overflow(self, pos, box, bad) -> None:
         if not bad.any():
@@ -164,13 +260,8 @@ class Potential:
     def energy_float64(self, positions_nm, box_nm, species=None):
         """Total energy (kJ/mol) in float64, for finite differences; needs 64-bit JAX
         (`with jax.enable_x64(True):`)."""
-        if jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:
-            raise ForcematchError(
-                "energy_float64 needs 64-bit JAX: jax.config.update('jax_enable_x64', True) "
-                "or `with jax.enable_x64(True):`")
-        if self._params64 is None:  # numpy casts: safe even when called under jit/vmap tracing
-            self._params64 = jax.tree.map(lambda p: np.asarray(p, np.float64), self.params)
-        return self._energy(self._params64, jnp.asarray(positions_nm, jnp.float64),
+        self._float_dtype(True)
+        return self._energy(self._params_float64(), jnp.asarray(positions_nm, jnp.float64),
                             jnp.asarray(box_nm, jnp.float64), self._species(species))
 
 

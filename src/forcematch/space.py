@@ -1,7 +1,8 @@
 """Periodic space: minimum-image displacements, fixed-capacity neighbour lists, smooth cutoff.
 
 Small pure functions in the style of JAX MD. Units: nm. Boxes are orthorhombic, given by their
-three edge lengths `box_nm [3]`.
+three edge lengths `box_nm [3]`; `displacement` and the dense search also take a general cell
+[3,3] (rows: cell vectors), which a strain derivative and a sheared ASE cell need.
 
 Two half neighbour lists share one interface, (i, j, mask, overflow) with static shapes:
 `dense_neighbour_pairs` looks at all N² distances (the only choice when the box holds fewer
@@ -37,10 +38,26 @@ _CELL_SLACK = 1e-4
 def displacement(Ra, Rb, box_nm):
     """Minimum-image displacement Ra − Rb (nm), shapes broadcast, last axis 3.
 
-    Valid for orthorhombic boxes; exact when every |Ra − Rb| component is under 1.5 box edges.
+    box_nm: the edges [3] of an orthorhombic box, or a general cell [3,3] whose rows are the
+    cell vectors (ASE's convention). Orthorhombic: exact when every |Ra − Rb| component is
+    under 1.5 box edges. A general cell: the image is rounded in fractional coordinates, which
+    gives the minimum image of every pair closer than half the cell's smallest perpendicular
+    width (`cell_widths_nm`), so of every pair within a cutoff below that.
     """
     d = Ra - Rb
+    if jnp.ndim(box_nm) == 2:
+        s = d @ jnp.linalg.inv(box_nm)
+        return (s - jnp.round(s)) @ box_nm
     return d - box_nm * jnp.round(d / box_nm)
+
+
+def cell_widths_nm(cell_nm) -> np.ndarray:
+    """Perpendicular widths [3] (nm) of a cell [3,3] (rows: cell vectors): the distances
+    between opposite faces, V / |a_j × a_k|; a model's cutoff must stay below half of each."""
+    cell = np.asarray(cell_nm, np.float64)
+    volume = abs(np.linalg.det(cell))
+    areas = [np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)]
+    return volume / np.asarray(areas)
 
 
 def neighbour_pairs(positions_nm, box_nm, cutoff_nm, capacity: int, method: str = "auto"):
@@ -48,7 +65,8 @@ def neighbour_pairs(positions_nm, box_nm, cutoff_nm, capacity: int, method: str 
 
     Args:
         positions_nm: [N, 3] positions (nm).
-        box_nm: [3] orthorhombic box edges (nm).
+        box_nm: [3] orthorhombic box edges, or a general cell [3,3] (`displacement`; dense
+            search only) (nm).
         cutoff_nm: cutoff radius (nm); a Python number for the cell list.
         capacity: static number of pair slots P.
         method: "dense" (all N² distances), "cell" (cell list, `cell_list_shape`) or "auto":
@@ -63,7 +81,7 @@ def neighbour_pairs(positions_nm, box_nm, cutoff_nm, capacity: int, method: str 
         `capacity` pairs, or (cell list) a cell table too small for this frame.
     """
     shape = cell_shape_for(positions_nm.shape[0], cutoff_nm, capacity, method)
-    if shape is None:
+    if shape is None or jnp.ndim(box_nm) == 2:  # the cell list bins orthorhombic boxes only
         return dense_neighbour_pairs(positions_nm, box_nm, cutoff_nm, capacity)
     return cell_neighbour_pairs(positions_nm, box_nm, cutoff_nm, capacity, *shape)
 

@@ -226,7 +226,7 @@ def training_inputs(potential, dataset_dir: Path) -> dict:
     if not np.all(np.isfinite(masses) & (masses > 0)):
         raise ForcematchError(f"{path} records no mass for some atoms: the OpenMM System "
                               "needs every mass")
-    s = potential.model.config["n_species"]
+    s = potential.n_species
     index = first.species if s > 1 else np.zeros_like(first.species)
     with H5MDSource(path) as source:
         closest = closest_pairs_nm(source, index, species_pairs(s))

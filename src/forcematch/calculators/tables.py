@@ -201,7 +201,7 @@ def export_pair_tables(potential, r_min_nm, dr_nm: float = DEFAULT_DR_NM,
     `species_pairs` order), below which the continuation replaces the model."""
     require_pair_model(potential)
     functions = functions or PairFunctions(potential)
-    s = potential.model.config["n_species"]
+    s = potential.n_species
     pairs = species_pairs(s)
     r_min = np.broadcast_to(np.asarray(r_min_nm, np.float64), (len(pairs),))
     cutoff = potential.cutoff_nm

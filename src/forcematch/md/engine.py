@@ -36,8 +36,6 @@ import numpy as np
 from forcematch import jax_md_modules, space
 from forcematch.errors import ForcematchError
 from forcematch.md.record import Segment, StabilityLimits, find_failure, remove_net_momentum
-from forcematch.models import energy_fn
-from forcematch.models.normalisation import cast_params
 from forcematch.progress import bar as progress_bar
 from forcematch.units import BOLTZMANN_KJ_MOL_K
 
@@ -78,8 +76,8 @@ class ModelEngine:
         box = jnp.asarray(self.box_nm, self.dtype)
         # Parameters are an argument of the compiled chunk, not a constant in it: models of one
         # architecture share one compilation (and JAX's persistent cache across processes).
-        self._params = cast_params(potential.params, self.dtype)
-        total = energy_fn(potential.model, potential.norm)
+        self._params = potential.params_as(self.dtype)
+        total = potential.energy_function()
         sp = jnp.asarray(species, jnp.int32)
 
         def energy(positions_nm, neighbor, params, **unused):

@@ -205,7 +205,8 @@ def run_model_md(config: dict, model_dir, dataset_dir, reference_dir, out_dir) -
     segments = run_protocol(engine, start, protocol, limits)
     box = test.box_nm[md["start_frame"]]
     summary = summarise(segments, protocol, _epsilon_kJ_mol(config),
-                        lambda pos: potential.strain_derivative(pos, box))
+                        lambda pos: np.trace(potential.strain_derivative(
+                            pos, box, float64=md["float64"]), axis1=1, axis2=2))
     summary["engine"] = "jax_md"
     summary["model"] = potential.describe()
     summary["against_reference"] = compare(summary, reference)

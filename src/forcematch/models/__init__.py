@@ -26,6 +26,7 @@ from forcematch.models.normalisation import (
     cast_params,
     energy_and_forces_fn,
     energy_fn,
+    energy_forces_strain_fn,
     forces_fn,
     predict_fn,
 )
@@ -96,6 +97,7 @@ __all__ = [
     "cast_params",
     "energy_and_forces_fn",
     "energy_fn",
+    "energy_forces_strain_fn",
     "forces_fn",
     "poison_on_overflow",
     "predict_fn",

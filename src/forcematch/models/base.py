@@ -30,6 +30,10 @@ class EnergyModel(Protocol):
         `pairs` (i [P], j [P], N on padding): a given pair list, e.g. MD's list with a skin."""
         ...
 
+    def neighbour_pairs(self, positions_nm, box_nm) -> tuple:
+        """(i [P], j [P], mask [P], overflow) of the model's own pair search."""
+        ...
+
     def overflow(self, positions_nm, box_nm) -> jax.Array:
         """True when the frame has more pairs within the cutoff than `capacity` (or, with the
         cell list, a cell holds more atoms than its static capacity)."""
@@ -105,6 +109,10 @@ class NeighbourListModel:
         if self.config["n_species"] == 1:
             return jnp.zeros(n_atoms, jnp.int32)
         return jnp.asarray(species, jnp.int32)
+
+    def neighbour_pairs(self, positions_nm, box_nm):
+        """(i [P], j [P], mask [P], overflow) of `space.neighbour_pairs` at the capacity."""
+        return self._pairs(positions_nm, box_nm)
 
     def overflow(self, positions_nm, box_nm):
         """True when the frame has more pairs within the cutoff than the list holds."""

@@ -16,7 +16,8 @@ to translation and its forces sum to zero.
 The network itself is JAX MD's (`GraphNetEncoder` and `GlobalDecoder` of `EnergyGraphNet`, an
 NNX module); this module supplies what the family interface needs around it: the pairs come
 from `space.neighbour_pairs` (a static capacity, overflow poisons the energy), turned into
-JAX MD's sparse graph by `jax_md.energy.neighbor_graph_input`, with the frame's own box, so
+JAX MD's sparse graph by `jax_md.energy.neighbor_graph_input`, with the frame's own box (edges
+or a general cell: `space.displacement`, equal to JAX MD's `space.periodic` for edges), so
 one compiled function serves every frame. Parameters are the module's state as a plain nested
 dict (`nnx.split`), merged back (`nnx.merge`) inside the energy function.
 
@@ -33,6 +34,7 @@ import types
 import jax
 import jax.numpy as jnp
 
+from forcematch import space
 from forcematch.models.base import NeighbourListModel, poison_on_overflow
 from forcematch.models.layers import ACTIVATIONS
 
@@ -61,10 +63,10 @@ INITIALISERS = {"notebook": _notebook_initialisers, "jax_md_nnx": dict}
 
 
 def _jax_md():
-    """JAX MD's energy, partition and space modules (imported on first use: ~2 s)."""
+    """JAX MD's energy and partition modules (imported on first use: ~2 s)."""
     from forcematch import jax_md_modules
 
-    return jax_md_modules.load("energy", "partition", "space")
+    return jax_md_modules.load("energy", "partition")
 
 
 class GraphNetworkModel(NeighbourListModel):
@@ -83,7 +85,7 @@ class GraphNetworkModel(NeighbourListModel):
         """(graphdef, state as a plain dict) of a freshly initialised `EnergyGraphNet`."""
         from flax import nnx
 
-        energy, partition, _ = _jax_md()
+        energy, partition = _jax_md()
         net = energy.EnergyGraphNet(
             None, self.cutoff_nm * self._scale, key=key,
             in_node_features=1 if n_species == 1 else n_species, in_edge_features=3,
@@ -123,11 +125,15 @@ class GraphNetworkModel(NeighbourListModel):
         """Scalar energy (model units); NaN on neighbour-list overflow."""
         from flax import nnx
 
-        energy, partition, jax_md_space = _jax_md()
+        energy, partition = _jax_md()
         net = nnx.merge(self._graphdef, params)
         idx, overflow = self._edges(positions_nm, box_nm, pairs)
         positions = positions_nm * self._scale
-        displacement, _ = jax_md_space.periodic(box_nm * self._scale)
+        cell = box_nm * self._scale  # edges [3] or a general cell [3,3] (Å)
+
+        def displacement(Ra, Rb, **unused):  # as JAX MD's space.periodic for edges [3]
+            return space.displacement(Ra, Rb, cell)
+
         nodes = self._nodes(species, positions.shape[0], positions.dtype)
         neighbours = types.SimpleNamespace(idx=idx, reference_position=positions,
                                            format=partition.Sparse)

@@ -87,6 +87,41 @@ def energy_and_forces_fn(model: EnergyModel, norm: Normalisation):
     return energy_and_forces
 
 
+def energy_forces_strain_fn(model: EnergyModel, norm: Normalisation):
+    """f(params, positions [N,3], box [3] or cell [3,3], species [N]) -> (E kJ/mol,
+    F [N,3] kJ/mol/nm, dE/dε [3,3] kJ/mol), in the dtype of the positions; not jitted.
+
+    dE/dε is the derivative of E(x·(1+ε), cell·(1+ε)) with respect to a symmetric strain ε at
+    ε = 0, positions and cell vectors strained alike (autodiff, one backward pass with the
+    forces). Its trace is dE/dλ of a uniform scaling, so the pressure is
+    P = (2K − tr dE/dε)/(3V); the configurational stress is σ = (dE/dε)/V (ASE's sign:
+    positive under tension); the virial is −dE/dε. The pairs are found once in the unstrained
+    box (the model's own search, with its capacity) and the strain acts on their displacements
+    (through a general cell), so the derivative is exact for every family and no strain changes
+    the pair list. NaN everywhere when the pair list overflows.
+    """
+    total = energy_fn(model, norm)
+
+    def strained(params, positions_nm, cell_nm, species, strain, pairs):
+        deform = jnp.eye(3, dtype=positions_nm.dtype) + 0.5 * (strain + strain.T)
+        return total(params, positions_nm @ deform, cell_nm @ deform, species, pairs)
+
+    value_and_grad = jax.value_and_grad(strained, argnums=(1, 4))
+
+    def evaluate(params, positions_nm, box_nm, species):
+        n = positions_nm.shape[0]
+        i, j, mask, overflow = model.neighbour_pairs(positions_nm, box_nm)
+        pairs = (jnp.where(mask, i, n), jnp.where(mask, j, n))  # padding: index N
+        cell = box_nm if box_nm.ndim == 2 else jnp.diag(box_nm)
+        zero = jnp.zeros((3, 3), positions_nm.dtype)
+        energy, (grad_x, grad_strain) = value_and_grad(params, positions_nm, cell, species,
+                                                       zero, pairs)
+        poison = jnp.where(overflow, jnp.nan, 0.0).astype(positions_nm.dtype)
+        return energy + poison, -grad_x + poison, grad_strain + poison
+
+    return evaluate
+
+
 def predict_fn(model: EnergyModel, norm: Normalisation):
     """Batched f(params, positions [B,N,3], box [B,3], species [N]) -> (E [B], F [B,N,3]).
 
