@@ -35,7 +35,6 @@ from forcematch.models import (
     EnergyModel,
     Normalisation,
     build_model,
-    cast_params,
     energy_fn,
     energy_forces_strain_fn,
     forces_fn,
@@ -174,7 +173,7 @@ class Potential:
 
     def _params_float64(self):
         if self._params64 is None:  # numpy casts: safe even when called under jit/vmap tracing
-            self._params64 = jax.tree.map(lambda p: np.asarray(p, np.float64), self.params)
+            self._params64 = self.params_as(np.float64)
         return self._params64
 
     def capacity_for(self, n_atoms: int) -> int:
@@ -231,8 +230,37 @@ class Potential:
         return energy_fn(self.model, self.norm)
 
     def params_as(self, dtype):
-        """The parameters with every floating leaf cast to `dtype` (e.g. jnp.float64)."""
-        return cast_params(self.params, dtype)
+        """The parameters with every floating leaf cast to `dtype` (numpy arrays; np.float64
+        stays float64 only where 64-bit JAX is on when they are used)."""
+        return jax.tree.map(lambda p: np.asarray(p, dtype) if np.issubdtype(
+            np.asarray(p).dtype, np.floating) else np.asarray(p), self.params)
+
+    def pair_energy_function(self):
+        """For a pair family (`pair`, `spline`): the pure φ(params, r [M] nm, pair_type [M] or
+        None) -> [M] kJ/mol of one pair at each distance, envelope included (pair_type: the
+        index of the unordered species pair; None for one species). ForcematchError for any
+        other family."""
+        if not hasattr(self.model, "pair_potential"):
+            raise ForcematchError(
+                f"the {self.model_name} model in {self.path} is not a pair potential")
+        model, scale = self.model, self.norm.energy_scale
+
+        def phi(params, r_nm, pair_type=None):
+            return scale * model.pair_potential(params, r_nm, pair_type)
+
+        return phi
+
+    def atom_offsets_kJ_mol(self) -> np.ndarray:
+        """A pair family's energy per atom of each species [S] (kJ/mol): the learnt constant
+        b_s in physical units plus the normalisation's shift, energy_scale · b_s + shift."""
+        b = np.asarray(self.params["atom_energy"], np.float64)
+        return self.norm.energy_scale * b + self.norm.energy_shift_per_atom
+
+    def force_scale_kJ_mol_nm(self) -> float:
+        """The training forces' RMS (kJ/mol/nm), else the normalisation's energy scale per nm:
+        the scale against which errors of this model are stated."""
+        value = self.stats.get("force_rms_kJ_mol_nm") if self.stats else None
+        return float(value) if value and math.isfinite(value) else self.norm.energy_scale
 
     @property
     def n_species(self) -> int:

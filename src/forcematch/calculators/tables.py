@@ -116,19 +116,19 @@ class PairFunctions:
 
         require_pair_model(potential)
         self.potential = potential
-        model, scale = potential.model, potential.norm.energy_scale
-        multi = model.config["n_species"] > 1
+        pair_energy = potential.pair_energy_function()
+        multi = potential.n_species > 1
 
         def phi(params, r, k):
             pair_type = jnp.full((1,), k, jnp.int32) if multi else None
-            return scale * model.pair_potential(params, r[None], pair_type)[0]
+            return pair_energy(params, r[None], pair_type)[0]
 
         d1 = jax.grad(phi, argnums=1)
         d2 = jax.grad(d1, argnums=1)
         d3 = jax.grad(d2, argnums=1)
         self._fn = jax.jit(jax.vmap(lambda p, r, k: (phi(p, r, k), -d1(p, r, k), -d2(p, r, k),
                                                      -d3(p, r, k)), in_axes=(None, 0, None)))
-        self._params = jax.tree.map(lambda p: np.asarray(p, np.float64), potential.params)
+        self._params = potential.params_as(np.float64)
 
     def __call__(self, r_nm, index: int) -> tuple[np.ndarray, ...]:
         """(φ [M] kJ/mol, F [M] kJ/mol/nm, dF/dr [M], d²F/dr² [M]) of pair `index` at r [M] nm."""
@@ -144,18 +144,6 @@ class PairFunctions:
                                      strict=True):
                     dest[start:start + part.shape[0]] = np.asarray(res)[: part.shape[0]]
         return tuple(out)
-
-
-def atom_offsets_kJ_mol(potential) -> np.ndarray:
-    """o_s = energy_scale · b_s + energy_shift_per_atom (kJ/mol per atom), [n_species]."""
-    b = np.asarray(potential.params["atom_energy"], np.float64)
-    return potential.norm.energy_scale * b + potential.norm.energy_shift_per_atom
-
-
-def force_scale(potential) -> float:
-    """The training force RMS (kJ/mol/nm), else the normalisation's energy scale per nm."""
-    value = potential.stats.get("force_rms_kJ_mol_nm") if potential.stats else None
-    return float(value) if value and math.isfinite(value) else potential.norm.energy_scale
 
 
 def continuation(at_r_min, scale: float, r_min: float) -> dict:
@@ -210,7 +198,7 @@ def export_pair_tables(potential, r_min_nm, dr_nm: float = DEFAULT_DR_NM,
     if not (math.isfinite(dr_nm) and 0 < dr_nm < (cutoff - r_min.max()) / 4):
         raise ForcematchError(f"table spacing dr {dr_nm} nm must be positive and under "
                               f"(cutoff - r_min) / 4 = {(cutoff - r_min.max()) / 4:.4g} nm")
-    scale = force_scale(potential)
+    scale = potential.force_scale_kJ_mol_nm()
     tables = [_one_table(functions, a, b, k, r_min[k], cutoff, dr_nm, scale)
               for k, (a, b) in enumerate(pairs)]
     notes = [f"pair {t.a}-{t.b}: F(r_min) = {t.continuation['force0']:.4g} kJ/mol/nm is not "
@@ -219,7 +207,7 @@ def export_pair_tables(potential, r_min_nm, dr_nm: float = DEFAULT_DR_NM,
     notes += [f"pair {t.a}-{t.b}: the wall below r_min continues only "
               f"{t.continuation['matched']} derivative(s) of phi (a bound on k or kappa "
               "applied)" for t in tables if t.continuation["matched"] < 3]
-    return PairTables(tables, cutoff, float(dr_nm), s, scale, atom_offsets_kJ_mol(potential),
+    return PairTables(tables, cutoff, float(dr_nm), s, scale, potential.atom_offsets_kJ_mol(),
                       notes)
 
 
