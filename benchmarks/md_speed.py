@@ -52,6 +52,7 @@ import numpy as np
 
 from forcematch.cli import limit_threads
 from forcematch.config import load_config
+from forcematch.data import pairs
 from forcematch.md.record import StabilityLimits, min_pair_distance_nm
 from forcematch.units import cubic_box_length_nm
 
@@ -89,14 +90,13 @@ def make_potential(name: str | None, lj, positions_nm, model_config: dict | None
     import jax
     import jax.numpy as jnp
 
-    from forcematch import space
     from forcematch.config import model_settings, train_settings
     from forcematch.errors import ForcematchError
     from forcematch.models import Normalisation, build_model
     from forcematch.potential import Potential, load_model
 
     n, box = lj.n_atoms, np.full(3, lj.box_nm)
-    capacity = space.estimate_capacity(np.asarray(positions_nm)[None], box[None], lj.cutoff_nm)
+    capacity = pairs.estimate_capacity(np.asarray(positions_nm)[None], box[None], lj.cutoff_nm)
     if model_dir is not None:
         loaded = load_model(model_dir)
         if loaded.n_atoms == n:

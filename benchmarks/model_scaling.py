@@ -3,7 +3,7 @@
 For each size the box holds the default liquid density (config/config.yaml: 1.3137 g/cm³,
 0.8 nm cutoff); positions are a simple cubic lattice filling the box, a random subset of its
 sites when it has more sites than atoms, with 0.05 nm Gaussian noise. No OpenMM needed. Each
-model family gets the pair capacity that training would give it (`space.estimate_capacity`,
+model family gets the pair capacity that training would give it (`pairs.estimate_capacity`,
 max pairs × 1.2) and its default hyper-parameters; `neighbour_pairs(method="auto")` picks the
 dense or the cell list, and the dense list is timed too where it is affordable (the two must
 give bit-identical energies and forces). Times are medians of `--repeats` calls after one
@@ -28,6 +28,7 @@ import numpy as np
 
 from forcematch.cli import limit_threads
 from forcematch.config import validate_config
+from forcematch.data import pairs
 from forcematch.units import cubic_box_length_nm
 
 # JAX is imported in the functions below, after `--threads` has set XLA's thread pool.
@@ -75,7 +76,7 @@ def list_crossover(sizes, cutoffs_nm, system, rng, args) -> None:
                 continue
             pos = lattice_frame(n, box_nm, rng, args.noise_nm)
             box = np.full(3, box_nm)
-            capacity = space.estimate_capacity(pos[None], box[None], cutoff_nm)
+            capacity = pairs.estimate_capacity(pos[None], box[None], cutoff_nm)
             p, b = jnp.asarray(pos, jnp.float32), jnp.asarray(box, jnp.float32)
             row = {}
             for method in ("dense", "cell"):
@@ -149,7 +150,7 @@ def main() -> None:
             raise SystemExit(f"{n} atoms: box {box_nm:.3f} nm is under twice the cutoff")
         pos = lattice_frame(n, box_nm, rng, args.noise_nm)
         box = np.full(3, box_nm)
-        capacity = space.estimate_capacity(pos[None], box[None], cutoff_nm)
+        capacity = pairs.estimate_capacity(pos[None], box[None], cutoff_nm)
         shape = space.cell_shape_for(n, cutoff_nm, capacity)
         frames[n] = (jnp.asarray(pos, jnp.float32), jnp.asarray(box, jnp.float32), capacity)
         listing = "dense" if shape is None else f"cell (max_cells {shape[0]}, {shape[1]} per cell)"

@@ -28,6 +28,7 @@ from precision import float32_atol
 
 from forcematch import losses, space
 from forcematch.config import model_families, model_settings, schema
+from forcematch.data import pairs
 from forcematch.errors import ForcematchError
 from forcematch.models import (
     MODELS,
@@ -88,16 +89,16 @@ def test_neighbour_pairs_match_brute_force():
     assert i.shape == (cap,) and mask.sum() == len(expected)
     assert set(zip(i[mask].tolist(), j[mask].tolist(), strict=True)) == expected
     assert np.all(i[~mask] == 0) and np.all(j[~mask] == 0)
-    assert space.count_pairs(pos[None], box[None], CUTOFF)[0] == len(expected)
+    assert pairs.count_pairs(pos[None], box[None], CUTOFF)[0] == len(expected)
 
 
 def test_neighbour_overflow_flag_and_capacity_estimate():
     frames = np.stack([liquid_like(s) for s in range(4)])
     box = np.full((4, 3), BOX)
-    counts = space.count_pairs(frames, box, CUTOFF)
-    cap = space.estimate_capacity(frames, box, CUTOFF)
+    counts = pairs.count_pairs(frames, box, CUTOFF)
+    cap = pairs.estimate_capacity(frames, box, CUTOFF)
     assert counts.max() * 1.2 <= cap <= N * (N - 1) // 2 and cap % 8 == 0
-    assert space.estimate_capacity(frames, box, 10.0) == N * (N - 1) // 2  # never above all pairs
+    assert pairs.estimate_capacity(frames, box, 10.0) == N * (N - 1) // 2  # never above all pairs
     _, _, mask, overflow = space.neighbour_pairs(jnp.asarray(frames[0]), jnp.asarray(box[0]),
                                                  CUTOFF, int(counts[0]) - 1)
     assert bool(overflow) and bool(mask.all())

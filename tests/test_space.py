@@ -14,6 +14,7 @@ import pytest
 from precision import float32_atol
 
 from forcematch import space
+from forcematch.data import pairs
 from forcematch.models import Normalisation, build_model, energy_and_forces_fn
 
 CUTOFF = 0.8  # nm
@@ -67,7 +68,7 @@ def assert_same(dense, cell):
 
 
 def n_pairs(pos, box_nm, cutoff_nm):
-    return int(space.count_pairs(pos[None], np.asarray(box_nm)[None], cutoff_nm)[0])
+    return int(pairs.count_pairs(pos[None], np.asarray(box_nm)[None], cutoff_nm)[0])
 
 
 @pytest.mark.parametrize("box_nm", [(3.3, 3.3, 3.3), (2.45, 3.1, 5.0), (4.0, 2.5, 2.9)])
@@ -274,7 +275,7 @@ def test_count_pairs_in_row_blocks_matches_brute_force():
     d = pos[:, None, :] - pos[None, :, :]
     d -= box * np.round(d / box)
     expected = int(np.triu(np.sum(d * d, axis=-1) < CUTOFF**2, k=1).sum())
-    assert space.count_pairs(pos[None], box[None], CUTOFF)[0] == expected
+    assert pairs.count_pairs(pos[None], box[None], CUTOFF)[0] == expected
 
 
 @pytest.mark.parametrize("n", [40, 50_000])  # one int32 key i·n + j; a two-key sort past 46340

@@ -1,13 +1,16 @@
-"""Pairs of atoms in periodic frames, in float64, by SciPy's periodic k-d tree (O(N) per frame,
-any box larger than twice the cutoff): what the spline fit and the exporters need on the host,
-outside JAX. Orthorhombic boxes (nm)."""
+"""Pairs of atoms in periodic frames, in float64 on the host, outside JAX: by SciPy's periodic
+k-d tree (O(N) per frame, any box larger than twice the cutoff) what the spline fit and the
+exporters need, and pair counts by vectorised minimum-image distances (fastest for the small
+frames of a dataset scan), which size the models' neighbour lists. Orthorhombic boxes (nm)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from scipy.spatial import cKDTree
 
-from forcematch.data.stats import blocks
+from forcematch.data.sources import blocks
 
 
 def wrap(positions_nm: np.ndarray, box_nm: np.ndarray) -> np.ndarray:
@@ -47,3 +50,48 @@ def closest_pairs_nm(source, species, pairs) -> np.ndarray:
                 d, _ = trees[b].query(wrapped[groups[a]], k=2 if a == b else 1)
                 best[p] = min(best[p], float((d[:, 1] if a == b else d).min()))
     return best
+
+
+def count_pairs(positions_nm, box_nm, cutoff_nm, chunk: int = 256) -> np.ndarray:
+    """Number of pairs within the cutoff per frame, numpy. positions [T, N, 3], box [T, 3].
+
+    O(N²) time per frame, but at most about 2²¹ pair distances (50 MB) held at once: up to
+    `chunk` frames together when N is small, blocks of rows of one frame when N is large.
+    """
+    positions_nm = np.asarray(positions_nm, dtype=np.float64)
+    box_nm = np.broadcast_to(np.asarray(box_nm, dtype=np.float64), (positions_nm.shape[0], 3))
+    n_frames, n = positions_nm.shape[:2]
+    budget = 1 << 21
+    counts = np.zeros(n_frames, dtype=np.int64)
+    if n * (n - 1) // 2 <= budget:
+        iu, ju = np.triu_indices(n, k=1)
+        chunk = max(1, min(chunk, budget // max(len(iu), 1)))
+        for start in range(0, n_frames, chunk):
+            pos = positions_nm[start : start + chunk]
+            box = box_nm[start : start + chunk, None, :]
+            d = pos[:, iu, :] - pos[:, ju, :]
+            d -= box * np.round(d / box)
+            counts[start : start + chunk] = np.sum(np.sum(d * d, axis=-1) < cutoff_nm**2, axis=1)
+        return counts
+    rows = max(1, budget // n)
+    for t in range(n_frames):
+        pos, box = positions_nm[t], box_nm[t]
+        for r0 in range(0, n - 1, rows):
+            r1 = min(r0 + rows, n)
+            d = pos[r0:r1, None, :] - pos[None, :, :]
+            d -= box * np.round(d / box)
+            upper = np.arange(n)[None, :] > np.arange(r0, r1)[:, None]
+            counts[t] += np.count_nonzero(upper & (np.sum(d * d, axis=-1) < cutoff_nm**2))
+    return counts
+
+
+def estimate_capacity(positions_nm, box_nm, cutoff_nm, margin: float = 1.2) -> int:
+    """Neighbour-list capacity for a dataset: max pairs per frame × margin, rounded up to 8.
+
+    positions [T, N, 3] (nm), box [T, 3] (nm). Never more than N(N−1)/2, where overflow is
+    impossible; at least 1.
+    """
+    n = np.asarray(positions_nm).shape[1]
+    max_pairs = int(count_pairs(positions_nm, box_nm, cutoff_nm).max(initial=0))
+    capacity = 8 * math.ceil(max(1.0, max_pairs * margin) / 8)
+    return int(max(1, min(capacity, n * (n - 1) // 2)))

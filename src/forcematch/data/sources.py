@@ -29,6 +29,7 @@ FIELDS = ("positions_nm", "forces_kJ_mol_nm")  # the per-atom arrays a file sour
 # Frames per HDF5 read: HDF5 holds a few KiB per chunk it reads in one call, and files are
 # chunked per frame, so one read of 100,000 frames of the [T,3] box alone takes ~400 MB.
 READ_FRAMES = 1024
+_BLOCK_BYTES = 1 << 22  # bytes of one [B,N,3] float64 block of a scan: 4 MiB
 
 
 class FrameSource(Protocol):
@@ -207,3 +208,10 @@ def chunked(source: FrameSource, chunk: int) -> Iterator[tuple[np.ndarray, Frame
     for start in range(0, source.n_frames, chunk):
         idx = np.arange(start, min(start + chunk, source.n_frames))
         yield idx, source.read(idx)
+
+
+def blocks(n_frames: int, n_atoms: int, block_bytes: int = _BLOCK_BYTES) -> list[np.ndarray]:
+    """Consecutive frame indices in blocks of at most `block_bytes` of one [B,N,3] float64
+    array and at most 1,024 frames."""
+    per_block = max(1, min(block_bytes // (8 * 3 * max(n_atoms, 1)), READ_FRAMES))
+    return [np.arange(a, min(a + per_block, n_frames)) for a in range(0, n_frames, per_block)]

@@ -14,12 +14,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from forcematch import space
 from forcematch.data.frames import Frames
-from forcematch.data.sources import READ_FRAMES, FrameSource
+from forcematch.data.pairs import count_pairs, estimate_capacity
+from forcematch.data.sources import FrameSource, blocks
 from forcematch.errors import ForcematchError
 
-_BLOCK_BYTES = 1 << 22  # bytes of one [B,N,3] float64 block of a scan: 4 MiB
 # The keys training needs from `statistics` (the normalisation of models and loss terms).
 NORMALISATION_KEYS = ("energy_per_atom_mean_kJ_mol", "energy_per_atom_std_kJ_mol",
                       "force_std_kJ_mol_nm", "force_rms_kJ_mol_nm")
@@ -42,13 +41,6 @@ def statistics(frames: Frames) -> dict[str, float | int]:
         "force_std_kJ_mol_nm": float(forces.std()),
         "force_rms_kJ_mol_nm": float(np.sqrt(np.mean(forces**2))),
     }
-
-
-def blocks(n_frames: int, n_atoms: int, block_bytes: int = _BLOCK_BYTES) -> list[np.ndarray]:
-    """Consecutive frame indices in blocks of at most `block_bytes` of one [B,N,3] float64
-    array and at most 1,024 frames."""
-    per_block = max(1, min(block_bytes // (8 * 3 * max(n_atoms, 1)), READ_FRAMES))
-    return [np.arange(a, min(a + per_block, n_frames)) for a in range(0, n_frames, per_block)]
 
 
 def _first_bad(name: str, label: str, values: np.ndarray, frame_ids: np.ndarray) -> None:
@@ -96,7 +88,7 @@ def scan(source: FrameSource, name: str, *,
 
 class DensestFrame:
     """Follows the frame with the most pairs within the cutoff over blocks of frames; its
-    `capacity()` is `space.estimate_capacity` of all frames seen (a function of that max)."""
+    `capacity()` is `data.pairs.estimate_capacity` of all frames seen (a function of that max)."""
 
     def __init__(self, cutoff_nm: float):
         self.cutoff_nm, self.pairs, self.frame = cutoff_nm, -1, None
@@ -105,14 +97,14 @@ class DensestFrame:
         """positions [B,N,3] (nm), box [B,3] (nm)."""
         if positions_nm.shape[0] == 0:
             return
-        counts = space.count_pairs(positions_nm, box_nm, self.cutoff_nm)
+        counts = count_pairs(positions_nm, box_nm, self.cutoff_nm)
         i = int(np.argmax(counts))
         if counts[i] > self.pairs:
             self.pairs = int(counts[i])
             self.frame = (np.array(positions_nm[i : i + 1]), np.array(box_nm[i : i + 1]))
 
     def capacity(self) -> int:
-        return space.estimate_capacity(*self.frame, self.cutoff_nm)
+        return estimate_capacity(*self.frame, self.cutoff_nm)
 
 
 def check_normalisation(stats: dict, where: str) -> dict:
