@@ -27,6 +27,10 @@ by itself (its own pair list within the cutoff, no integrator, no skin), chained
 jitted scan. With `--threads 1` the process is pinned to one CPU (`--cpu`), so XLA's helper
 thread and OpenMM count on that core.
 
+The table MD runs for a pair family ("table(<label>)", for each `pair` or `spline` model):
+`md.pair_table.PairTable` (cubic pieces of φ(r), each pair's force within 1e-6 of the force
+RMS), driven by the same `ModelEngine`, walled below 0.9 × the start's closest pair.
+
 OpenMM with an exported pair model ("openmm-export(<label>)", for each `pair` model): the
 System of `forcematch export` (`calculators.export.openmm_system`: one CustomNonbondedForce of
 tabulated pair functions, the default grids, r_min 0.9 × the start's closest pair) for the
@@ -162,6 +166,16 @@ def exported_openmm(potential, lj, start, threads: int):
     return engine
 
 
+def table_of(potential, lj, start):
+    """The pair table MD runs for a pair family (`md.pair_table.PairTable`, the default bound),
+    walled below 0.9 × the start's closest pair (as the export here)."""
+    from forcematch.md.pair_table import PairTable
+
+    box = np.full(3, lj.box_nm)
+    r_min = 0.9 * float(min_pair_distance_nm(np.asarray(start[0])[None], box)[0])
+    return PairTable.build(potential, [r_min])
+
+
 def build_engines(lj, start, specs, args, config) -> tuple[dict, dict]:
     """({label: engine}, {label: why it was skipped}) for OpenMM, each model of `specs`
     ([(label, family, model_dir or None)]) and, for a pair model, OpenMM with its export."""
@@ -177,6 +191,11 @@ def build_engines(lj, start, specs, args, config) -> tuple[dict, dict]:
             if potential.model_name == "pair":
                 engines[f"openmm-export({label})"] = exported_openmm(potential, lj, start,
                                                                      args.threads)
+            if potential.model_name in ("pair", "spline"):
+                engines[f"table({label})"] = ModelEngine(
+                    table_of(potential, lj, start), masses, box,
+                    skin_nm=config["md"]["skin_nm"],
+                    friction_per_ps=config["md"]["friction_per_ps"], progress=on_progress)
             engines[label] = ModelEngine(potential, masses, box, skin_nm=config["md"]["skin_nm"],
                                         friction_per_ps=config["md"]["friction_per_ps"],
                                         progress=on_progress)
@@ -202,9 +221,10 @@ def forces_alone_us_per_atom(potential, lj, positions_nm, repeats: int = 3) -> f
     import jax
     import jax.numpy as jnp
 
-    from forcematch.models import forces_fn
+    gradient, calls = jax.grad(potential.energy_function(), argnums=1), max(2, 20_000 // lj.n_atoms)
 
-    forces, calls = forces_fn(potential.model, potential.norm), max(2, 20_000 // lj.n_atoms)
+    def forces(params, positions, box, species):
+        return -gradient(params, positions, box, species)
 
     def chained(params, positions, box, species):  # each call depends on the one before
         def body(x, _):
@@ -213,7 +233,7 @@ def forces_alone_us_per_atom(potential, lj, positions_nm, repeats: int = 3) -> f
         return jax.lax.scan(body, positions, None, length=calls)[0]
 
     fn = jax.jit(chained)
-    args = (potential.params, jnp.asarray(positions_nm, jnp.float32),
+    args = (potential.params_as(np.float32), jnp.asarray(positions_nm, jnp.float32),
             jnp.full(3, lj.box_nm, jnp.float32), jnp.asarray(potential.species))
     jax.block_until_ready(fn(*args))
     times = []
@@ -293,7 +313,7 @@ def scan_size(n, base, specs, args, config, cache) -> list[dict]:
         try:
             row |= measure(engine, start, steps, md["record_every"], md,
                            system["temperature_K"], warm=n in cache)
-            if not name.startswith("openmm"):
+            if not name.startswith(("openmm", "table(")):  # a table needs MD's pair list
                 row["forces_us"] = forces_alone_us_per_atom(engine.potential, lj, start[0])
         except Exception as exc:  # noqa: BLE001 - out of memory, a list overflow, ...
             row["skipped"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"

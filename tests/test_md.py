@@ -11,19 +11,22 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from precision import float32_atol
 
 from forcematch.cli import main
 from forcematch.config import load_config
 from forcematch.h5md import read_h5md
 from forcematch.md import checks
 from forcematch.md.engine import ModelEngine
-from forcematch.md.record import StabilityLimits
+from forcematch.md.pair_table import PairTable
+from forcematch.md.record import StabilityLimits, min_pair_distance_nm
 from forcematch.md.run import run_model_md, run_reference_md
 from forcematch.potential import Potential, load_model
 from forcematch.training.run import train
 from forcematch.units import BOLTZMANN_KJ_MOL_K, KJ_MOL_NM3_TO_BAR
 
 NO_LIMITS = StabilityLimits(min_distance_nm=0.0, runaway_factor=1e9)
+N_PAIRS_TINY = 32 * 31 // 2  # the most terms of a tiny frame's sum over pairs
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +73,10 @@ def test_model_md_is_compared_with_the_reference(md_runs):
     for row in good["energy"]["nve"]:
         assert row["stable"] and row["momentum_change_relative"] < 1e-5
         assert math.isfinite(row["drift_eps_per_atom_per_ns"])
+    # A pair model runs from its table (md.pair_table, the default), whose bound md.json states
+    assert good["engine"] == "jax_md, pair table"
+    assert good["pair_table"]["max_force_error_rel"] <= 1e-6
+    assert good["pair_table"]["force_error_rel_per_atom"] < 3e-5
     # The trajectory file is H5MD with the energies of every record.
     frames = read_h5md(md_runs["root"] / "md" / "good" / "nvt.h5")
     assert frames.velocities_nm_ps is not None and np.isfinite(frames.positions_nm).all()
@@ -118,6 +125,37 @@ def test_langevin_ideal_gas_has_the_target_temperature_with_3n_degrees_of_freedo
     assert t["error"] < 1.0  # K: the check below can tell 3N from 3N - 3 (3.2 K)
     assert abs(t["mean"] - 100.0) < 3 * t["error"], t
     assert abs(t["mean"] * 3 * n / (3 * n - 3) - 100.0) > 3 * t["error"], t
+
+
+def test_the_pair_table_is_the_network_within_its_bound(good_engine_start, tiny_data):
+    """The table MD integrates for a pair model: energies equal the network's to float32
+    round-off, forces within the per-pair bound summed over neighbours plus round-off; NVE
+    from it conserves energy with an O(dt^2) fluctuation (its forces are the exact derivative
+    of the interpolated energy)."""
+    potential, test = good_engine_start
+    closest = float(min_pair_distance_nm(test.positions_nm, test.box_nm[0]).min())
+    table = PairTable.build(potential, [closest])
+    assert table.max_force_error_rel <= 1e-6
+    assert table.force_error(test.positions_nm[:8], test.box_nm[:8], test.species) < 3e-5
+    energies = potential.predict(test.positions_nm[:8], test.box_nm[:8])[0]
+    i, j = np.triu_indices(test.n_atoms, k=1)  # every pair: a list with an infinite skin
+    with jax.enable_x64(True):
+        energy, params = table.energy_function(), table.params_as(np.float64)
+        got = [float(energy(params, x, box, test.species, (i, j)))
+               for x, box in zip(test.positions_nm[:8], test.box_nm[:8], strict=True)]
+        # the table's energy in float64 against the network's in float32
+        np.testing.assert_allclose(got, energies, rtol=0,
+                                   atol=float32_atol(energies, n_terms=N_PAIRS_TINY))
+        engine = ModelEngine(table, test.masses_amu, test.box_nm[0], float64=True)
+        start = engine.run("nvt", test.positions_nm[0], None, 100.0, 2.0, 200, 10, 1, 1.0,
+                           NO_LIMITS)
+        x, v = start.final_state()
+        fluctuation = {}
+        for dt, steps, every in ((2.0, 400, 10), (1.0, 800, 20)):
+            seg = engine.run("nve", x, v, 100.0, dt, steps, every, 0, 1.0, NO_LIMITS)
+            assert seg.failure is None and checks.momentum_change(seg) < 1e-10
+            fluctuation[dt] = checks.energy_drift(seg, 1.0)["fluctuation_eps_per_atom"]
+    assert 3.0 < fluctuation[2.0] / fluctuation[1.0] < 5.5
 
 
 def test_a_full_neighbour_list_is_reallocated_and_no_pair_is_lost(good_engine_start):

@@ -97,9 +97,16 @@ def test_the_wall_below_the_data_is_repulsive_and_continuous(argon_fit):
         values = np.asarray(potential.model.pair_potential(params, r))
         below, above = (float(potential.model.pair_potential(params, jnp.array([x]))[0])
                         for x in (r_lo - 1e-9, r_lo + 1e-9))
+        # the force at the join itself (r_lo as the model computes it, to the last bit: a
+        # table's grid node can land there) and on either side
+        grid = potential.model.grid
+        join = grid.r0_nm + grid.spacing_nm * jnp.asarray(grid.first, jnp.int32)[0].astype(
+            jnp.float64)
+        at_join = -np.asarray(phi(jnp.stack([join - 1e-9, join, join + 1e-9])))
     assert np.all(np.diff(force) < 0) and force[0] > 100 * abs(force[-1])  # grows inward
     assert np.all(np.diff(values) < 0)
     assert abs(below - above) < 1e-6
+    np.testing.assert_allclose(at_join, at_join[1], rtol=1e-6)
 
 
 def test_train_cli_fits_a_spline_run_and_export_tabulates_it(tiny_data, tmp_path):

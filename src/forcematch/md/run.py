@@ -25,7 +25,7 @@ from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, write_h5md
 from forcematch.md import checks
 from forcematch.md.protocol import Protocol, compare, limits_from_data, run_protocol, summarise
-from forcematch.md.record import Segment, min_pair_distance_nm
+from forcematch.md.record import Segment
 from forcematch.provenance import provenance
 from forcematch.units import UNIT
 
@@ -35,18 +35,52 @@ def _log(message: str) -> None:
 
 
 def _start_and_limits(config: dict, dataset_dir: Path):
-    """(test frames, start positions [N,3], the stability limits from the training data)."""
+    """(test frames, start positions [N,3], the stability limits from the training data, the
+    closest pair of each species pair in the training split [P] nm, `tables.species_pairs`
+    order): one scan of train.h5."""
+    from forcematch.calculators.tables import species_pairs
+    from forcematch.data.pairs import closest_pairs_nm
+    from forcematch.data.sources import H5MDSource
+
     md = config["md"]
     test = read_h5md(dataset_dir / "test.h5")
     if md["start_frame"] >= test.n_frames:
         raise ForcematchError(f"md.start_frame {md['start_frame']} is past the last frame of "
                               f"{dataset_dir / 'test.h5'} ({test.n_frames} frames)")
-    train = read_h5md(dataset_dir / "train.h5")
-    closest = float(min_pair_distance_nm(train.positions_nm, train.box_nm[0]).min())
+    with H5MDSource(dataset_dir / "train.h5") as source:
+        species = np.asarray(source.species)
+        by_pair = closest_pairs_nm(source, species, species_pairs(int(species.max()) + 1))
+    closest = float(by_pair.min())
     limits = limits_from_data(closest, md["close_pair_margin"], md["runaway_factor"])
     _log(f"closest pair in the training data {closest * 10:.3f} A; a run fails below "
          f"{limits.min_distance_nm * 10:.3f} A or above {limits.runaway_factor:g} x T")
-    return test, test.positions_nm[md["start_frame"]], limits
+    return test, test.positions_nm[md["start_frame"]], limits, by_pair
+
+
+def _integrated(potential, md: dict, closest_nm: np.ndarray, test):
+    """(what MD integrates, what md.json says of its table): the potential itself, or for a
+    pair family with `md.pair_table` its table (`md.pair_table.PairTable`), walled below
+    `closest_nm` [P], the closest pair of each species pair in the training split."""
+    from forcematch.calculators.export import choose_r_min
+    from forcematch.calculators.tables import PAIR_FAMILIES
+    from forcematch.md.pair_table import PairTable
+
+    if not md["pair_table"] or potential.model_name not in PAIR_FAMILIES:
+        return potential, None
+    if potential.n_species == 1:
+        closest_nm = np.asarray([np.min(closest_nm)])
+    r_min, _ = choose_r_min(potential, closest_nm, None)
+    try:
+        table = PairTable.build(potential, r_min)
+    except ForcematchError as err:  # φ too rough to tabulate within the bound: the network
+        _log(f"pair table: {err}; MD integrates the model itself")
+        return potential, {"used": False, "why": str(err)}
+    frames = slice(0, min(4, test.n_frames))
+    per_atom = table.force_error(test.positions_nm[frames], test.box_nm[frames], test.species)
+    _log(f"pair table: dr {table.dr_nm:g} nm, force error {table.max_force_error_rel:.2g} of "
+         f"the force RMS per pair, {per_atom:.2g} per atom on {frames.stop} test frames")
+    return table, table.bound() | {"used": True, "force_error_rel_per_atom": per_atom,
+                                   "per_atom_frames": frames.stop}
 
 
 def _epsilon_kJ_mol(config: dict) -> float:
@@ -131,7 +165,7 @@ def run_reference_md(config: dict, dataset_dir, out_dir) -> dict:
 
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     protocol = Protocol.from_config(config)
-    test, start, limits = _start_and_limits(config, dataset_dir)
+    test, start, limits, _ = _start_and_limits(config, dataset_dir)
     lj = lj_system_from_config(config)
     engine = OpenMMEngine(lj)
     segments = run_protocol(engine, start, protocol, limits)
@@ -193,13 +227,14 @@ def run_model_md(config: dict, model_dir, dataset_dir, reference_dir, out_dir) -
     if reference.get("protocol") != _finite_or_none(protocol.__dict__):
         raise ForcematchError(f"{Path(reference_dir) / 'md.json'} was made with other md "
                               "settings: rerun the reference MD with this config")
-    test, start, limits = _start_and_limits(config, dataset_dir)
+    test, start, limits, closest_nm = _start_and_limits(config, dataset_dir)
     potential = load_model(model_dir)
     masses = test.masses_amu
     if not np.isfinite(masses).all():
         raise ForcematchError(f"{dataset_dir / 'test.h5'}: masses are missing (NaN); MD "
                               "needs every particle's mass")
-    engine = ModelEngine(potential, masses, test.box_nm[md["start_frame"]],
+    integrated, table = _integrated(potential, md, closest_nm, test)
+    engine = ModelEngine(integrated, masses, test.box_nm[md["start_frame"]],
                          species=test.species, skin_nm=md["skin_nm"], float64=md["float64"],
                          friction_per_ps=md["friction_per_ps"], progress=_log)
     segments = run_protocol(engine, start, protocol, limits)
@@ -207,7 +242,8 @@ def run_model_md(config: dict, model_dir, dataset_dir, reference_dir, out_dir) -
     summary = summarise(segments, protocol, _epsilon_kJ_mol(config),
                         lambda pos: np.trace(potential.strain_derivative(
                             pos, box, float64=md["float64"]), axis1=1, axis2=2))
-    summary["engine"] = "jax_md"
+    summary["engine"] = "jax_md, pair table" if (table or {}).get("used") else "jax_md"
+    summary["pair_table"] = table
     summary["model"] = potential.describe()
     summary["against_reference"] = compare(summary, reference)
     summary["provenance"] = provenance("md", config_hash(stage_config(config, "md")),

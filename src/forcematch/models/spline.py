@@ -159,7 +159,10 @@ class SplineModel(NeighbourListModel):
         coefficients = full_coefficients(params["coefficients"], self.grid.n_intervals, jnp)
         first = jnp.asarray(self.grid.first, jnp.int32)[pair_type]
         r_lo = self.grid.r0_nm + self.grid.spacing_nm * first.astype(r.dtype)
-        k, u = self.grid.locate(jnp.clip(r, r_lo, self.cutoff_nm), jnp)
+        # `where`, not `clip` or `maximum`: their gradient at a tie is halved, which made F at
+        # exactly r = r_lo half its value on either side (hit by table grids with a node there)
+        inside = jnp.where(r < r_lo, r_lo, jnp.where(r > self.cutoff_nm, self.cutoff_nm, r))
+        k, u = self.grid.locate(inside, jnp)
         spline = sum(coefficients[pair_type, k + m] * b
                      for m, b in enumerate(bspline_pieces(u)))
         h = self.grid.spacing_nm
@@ -169,7 +172,7 @@ class SplineModel(NeighbourListModel):
         force0 = -dphi0
         curvature = jnp.maximum(d2phi0, WALL_CURVATURE_FLOOR / r_lo)
         kappa = jnp.clip(-d3phi0 / curvature, WALL_STEEPNESS[0] / r_lo, WALL_STEEPNESS[1] / r_lo)
-        d = jnp.maximum(r_lo - r, 0.0)
+        d = jnp.where(r < r_lo, r_lo - r, 0.0)
         wall = phi0 + force0 * d + curvature / kappa**2 * (jnp.expm1(kappa * d) - kappa * d)
         return jnp.where(r < r_lo, wall, spline)
 
