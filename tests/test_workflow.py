@@ -115,7 +115,9 @@ def test_tiny_workflow_end_to_end(tiny_run):
     for loss in ("energy", "force", "joint"):
         for n in ("16", "all"):
             md = json.loads((results / "md" / f"pair-{loss}-n{n}" / "md.json").read_text())
-            assert md["engine"] == "jax_md" and isinstance(md["stable"], bool)
+            # a pair model runs from its table (md.pair_table), within the stated bound
+            assert md["engine"] == "jax_md, pair table" and isinstance(md["stable"], bool)
+            assert md["pair_table"]["used"] and md["pair_table"]["max_force_error_rel"] <= 1e-6
             assert md["protocol"] == md_reference["protocol"]
     md = json.loads((results / "md" / run / "md.json").read_text())
     if md["equilibration"]["stable"]:  # NVE ran: momentum is conserved to float32 round-off
