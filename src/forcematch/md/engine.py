@@ -1,4 +1,5 @@
-"""MD with a trained model: JAX MD's integrators and neighbour lists driving `potential.Potential`.
+"""MD with a trained model: JAX MD's integrators and neighbour lists driving `potential.Potential`
+(or `md.pair_table.PairTable`, a pair family's table, which offers the same methods).
 
     engine = ModelEngine(load_model(path), masses_amu, box_nm, skin_nm=0.1)
     segment = engine.run("nve", positions_nm, None, 100.0, 5.0, n_steps=20_000,
