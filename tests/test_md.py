@@ -92,20 +92,31 @@ def test_nve_conserves_momentum_and_its_energy_error_scales_as_dt_squared(good_e
     potential, test = good_engine_start
     with jax.enable_x64(True):
         engine = ModelEngine(potential, test.masses_amu, test.box_nm[0], float64=True)
-        start = engine.run("nvt", test.positions_nm[0], None, 100.0, 2.0, 200, 10, 1, 1.0,
-                           NO_LIMITS)
-        x, v = start.final_state()
-        fluctuation = {}
-        for dt, steps, every in ((2.0, 400, 10), (1.0, 800, 20)):
-            seg = engine.run("nve", x, v, 100.0, dt, steps, every, 0, 1.0, NO_LIMITS)
-            assert seg.failure is None
-            assert checks.momentum_change(seg) < 1e-10  # float64: round-off only
-            # NVE starts from zero total momentum, though Langevin left the start some
-            assert np.abs(start.momentum_amu_nm_ps[-1]).max() > 1e-3
-            assert np.abs(seg.momentum_amu_nm_ps).max() < 1e-10
-            fluctuation[dt] = checks.energy_drift(seg, 1.0)["fluctuation_eps_per_atom"]
+        start, runs = nve_at_two_steps(engine, test.positions_nm[0])
+    # NVE starts from zero total momentum, though Langevin left the start some
+    assert np.abs(start.momentum_amu_nm_ps[-1]).max() > 1e-3
+    for seg in runs.values():
+        assert seg.failure is None
+        assert checks.momentum_change(seg) < 1e-10  # float64: round-off only
+        assert np.abs(seg.momentum_amu_nm_ps).max() < 1e-10
     # Velocity Verlet: the energy error is O(dt^2); half the step, a quarter of the error.
-    assert 3.0 < fluctuation[2.0] / fluctuation[1.0] < 5.5
+    assert 3.0 < energy_fluctuation_ratio(runs) < 5.5
+
+
+def nve_at_two_steps(engine, positions_nm):
+    """(the NVT start, {dt: NVE Segment}): 0.4 ps of NVT at 100 K from `positions_nm`, then
+    0.8 ps of NVE from its end at 2 fs and at 1 fs (float64 engines: round-off aside)."""
+    start = engine.run("nvt", positions_nm, None, 100.0, 2.0, 200, 10, 1, 1.0, NO_LIMITS)
+    x, v = start.final_state()
+    return start, {dt: engine.run("nve", x, v, 100.0, dt, steps, every, 0, 1.0, NO_LIMITS)
+                   for dt, steps, every in ((2.0, 400, 10), (1.0, 800, 20))}
+
+
+def energy_fluctuation_ratio(runs) -> float:
+    """Total-energy fluctuation at 2 fs over that at 1 fs (4 for an O(dt^2) error)."""
+    fluctuation = {dt: checks.energy_drift(seg, 1.0)["fluctuation_eps_per_atom"]
+                   for dt, seg in runs.items()}
+    return fluctuation[2.0] / fluctuation[1.0]
 
 
 def test_langevin_ideal_gas_has_the_target_temperature_with_3n_degrees_of_freedom(
@@ -147,15 +158,10 @@ def test_the_pair_table_is_the_network_within_its_bound(good_engine_start, tiny_
         np.testing.assert_allclose(got, energies, rtol=0,
                                    atol=float32_atol(energies, n_terms=N_PAIRS_TINY))
         engine = ModelEngine(table, test.masses_amu, test.box_nm[0], float64=True)
-        start = engine.run("nvt", test.positions_nm[0], None, 100.0, 2.0, 200, 10, 1, 1.0,
-                           NO_LIMITS)
-        x, v = start.final_state()
-        fluctuation = {}
-        for dt, steps, every in ((2.0, 400, 10), (1.0, 800, 20)):
-            seg = engine.run("nve", x, v, 100.0, dt, steps, every, 0, 1.0, NO_LIMITS)
-            assert seg.failure is None and checks.momentum_change(seg) < 1e-10
-            fluctuation[dt] = checks.energy_drift(seg, 1.0)["fluctuation_eps_per_atom"]
-    assert 3.0 < fluctuation[2.0] / fluctuation[1.0] < 5.5
+        _, runs = nve_at_two_steps(engine, test.positions_nm[0])
+    for seg in runs.values():
+        assert seg.failure is None and checks.momentum_change(seg) < 1e-10
+    assert 3.0 < energy_fluctuation_ratio(runs) < 5.5
 
 
 def test_a_full_neighbour_list_is_reallocated_and_no_pair_is_lost(good_engine_start):

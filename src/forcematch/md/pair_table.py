@@ -148,16 +148,20 @@ class PairTable:
         from forcematch.data.pairs import frame_pairs
 
         energy, params = self.energy_function(), self.params_as(np.float32)
-        forces = jax.jit(jax.grad(lambda *args: -energy(params, *args)))
-        model_forces = self.potential.predict(positions_nm, box_nm, species)[1]
-        worst = 0.0
-        for x, box, expected in zip(positions_nm, box_nm, model_forces, strict=True):
-            i, j, _, _ = frame_pairs(x, box, self.cutoff_nm)
-            got = forces(jnp.asarray(x, jnp.float32), jnp.asarray(box, jnp.float32),
-                         jnp.asarray(species, jnp.int32),
-                         (jnp.asarray(i, jnp.int32), jnp.asarray(j, jnp.int32)))
-            worst = max(worst, float(np.max(np.abs(np.asarray(got) - expected))))
-        return worst / self.potential.force_scale_kJ_mol_nm()
+        forces = jax.jit(jax.vmap(jax.grad(lambda *args: -energy(params, *args)),
+                                  in_axes=(0, 0, None, 0)))
+        n = positions_nm.shape[1]
+        lists = [frame_pairs(x, box, self.cutoff_nm)[:2]
+                 for x, box in zip(positions_nm, box_nm, strict=True)]
+        width = max(i.shape[0] for i, _ in lists)  # one shape: padding index N, one compile
+        i, j = (np.stack([np.pad(pair[k], (0, width - pair[k].shape[0]), constant_values=n)
+                          for pair in lists]) for k in (0, 1))
+        got = forces(jnp.asarray(positions_nm, jnp.float32), jnp.asarray(box_nm, jnp.float32),
+                     jnp.asarray(species, jnp.int32), (jnp.asarray(i, jnp.int32),
+                                                       jnp.asarray(j, jnp.int32)))
+        expected = self.potential.predict(positions_nm, box_nm, species)[1]
+        return float(np.max(np.abs(np.asarray(got) - expected))) / (
+            self.potential.force_scale_kJ_mol_nm())
 
     def params_as(self, dtype) -> dict:
         return {k: v if k == "n_intervals" else np.asarray(v, dtype)
