@@ -42,8 +42,20 @@ from forcematch.models import (
 from forcematch.models import predict_fn as batched_predict_fn
 
 MODEL_FORMAT = "forcematch-checkpoint"  # `format` in config.json of a model or checkpoint
-EVAL_CHUNK = 64  # frames per jitted prediction call
+# Pair slots per jitted prediction call. A call's temporaries grow with frames x slots; beyond
+# about 16k slots (8 frames of 100 argon atoms) they pass glibc's 32 MiB limit for reusing
+# freed memory, and every call maps, faults in and zeroes fresh pages: 64 frames per call were
+# 2.1-2.6x slower than 8 for all three network families, half of it kernel time
+# (BENCHMARKS.md, "Prediction in chunks: page faults").
+EVAL_PAIR_SLOTS = 16384
 CAPACITY_GROWTH = 1.5  # pair slots tried after an overflow, per slot of the list that overflowed
+
+
+def eval_chunk(capacity: int, n_frames: int | None = None) -> int:
+    """Frames per jitted prediction call for a model of `capacity` pair slots per frame: as many
+    as EVAL_PAIR_SLOTS allow, at least 1, at most `n_frames`."""
+    chunk = max(1, EVAL_PAIR_SLOTS // max(1, int(capacity)))
+    return chunk if n_frames is None else max(1, min(chunk, int(n_frames)))
 
 
 def pad_frames(positions, box, chunk: int):
@@ -127,9 +139,10 @@ class Potential:
         return self._forces(self.params, jnp.asarray(positions_nm, jnp.float32),
                             jnp.asarray(box_nm, jnp.float32), self._species(species))
 
-    def predict(self, positions_nm, box_nm, species=None, batch_size: int = EVAL_CHUNK):
+    def predict(self, positions_nm, box_nm, species=None, batch_size: int | None = None):
         """Energies [B] (kJ/mol) and forces [B,N,3] (kJ/mol/nm) of many frames, numpy float64.
-        positions [B,N,3], box [B,3] or [3] (nm)."""
+        positions [B,N,3], box [B,3] or [3] (nm); `batch_size` frames per call (default:
+        `eval_chunk` of the model's capacity)."""
         pos = np.asarray(positions_nm, np.float32)
         if pos.ndim != 3 or pos.shape[1:] != (self.n_atoms, 3):
             raise ForcematchError(f"positions must be [B, {self.n_atoms}, 3], got {pos.shape}")
@@ -137,12 +150,12 @@ class Potential:
         if pos.shape[0] == 0:
             return np.zeros(0), np.zeros((0, self.n_atoms, 3))
         e, f = predict_in_chunks(self._predict, self.params, pos, box, self._species(species),
-                                 min(batch_size, pos.shape[0]))
+                                 self._chunk(batch_size, pos.shape[0]))
         self._raise_on_overflow(pos, box, ~np.isfinite(e))
         return e, f
 
     def strain_derivative(self, positions_nm, box_nm, species=None, float64: bool = False,
-                          batch_size: int = EVAL_CHUNK) -> np.ndarray:
+                          batch_size: int | None = None) -> np.ndarray:
         """dU/dε [B,3,3] (kJ/mol) of frames [B,N,3] in a box [3] or [B,3] (edges, nm): the
         derivative of U(x·(1+ε), box·(1+ε)) with respect to a symmetric strain ε at ε = 0
         (`models.energy_forces_strain_fn`). Its trace is dU/dλ of a uniform scaling, which
@@ -160,9 +173,14 @@ class Potential:
                                             in_axes=(None, 0, 0, None)))
         params = self._params_float64() if float64 else self.params
         derivative = predict_in_chunks(self._strain, params, pos, box, self._species(species),
-                                       min(batch_size, pos.shape[0]))[0]
+                                       self._chunk(batch_size, pos.shape[0]))[0]
         self._raise_on_overflow(pos, box, ~np.isfinite(derivative).all(axis=(1, 2)))
         return derivative
+
+    def _chunk(self, batch_size: int | None, n_frames: int) -> int:
+        if batch_size is None:
+            return eval_chunk(self.capacity, n_frames)
+        return max(1, min(int(batch_size), n_frames))
 
     def _float_dtype(self, float64: bool):
         if float64 and jax.dtypes.canonicalize_dtype(jnp.float64) != jnp.float64:

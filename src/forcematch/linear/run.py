@@ -180,8 +180,8 @@ def _finish(model, params, norm, train_src, val_src, settings, out, result, fit_
     species = jnp.asarray(train_src.species)
     predict = jax.jit(predict_fn(model, norm))
     energies = jax.jit(jax.vmap(energy_fn(model, norm), in_axes=(None, 0, 0, None)))
-    shift = refit_offset(energies, params, species, train_src, norm)
-    m = evaluate(predict, params, species, val_src, norm, shift)
+    shift = refit_offset(energies, params, species, train_src, norm, model.capacity)
+    m = evaluate(predict, params, species, val_src, norm, shift, model.capacity)
     sol = result["solution"]
     fit = {"fit_s": fit_s, "condition_number": sol.condition_number,
            "effective_rank": sol.effective_rank, "n_coefficients": sol.n_solved,

@@ -345,11 +345,13 @@ class Trainer:
     # -- evaluation -------------------------------------------------------------------------
     def refit_offset(self, source: FrameSource) -> float:
         """Least-squares energy per atom (kJ/mol) of the current parameters on `source`."""
-        return ev.refit_offset(self.energies_jit, self.params, self.species, source, self.norm)
+        return ev.refit_offset(self.energies_jit, self.params, self.species, source, self.norm,
+                               self.model.capacity)
 
     def evaluate(self, source: FrameSource, shift: float) -> dict:
         """Accuracy of the current parameters on `source` with energy constant `shift`."""
-        return ev.evaluate(self.predict_jit, self.params, self.species, source, self.norm, shift)
+        return ev.evaluate(self.predict_jit, self.params, self.species, source, self.norm, shift,
+                           self.model.capacity)
 
     def _raise_divergence(self, idx: np.ndarray, value: float):
         """ForcematchError for a non-finite loss on the batch `idx`: a neighbour-list overflow
