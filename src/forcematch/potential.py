@@ -81,6 +81,18 @@ def predict_in_chunks(fn, params, positions, box, species, chunk: int) -> tuple[
     return tuple(np.concatenate(p) for p in zip(*parts, strict=True))
 
 
+def with_state(make, model):
+    """`make(model, norm)` (`models.energy_fn`, `forces_fn`, `predict_fn`, ...: f(params, ...))
+    as f(state, ...) with state = {"model": params, "energy_scale", "energy_shift_per_atom"}
+    (`Potential.params_as`): the normalisation a traced argument, not a constant of the code."""
+
+    def evaluate(state, *args):
+        norm = Normalisation(state["energy_scale"], state["energy_shift_per_atom"])
+        return make(model, norm)(state["model"], *args)
+
+    return evaluate
+
+
 class Potential:
     """A trained model with its normalisation; see the module docstring.
 
@@ -104,9 +116,13 @@ class Potential:
         self.model: EnergyModel = build_model(
             self.model_name, self.model_config, self.cutoff_nm, self.capacity)
         self.params = jax.tree.map(jnp.asarray, params)
-        self._energy = jax.jit(energy_fn(self.model, self.norm))
-        self._forces = jax.jit(forces_fn(self.model, self.norm))
-        self._predict = jax.jit(batched_predict_fn(self.model, self.norm))
+        # The jitted functions take the parameters and the normalisation as arguments (`state`),
+        # so that every model of one architecture shares their compilations (in JAX's
+        # persistent cache too: the energy constant refitted per run is not a constant in them).
+        self._state = jax.tree.map(jnp.asarray, self.params_as(np.float32))
+        self._energy = jax.jit(with_state(energy_fn, self.model))
+        self._forces = jax.jit(with_state(forces_fn, self.model))
+        self._predict = jax.jit(with_state(batched_predict_fn, self.model))
         self._overflow = jax.jit(jax.vmap(self.model.overflow))
         self._params64 = None
         self._strain = None
@@ -131,12 +147,12 @@ class Potential:
 
     def energy(self, positions_nm, box_nm, species=None):
         """Total energy (kJ/mol, float32 scalar) of one frame: positions [N,3], box [3] (nm)."""
-        return self._energy(self.params, jnp.asarray(positions_nm, jnp.float32),
+        return self._energy(self._state, jnp.asarray(positions_nm, jnp.float32),
                             jnp.asarray(box_nm, jnp.float32), self._species(species))
 
     def forces(self, positions_nm, box_nm, species=None):
         """Forces [N,3] (kJ/mol/nm) of one frame: -∇E."""
-        return self._forces(self.params, jnp.asarray(positions_nm, jnp.float32),
+        return self._forces(self._state, jnp.asarray(positions_nm, jnp.float32),
                             jnp.asarray(box_nm, jnp.float32), self._species(species))
 
     def predict(self, positions_nm, box_nm, species=None, batch_size: int | None = None):
@@ -149,7 +165,7 @@ class Potential:
         box = np.array(np.broadcast_to(np.asarray(box_nm, np.float32), (pos.shape[0], 3)))
         if pos.shape[0] == 0:
             return np.zeros(0), np.zeros((0, self.n_atoms, 3))
-        e, f = predict_in_chunks(self._predict, self.params, pos, box, self._species(species),
+        e, f = predict_in_chunks(self._predict, self._state, pos, box, self._species(species),
                                  self._chunk(batch_size, pos.shape[0]))
         self._raise_on_overflow(pos, box, ~np.isfinite(e))
         return e, f
@@ -168,10 +184,10 @@ class Potential:
         if pos.shape[0] == 0:
             return np.zeros((0, 3, 3))
         if self._strain is None:
-            evaluate = energy_forces_strain_fn(self.model, self.norm)
+            evaluate = with_state(energy_forces_strain_fn, self.model)
             self._strain = jax.jit(jax.vmap(lambda *args: evaluate(*args)[2],
                                             in_axes=(None, 0, 0, None)))
-        params = self._params_float64() if float64 else self.params
+        params = self._params_float64() if float64 else self._state
         derivative = predict_in_chunks(self._strain, params, pos, box, self._species(species),
                                        self._chunk(batch_size, pos.shape[0]))[0]
         self._raise_on_overflow(pos, box, ~np.isfinite(derivative).all(axis=(1, 2)))
@@ -225,7 +241,7 @@ class Potential:
                 f"atoms (indices 0..{self.n_species - 1})")
         sp = self._species(species if species is not None or n == self.n_atoms
                            else np.zeros(n, np.int32))
-        params = self._params_float64() if float64 else self.params
+        params = self._params_float64() if float64 else self._state
         capacity, all_pairs = self.capacity_for(n), max(1, n * (n - 1) // 2)
         while True:
             evaluate, overflow = self._evaluator(capacity)
@@ -242,29 +258,34 @@ class Potential:
             capacity = min(all_pairs, math.ceil(CAPACITY_GROWTH * capacity))
 
     def energy_function(self):
-        """The pure f(params, positions [N,3], box [3], species [N], pairs=None) -> E (kJ/mol)
-        behind `energy`, for code that compiles its own loop around it (MD); `pairs` as in
-        `models.EnergyModel.energy` (a list with a skin: i, j [P], N on padding)."""
-        return energy_fn(self.model, self.norm)
+        """The pure f(state, positions [N,3], box [3], species [N], pairs=None) -> E (kJ/mol)
+        behind `energy`, for code that compiles its own loop around it (MD); `state` is
+        `params_as(dtype)`; `pairs` as in `models.EnergyModel.energy` (a list with a skin: i,
+        j [P], N on padding)."""
+        return with_state(energy_fn, self.model)
 
-    def params_as(self, dtype):
-        """The parameters with every floating leaf cast to `dtype` (numpy arrays; np.float64
-        stays float64 only where 64-bit JAX is on when they are used)."""
+    def params_as(self, dtype) -> dict:
+        """The state that `energy_function` and `pair_energy_function` take: {"model": the
+        parameters, "energy_scale", "energy_shift_per_atom": the normalisation}, every floating
+        leaf cast to `dtype` (numpy arrays; np.float64 stays float64 only where 64-bit JAX is on
+        when they are used)."""
+        state = {"model": self.params, "energy_scale": self.norm.energy_scale,
+                 "energy_shift_per_atom": self.norm.energy_shift_per_atom}
         return jax.tree.map(lambda p: np.asarray(p, dtype) if np.issubdtype(
-            np.asarray(p).dtype, np.floating) else np.asarray(p), self.params)
+            np.asarray(p).dtype, np.floating) else np.asarray(p), state)
 
     def pair_energy_function(self):
-        """For a pair family (`pair`, `spline`): the pure φ(params, r [M] nm, pair_type [M] or
-        None) -> [M] kJ/mol of one pair at each distance, envelope included (pair_type: the
-        index of the unordered species pair; None for one species). ForcematchError for any
-        other family."""
+        """For a pair family (`pair`, `spline`): the pure φ(state, r [M] nm, pair_type [M] or
+        None) -> [M] kJ/mol of one pair at each distance, envelope included (`state`:
+        `params_as(dtype)`; pair_type: the index of the unordered species pair; None for one
+        species). ForcematchError for any other family."""
         if not hasattr(self.model, "pair_potential"):
             raise ForcematchError(
                 f"the {self.model_name} model in {self.path} is not a pair potential")
-        model, scale = self.model, self.norm.energy_scale
+        model = self.model
 
-        def phi(params, r_nm, pair_type=None):
-            return scale * model.pair_potential(params, r_nm, pair_type)
+        def phi(state, r_nm, pair_type=None):
+            return state["energy_scale"] * model.pair_potential(state["model"], r_nm, pair_type)
 
         return phi
 
@@ -290,7 +311,7 @@ class Potential:
         if capacity not in self._evaluators:
             model = build_model(self.model_name, self.model_config, self.cutoff_nm, capacity)
             self._evaluators[capacity] = (
-                jax.jit(energy_forces_strain_fn(model, self.norm)), jax.jit(model.overflow))
+                jax.jit(with_state(energy_forces_strain_fn, model)), jax.jit(model.overflow))
         return self._evaluators[capacity]
 
     def _raise_on_overflow(self, pos, box, bad) -> None:

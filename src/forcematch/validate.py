@@ -324,13 +324,17 @@ def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
              f"({100 * metrics['force_rmse_rel']:.3f} % of the force std), energy MAE "
              f"{metrics['energy_mae_per_atom_meV']:.4f} meV/atom")
 
-    energies64 = jax.jit(jax.vmap(model.energy_float64, in_axes=(0, None)))
-    forces64 = jax.jit(jax.grad(model.energy_float64))
+    # the model's state an argument, not a constant: one compilation serves every model
+    energy, state64 = model.energy_function(), model.params_as(np.float64)
+    species = np.asarray(test.species, np.int32)
+    energies64 = jax.jit(jax.vmap(energy, in_axes=(None, 0, None, None)))
+    forces64 = jax.jit(jax.grad(energy, argnums=1))
 
     def model_frame(t):
         box = np.asarray(test.box_nm[t], dtype=np.float64)
-        forces = -np.asarray(forces64(test.positions_nm[t], box))
-        return forces, lambda stack: np.asarray(energies64(stack, box))
+        forces = -np.asarray(forces64(state64, test.positions_nm[t].astype(np.float64), box,
+                                      species))
+        return forces, lambda stack: np.asarray(energies64(state64, stack, box, species))
 
     fd_ids = rng.choice(test.n_frames, size=min(vcfg["fd_frames"], test.n_frames),
                         replace=False)

@@ -53,7 +53,14 @@ def closest_pairs_nm(source, species, pairs) -> np.ndarray:
 
 
 def count_pairs(positions_nm, box_nm, cutoff_nm, chunk: int = 256) -> np.ndarray:
-    """Number of pairs within the cutoff per frame, numpy. positions [T, N, 3], box [T, 3].
+    """Number of pairs within the cutoff per frame, numpy. positions [T, N, 3], box [T, 3]."""
+    return pair_counts_and_closest(positions_nm, box_nm, cutoff_nm, chunk)[0]
+
+
+def pair_counts_and_closest(positions_nm, box_nm, cutoff_nm, chunk: int = 256
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """(pairs within the cutoff [T], closest minimum-image pair distance [T] nm) per frame,
+    numpy, over all atoms (species ignored). positions [T, N, 3], box [T, 3].
 
     O(N²) time per frame, but at most about 2²¹ pair distances (50 MB) held at once: up to
     `chunk` frames together when N is small, blocks of rows of one frame when N is large.
@@ -63,6 +70,9 @@ def count_pairs(positions_nm, box_nm, cutoff_nm, chunk: int = 256) -> np.ndarray
     n_frames, n = positions_nm.shape[:2]
     budget = 1 << 21
     counts = np.zeros(n_frames, dtype=np.int64)
+    closest2 = np.full(n_frames, np.inf)
+    if n < 2:
+        return counts, closest2
     if n * (n - 1) // 2 <= budget:
         iu, ju = np.triu_indices(n, k=1)
         chunk = max(1, min(chunk, budget // max(len(iu), 1)))
@@ -71,8 +81,10 @@ def count_pairs(positions_nm, box_nm, cutoff_nm, chunk: int = 256) -> np.ndarray
             box = box_nm[start : start + chunk, None, :]
             d = pos[:, iu, :] - pos[:, ju, :]
             d -= box * np.round(d / box)
-            counts[start : start + chunk] = np.sum(np.sum(d * d, axis=-1) < cutoff_nm**2, axis=1)
-        return counts
+            r2 = np.sum(d * d, axis=-1)
+            counts[start : start + chunk] = np.sum(r2 < cutoff_nm**2, axis=1)
+            closest2[start : start + chunk] = r2.min(axis=1)
+        return counts, np.sqrt(closest2)
     rows = max(1, budget // n)
     for t in range(n_frames):
         pos, box = positions_nm[t], box_nm[t]
@@ -81,8 +93,10 @@ def count_pairs(positions_nm, box_nm, cutoff_nm, chunk: int = 256) -> np.ndarray
             d = pos[r0:r1, None, :] - pos[None, :, :]
             d -= box * np.round(d / box)
             upper = np.arange(n)[None, :] > np.arange(r0, r1)[:, None]
-            counts[t] += np.count_nonzero(upper & (np.sum(d * d, axis=-1) < cutoff_nm**2))
-    return counts
+            r2 = np.where(upper, np.sum(d * d, axis=-1), np.inf)
+            counts[t] += np.count_nonzero(r2 < cutoff_nm**2)
+            closest2[t] = min(closest2[t], float(r2.min()))
+    return counts, np.sqrt(closest2)
 
 
 def estimate_capacity(positions_nm, box_nm, cutoff_nm, margin: float = 1.2) -> int:

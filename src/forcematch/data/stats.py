@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from forcematch.data.frames import Frames
-from forcematch.data.pairs import count_pairs, estimate_capacity
+from forcematch.data.pairs import estimate_capacity, pair_counts_and_closest
 from forcematch.data.sources import FrameSource, blocks
 from forcematch.errors import ForcematchError
 
@@ -88,16 +88,19 @@ def scan(source: FrameSource, name: str, *,
 
 class DensestFrame:
     """Follows the frame with the most pairs within the cutoff over blocks of frames; its
-    `capacity()` is `data.pairs.estimate_capacity` of all frames seen (a function of that max)."""
+    `capacity()` is `data.pairs.estimate_capacity` of all frames seen (a function of that max).
+    `closest_nm`: the closest pair (any species) of all frames seen, nm (inf: none)."""
 
     def __init__(self, cutoff_nm: float):
         self.cutoff_nm, self.pairs, self.frame = cutoff_nm, -1, None
+        self.closest_nm = float("inf")
 
     def __call__(self, positions_nm: np.ndarray, box_nm: np.ndarray) -> None:
         """positions [B,N,3] (nm), box [B,3] (nm)."""
         if positions_nm.shape[0] == 0:
             return
-        counts = count_pairs(positions_nm, box_nm, self.cutoff_nm)
+        counts, closest = pair_counts_and_closest(positions_nm, box_nm, self.cutoff_nm)
+        self.closest_nm = min(self.closest_nm, float(closest.min()))
         i = int(np.argmax(counts))
         if counts[i] > self.pairs:
             self.pairs = int(counts[i])

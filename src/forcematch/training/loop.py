@@ -51,6 +51,7 @@ from forcematch.models import (
     predict_fn,
     with_data_species,
 )
+from forcematch.models.pair import PairModel, TabulatedPair
 from forcematch.potential import MODEL_FORMAT
 from forcematch.progress import bar as progress_bar
 from forcematch.training import checkpoint, parallel
@@ -59,6 +60,7 @@ from forcematch.training.batches import Prefetcher, batch_indices, seeded_subset
 from forcematch.training.optim import make_optimizer, make_schedule
 
 _PREFETCH_BATCHES = 3  # batches read ahead by the background thread
+TABLE_BELOW_CLOSEST = 0.95  # the pair table starts at this fraction of the closest pair
 
 
 class Trainer:
@@ -81,7 +83,7 @@ class Trainer:
         self._plan_batches()
         model_config = with_data_species(model_config, train_src.species)
         cutoff_nm = model_cutoff_nm(self.cfg["model"], model_config, float(cutoff_nm))
-        capacity, fingerprints = self._scan(cutoff_nm)  # first: names a bad frame
+        capacity, self.closest_pair_nm, fingerprints = self._scan(cutoff_nm)  # names a bad frame
         self.stats = check_normalisation(stats, "training")
         self.model = build_model(self.cfg["model"], model_config, cutoff_nm, capacity)
         self.norm = Normalisation.from_stats(self.stats, self.cfg["output_scale"], self.n_atoms)
@@ -139,13 +141,14 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * self.epochs
         self.eval_every = ev.evaluation_interval(self.epochs)
 
-    def _scan(self, cutoff_nm: float) -> tuple[int, dict]:
-        """One read of all frames: fingerprints, finiteness, and the neighbour capacity that
-        covers every training and validation frame."""
+    def _scan(self, cutoff_nm: float) -> tuple[int, float, dict]:
+        """One read of all frames: fingerprints, finiteness, the neighbour capacity that covers
+        every training and validation frame, and their closest pair (nm)."""
         densest = DensestFrame(cutoff_nm)
         train_sha256 = scan(self.train_src, "training", on_positions=densest)
         val_sha256 = scan(self.val_src, "validation", on_positions=densest)
-        return densest.capacity(), {"train_sha256": train_sha256, "val_sha256": val_sha256}
+        return densest.capacity(), densest.closest_nm, {"train_sha256": train_sha256,
+                                                        "val_sha256": val_sha256}
 
     def _describe(self, cutoff_nm, capacity, fingerprints, provenance) -> dict:
         """The run's config.json: what identifies it (resume check) and what loads it."""
@@ -186,7 +189,7 @@ class Trainer:
 
     def _loss(self, params, pos, box, energy, forces):
         cfg = self.cfg
-        pred_e, pred_f = self.predict(params, pos, box, self.species)
+        pred_e, pred_f = self.loss_predict(params, pos, box, self.species)
         centred = cfg["energy_loss"] == "centred"
         if cfg["loss_form"] == "raw_eV_angstrom":
             return losses.raw_loss(pred_e, pred_f, energy, forces, cfg["energy_weight"],
@@ -225,6 +228,19 @@ class Trainer:
         self.optimizer = make_optimizer(self.cfg, self.total_steps)
         self.schedule = make_schedule(self.cfg, self.total_steps)
         self.predict = predict_fn(self.model, self.norm)
+        self.loss_model = self._loss_model()
+        self.loss_predict = predict_fn(self.loss_model, self.norm)
+
+    def _loss_model(self):
+        """The model the loss evaluates: the pair family through its table (TabulatedPair,
+        `train.pair_table_dr_nm`), any other the model itself."""
+        dr_nm = self.cfg["pair_table_dr_nm"]
+        if not isinstance(self.model, PairModel) or dr_nm is None:
+            return self.model
+        r_lo_nm = TABLE_BELOW_CLOSEST * self.closest_pair_nm
+        if not r_lo_nm < self.model.cutoff_nm:  # no pair within the cutoff in any frame
+            return self.model
+        return TabulatedPair(self.model, r_lo_nm, dr_nm)
 
     def preflight(self, mode: str = "refuse") -> dict:
         """The checks of `forcematch.preflight` on this run's data, model and loss at
@@ -277,8 +293,15 @@ class Trainer:
             f"training {self.model.name} model {json.dumps(self.model.config)} on "
             f"{self.n_train} frames of {self.n_atoms} atoms ({data}): batch {self.batch_size} "
             f"over {self.n_devices} {kind} device{plural}, {self.steps_per_epoch} steps/epoch x "
-            f"{self.epochs} epochs, neighbour capacity {self.model.capacity}; compiled "
-            f"in {compile_s:.1f} s")
+            f"{self.epochs} epochs, neighbour capacity {self.model.capacity}{self._table_note()};"
+            f" compiled in {compile_s:.1f} s")
+
+    def _table_note(self) -> str:
+        table = self.loss_model
+        if not isinstance(table, TabulatedPair):
+            return ""
+        return (f", loss through a table of φ: {table.n_intervals} cubics from "
+                f"{table.r_lo_nm:.4f} nm to the cutoff (dr {table.dr_nm} nm)")
 
     def _load_batch(self, idx: np.ndarray):
         """Frames `idx` as float32 arrays placed split over the devices (background thread)."""
