@@ -35,6 +35,7 @@ from forcematch.figure_inputs import Inputs, load_inputs, read_csv  # noqa: E402
 from forcematch.md import figures as md_figures  # noqa: E402
 from forcematch.pair_figure import PAIR_FIGURE, pair_potential_figure, pair_runs  # noqa: E402
 from forcematch.provenance import provenance  # noqa: E402
+from forcematch.run_styles import legend_outside, run_style, style_of  # noqa: E402
 
 FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
            "net_force")
@@ -107,13 +108,14 @@ def learning_curve_figure(train_dirs: dict[str, Path], out_dir: Path) -> None:
     """Validation force RMSE (fraction of the force std) and training loss per epoch."""
     keys = ["epoch", "train_loss", "val_force_rmse_rel", "val_force_std_ratio", "val_force_corr"]
     tables = {name: read_csv(d / "metrics.csv", keys) for name, d in train_dirs.items()}
-    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for name, t in tables.items():
-        ax_loss.semilogy(t["epoch"], t["train_loss"], marker="o", ms=2, label=name)
-        ax_err.loglog(t["epoch"], 100 * t["val_force_rmse_rel"], marker="o", ms=2, label=name)
+        style = style_of(name)
+        ax_loss.semilogy(t["epoch"], t["train_loss"], ms=3, label=name, **style)
+        ax_err.loglog(t["epoch"], 100 * t["val_force_rmse_rel"], ms=3, label=name, **style)
     ax_loss.set(xlabel="epoch", ylabel="training loss (normalised)")
     ax_err.set(xlabel="epoch", ylabel="validation force RMSE (% of force std)")
-    ax_err.legend(fontsize=7)
+    legend_outside(fig, ax_err)
     _save(fig, out_dir, "learning_curve", _long(tables, keys))
 
 
@@ -123,20 +125,21 @@ def accuracy_vs_size_figure(metrics: dict[str, dict], out_dir: Path) -> None:
     for m in metrics.values():
         groups.setdefault(f"{m['model']} {m['loss']}", []).append(
             (int(m["n_train"]), 100 * m["force_rmse_rel"], m["energy_mae_per_atom_meV"]))
-    fig, (ax_f, ax_e) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+    fig, (ax_f, ax_e) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     columns: dict[str, list] = {"series": [], "n_train": [], "force_rmse_percent_of_std": [],
                                 "energy_mae_meV_per_atom": []}
     for label, points in sorted(groups.items()):
         n, f, e = (np.array(v) for v in zip(*sorted(points), strict=True))
-        ax_f.loglog(n, f, marker="o", label=label)
-        ax_e.loglog(n, e, marker="o", label=label)
+        style = run_style(*label.split(" "))
+        ax_f.loglog(n, f, label=label, **style)
+        ax_e.loglog(n, e, label=label, **style)
         columns["series"] += [label] * len(n)
         columns["n_train"] += n.tolist()
         columns["force_rmse_percent_of_std"] += f.tolist()
         columns["energy_mae_meV_per_atom"] += e.tolist()
     ax_f.set(xlabel="training frames", ylabel="test force RMSE (% of force std)")
     ax_e.set(xlabel="training frames", ylabel="test energy MAE (meV/atom)")
-    ax_f.legend(fontsize=7)
+    legend_outside(fig, ax_f)
     _save(fig, out_dir, "accuracy_vs_size", columns)
 
 
@@ -144,15 +147,17 @@ def fd_figure(runs: dict[str, Path], out_dir: Path) -> None:
     """Finite-difference error against step size: truncation (large h) meets round-off (small h)."""
     keys = ["step_nm", "max_rel_error", "median_rel_error"]
     tables = {name: read_csv(d / "fd.csv", keys) for name, d in runs.items()}
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+    fig, (ax_max, ax_median) = plt.subplots(1, 2, figsize=(11, 4), sharey=True,
+                                            layout="constrained")
     for name, t in tables.items():
-        (line,) = ax.loglog(t["step_nm"], t["max_rel_error"], marker="o", ms=3,
-                            label=f"{name} (max)")
-        ax.loglog(t["step_nm"], t["median_rel_error"], ls="--", lw=1, color=line.get_color(),
-                  label=f"{name} (median)")
-    ax.set(xlabel="finite-difference step h (nm)",
-           ylabel="|F$_{FD}$ − F| / rms F", title="central differences vs forces (float64)")
-    ax.legend(fontsize=8)
+        style = style_of(name)
+        ax_max.loglog(t["step_nm"], t["max_rel_error"], ms=3, label=name, **style)
+        ax_median.loglog(t["step_nm"], t["median_rel_error"], ms=3, label=name, **style)
+    ax_max.set(xlabel="finite-difference step h (nm)", ylabel="|F$_{FD}$ − F| / rms F",
+               title="largest over the checked atoms")
+    ax_median.set(xlabel="finite-difference step h (nm)", title="median")
+    fig.suptitle("central differences of the energy against the forces (float64)")
+    legend_outside(fig, ax_max)
     _save(fig, out_dir, "fd_error", _long(tables, keys))
 
 
@@ -164,12 +169,14 @@ def net_force_figure(runs: dict[str, Path], out_dir: Path) -> None:
     lo = np.log10(max(min(v.min() for v in values), 1e-16))
     hi = np.log10(max(v.max() for v in values)) + 0.1
     bins = np.logspace(lo - 0.1, hi, 50)
-    fig, ax = plt.subplots(figsize=(5, 3.8))
+    fig, ax = plt.subplots(figsize=(7, 3.8), layout="constrained")
     for (name, _), v in zip(tables.items(), values, strict=True):
-        ax.hist(v, bins=bins, histtype="step", lw=1.5, label=name)
+        style = {k: w for k, w in style_of(name).items()
+                 if k in ("color", "linestyle", "alpha")}
+        ax.hist(v, bins=bins, histtype="step", lw=1.5, label=name, **style)
     ax.set(xscale="log", xlabel="net force per frame |Σ F$_i$| (kJ mol$^{-1}$ nm$^{-1}$)",
            ylabel="frames")
-    ax.legend(fontsize=8)
+    legend_outside(fig, ax)
     _save(fig, out_dir, "net_force", _long(tables, keys))
 
 

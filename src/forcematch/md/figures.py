@@ -15,6 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
+from forcematch.run_styles import legend_outside, style_of
+
 MD_FIGURES = ("md_drift", "md_rdf", "md_summary")
 
 
@@ -34,9 +36,9 @@ def drift_figure(md: dict[str, dict], save) -> None:
         dt = np.array([r["timestep_fs"] for r in rows])
         drift = np.abs([r.get("drift_eps_per_atom_per_ns") or np.nan for r in rows])
         fluct = np.array([r.get("fluctuation_eps_per_atom") or np.nan for r in rows])
-        style = {"color": "k", "lw": 2} if name == "reference" else {}
-        ax_d.loglog(dt, drift, marker="o", label=name, **style)
-        ax_f.loglog(dt, fluct, marker="o", label=name, **style)
+        style = style_of(name)
+        ax_d.loglog(dt, drift, label=name, **style)
+        ax_f.loglog(dt, fluct, label=name, **style)
         cols["series"] += [name] * len(dt)
         cols["timestep_fs"] += dt.tolist()
         cols["abs_drift_eps_per_atom_per_ns"] += drift.tolist()
@@ -50,7 +52,7 @@ def drift_figure(md: dict[str, dict], save) -> None:
             ax.xaxis.set_minor_formatter(NullFormatter())
     ax_d.set(xlabel="time step (fs)", ylabel="|NVE energy drift| (ε per atom per ns)")
     ax_f.set(xlabel="time step (fs)", ylabel="NVE energy fluctuation (ε per atom)")
-    ax_f.legend(fontsize=7)
+    legend_outside(fig, ax_f)
     save(fig, "md_drift", cols)
 
 
@@ -64,14 +66,15 @@ def rdf_figure(md: dict[str, dict], shown: list[str], save) -> None:
         if liquid is None:
             continue
         r, g = np.array(liquid["rdf"]["r_A"]), np.array(liquid["rdf"]["g"])
-        ax.plot(r, g, label=name, **({"color": "k", "lw": 2} if name == "reference" else {}))
+        style = {k: v for k, v in style_of(name).items() if k != "marker"}
+        ax.plot(r, g, label=name, **style)
         cols["series"] += [name] * len(r)
         cols["r_A"] += r.tolist()
         cols["g"] += g.tolist()
     floor = md.get("reference", {}).get("rdf_noise_floor")
     title = f"NVT at T; reference noise floor max|Δg| = {floor:.3f}" if floor else "NVT at T"
     ax.set(xlabel="r (Å)", ylabel="g(r)", title=title)
-    ax.legend(fontsize=7)
+    legend_outside(fig, ax)
     save(fig, "md_rdf", cols)
 
 
