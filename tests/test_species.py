@@ -1,6 +1,8 @@
 """Several species through the whole chain with real parts: a Kob–Andersen mixture simulated
 with OpenMM, split, a `pair` model trained on it resolving species from the data (one pair
-function per species pair), validated with the test error per species."""
+function per species pair), validated with the test error per species, and used through ASE by
+chemical symbol (the species names stored with the model). The mixture's species are named
+Ar (A) and Ne (B, the smaller and weaker) so that ASE takes them as elements."""
 
 from __future__ import annotations
 
@@ -8,9 +10,11 @@ import json
 
 import numpy as np
 import yaml
+from ase import Atoms
 from conftest import TINY
 
 from forcematch import cli
+from forcematch.calculators.ase import EV_PER_KJ_MOL, ForcematchCalculator
 from forcematch.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.units import ARGON_MASS_AMU, ARGON_SIGMA_NM, AVOGADRO_PER_MOL
@@ -26,11 +30,11 @@ def ka_config(tmp_path):
         "n_atoms": 40, "temperature_K": 119.8, "density_g_cm3": KA_DENSITY_G_CM3,
         "cutoff_nm": 0.54, "switch_nm": 0.45,
         "species": [
-            {"name": "A", "count": 32, "mass_amu": ARGON_MASS_AMU, "sigma_nm": SIG,
+            {"name": "Ar", "count": 32, "mass_amu": ARGON_MASS_AMU, "sigma_nm": SIG,
              "epsilon_kJ_mol": EPS},
-            {"name": "B", "count": 8, "mass_amu": ARGON_MASS_AMU, "sigma_nm": 0.88 * SIG,
+            {"name": "Ne", "count": 8, "mass_amu": ARGON_MASS_AMU, "sigma_nm": 0.88 * SIG,
              "epsilon_kJ_mol": 0.5 * EPS}],
-        "pair_parameters": [{"species": ["A", "B"], "sigma_nm": 0.8 * SIG,
+        "pair_parameters": [{"species": ["Ar", "Ne"], "sigma_nm": 0.8 * SIG,
                              "epsilon_kJ_mol": 1.5 * EPS}]}
     config["simulate"] |= {"timestep_fs": 2.0, "steps_between_frames": 10}
     config["train"] |= {"epochs": 4}
@@ -61,8 +65,8 @@ def test_a_mixture_trains_with_species_and_reports_each(tmp_path, keep_environme
                      "--out-dir", str(tmp_path / "validate")]) == 0
     metrics = json.loads((tmp_path / "validate" / "metrics.json").read_text())
     rows = {row["name"]: row for row in metrics["by_species"]}
-    assert set(rows) == {"A", "B"}
-    assert (rows["A"]["n_atoms"], rows["B"]["n_atoms"]) == (32, 8)
+    assert set(rows) == {"Ar", "Ne"}
+    assert (rows["Ar"]["n_atoms"], rows["Ne"]["n_atoms"]) == (32, 8)
     # The atom-weighted mean square of the species' errors is the overall one.
     mean_square = sum(r["n_atoms"] * r["force_rmse"] ** 2 for r in rows.values()) / 40
     assert np.isclose(mean_square, metrics["force_rmse"] ** 2, rtol=1e-9)
@@ -73,3 +77,16 @@ def test_a_mixture_trains_with_species_and_reports_each(tmp_path, keep_environme
     e = model.energy(frame.positions_nm[0], frame.box_nm[0])
     e_swapped = model.energy(frame.positions_nm[0], frame.box_nm[0], swapped)
     assert abs(float(e) - float(e_swapped)) > 1e-3  # kJ/mol
+    # Through ASE by chemical symbol, with no species_map: the names stored with the model.
+    assert model.species_names == ["Ar", "Ne"]
+    symbols = ["Ne" if s else "Ar" for s in frame.species]
+    atoms = Atoms(symbols, positions=frame.positions_nm[0] * 10,
+                  cell=np.diag(frame.box_nm[0] * 10), pbc=True)
+    atoms.calc = ForcematchCalculator(tmp_path / "train" / "model")
+    assert atoms.calc.species_map == {"Ar": 0, "Ne": 1}
+    np.testing.assert_allclose(atoms.get_potential_energy(), float(e) * EV_PER_KJ_MOL,
+                               rtol=1e-6)
+    reversed_atoms = atoms[::-1]  # any order: the symbols carry the species
+    reversed_atoms.calc = ForcematchCalculator(tmp_path / "train" / "model")
+    np.testing.assert_allclose(reversed_atoms.get_potential_energy(),
+                               atoms.get_potential_energy(), rtol=1e-6)

@@ -189,6 +189,7 @@ def cmd_train(args) -> None:
     from contextlib import ExitStack
 
     from forcematch.config import config_hash, stage_config
+    from forcematch.config_derived import species_names
     from forcematch.data.sources import H5MDSource
     from forcematch.h5md import read_h5md
     from forcematch.provenance import provenance
@@ -206,7 +207,8 @@ def cmd_train(args) -> None:
             splits = [read_h5md(path) for path in paths]
         train(*splits, config["train"], config["model"][model_name],
               config["system"]["cutoff_nm"], _out_dir(args.out_dir), stats=stats,
-              devices=args.devices, restart_stale=args.restart_stale, provenance=record)
+              devices=args.devices, restart_stale=args.restart_stale, provenance=record,
+              species_names=species_names(config))
 
 
 def cmd_check_training(args) -> None:

@@ -131,9 +131,46 @@ def check_model_info(info: dict, path: str | os.PathLike, model_format: str) -> 
             raise ForcematchError(f"{path}: missing key '{key}' ({what})")
         if not ok(info[key]):
             raise ForcematchError(f"{path}: '{key}' must be {what}, got {info[key]!r:.80}")
+    _check_species_names(info, path)
     if len(info["species"]) != info["n_atoms"]:
         raise ForcematchError(f"{path}: 'species' lists {len(info['species'])} atoms but "
                               f"'n_atoms' is {info['n_atoms']}")
+
+
+def _check_species_names(info: dict, path: str | os.PathLike) -> None:
+    """`species_names` (optional; null: unnamed) must name species 0..S−1, S the model's."""
+    names = info.get("species_names")
+    if names is None:
+        return
+    n_species = int(info["model_config"].get("n_species", 1))
+    if not (isinstance(names, list) and all(isinstance(n, str) and n for n in names)
+            and len(set(names)) == len(names)):
+        raise ForcematchError(f"{path}: 'species_names' must be a list of distinct non-empty "
+                              f"names or null, got {names!r:.80}")
+    if len(names) != n_species:
+        raise ForcematchError(f"{path}: 'species_names' names {len(names)} species but the "
+                              f"model knows {n_species}")
+
+
+def model_info(*, model_format: str, version: str, model, train_config: dict, source,
+               stats: dict, norm, fingerprints: dict, provenance: dict | None,
+               species_names, **extra) -> dict:
+    """The config.json of a trained model, for every family (`check_model_info` reads it):
+    what loads it (model, options, cutoff, capacity, atoms and their species, names of the
+    species where the data give them, normalisation) and what identifies the run (training
+    options, data fingerprints, provenance); `extra`: a family's own keys. JSON types only."""
+    import numpy as np
+
+    info = {
+        "format": model_format, "format_version": 1, "forcematch_version": version,
+        "model": model.name, "model_config": model.config, "train_config": dict(train_config),
+        "cutoff_nm": model.cutoff_nm, "capacity": model.capacity, "n_atoms": source.n_atoms,
+        "species": np.asarray(source.species).tolist(),
+        "species_names": None if species_names is None else list(species_names),
+        "stats": stats, "norm": norm.to_dict(), **extra,
+        "data": fingerprints, "provenance": provenance,
+    }
+    return json.loads(json.dumps(info))
 
 
 def restore_msgpack(data: bytes, path: str | os.PathLike) -> Any:

@@ -111,6 +111,8 @@ class Potential:
         self.capacity: int = info["capacity"]
         self.n_atoms: int = info["n_atoms"]
         self.species = np.asarray(info["species"], np.int32)
+        # names of species 0..S−1 where the training data named them (None: indices only)
+        self.species_names: list[str] | None = info.get("species_names")
         self.stats: dict = info["stats"]
         self.norm = Normalisation.from_dict(info["norm"])
         self.model: EnergyModel = build_model(
@@ -137,6 +139,7 @@ class Potential:
             "cutoff_nm": self.cutoff_nm,
             "neighbour_capacity": self.capacity,
             "n_atoms": self.n_atoms,
+            "species_names": self.species_names,
             "norm": self.norm.to_dict(),
             "forcematch_version": self.info.get("forcematch_version"),
             "provenance": self.info.get("provenance"),

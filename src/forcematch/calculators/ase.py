@@ -37,7 +37,7 @@ offered: not every model family has them.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
@@ -88,16 +88,21 @@ def wrapped_positions_nm(positions_nm: np.ndarray, box_nm: np.ndarray) -> np.nda
     return (fractional - np.floor(fractional)) @ box_nm
 
 
-def checked_species_map(species_map: Mapping[str, int] | None, n_species: int):
+def checked_species_map(species_map: Mapping[str, int] | None, n_species: int,
+                        species_names: Sequence[str] | None = None):
     """`species_map` ({chemical symbol: model species index}) checked against the model's
-    `n_species` S: every index in 0..S−1; None stays None (allowed for S = 1 only)."""
+    `n_species` S: every index in 0..S−1. None: for S > 1 the model's `species_names` (each
+    name the symbol of its index), refused where the model directory names none; for S = 1
+    None (any one element)."""
     if species_map is None:
-        if n_species > 1:
+        if n_species == 1:
+            return None
+        if species_names is None:
             raise ForcematchError(
                 f"this model was trained on {n_species} species and its directory records "
                 "indices, not names: give species_map={symbol: index} (indices 0.."
                 f"{n_species - 1}), e.g. {{'Ar': 0, 'Kr': 1}}")
-        return None
+        species_map = {name: index for index, name in enumerate(species_names)}
     checked = {}
     for symbol, index in dict(species_map).items():
         if not (isinstance(index, int | np.integer) and not isinstance(index, bool)
@@ -116,9 +121,11 @@ class ForcematchCalculator(Calculator):
         model: a model directory (`model/` or `checkpoint/` of a training run) or a loaded
             `potential.Potential`.
         species_map: {chemical symbol: model species index 0..S−1}. Optional for a model
-            trained on one species (S = 1), which then accepts atoms of any one element;
-            required for S > 1, because model directories record species indices, not names.
-            Atoms of any number and order are accepted.
+            trained on one species (S = 1), which then accepts atoms of any one element; for
+            S > 1 the default is the species names stored with the model (a mixture whose
+            config names its species by element, `system.species` or `import.species`), and
+            it is required for a model whose directory records indices only. Atoms of any
+            number and order are accepted.
         float64: evaluate in float64 (`jax.enable_x64` around each call) instead of float32.
         **kwargs: passed to `ase.calculators.calculator.Calculator` (label, atoms, ...).
     """
@@ -130,7 +137,8 @@ class ForcematchCalculator(Calculator):
         super().__init__(**kwargs)
         self.potential = model if isinstance(model, Potential) else load_model(model)
         self.n_species = self.potential.n_species
-        self.species_map = checked_species_map(species_map, self.n_species)
+        self.species_map = checked_species_map(species_map, self.n_species,
+                                               self.potential.species_names)
         self.cutoff_nm = float(self.potential.cutoff_nm)
         self.float64 = bool(float64)
 

@@ -35,6 +35,7 @@ from forcematch.linear.fit import (
     smoothness_penalty,
     solve,
 )
+from forcematch.model_files import model_info
 from forcematch.models import Normalisation, build_model, energy_fn, predict_fn
 from forcematch.models.spline import bspline_pieces, full_coefficients
 from forcematch.potential import MODEL_FORMAT
@@ -55,7 +56,8 @@ def fit_grid_r_lo(closest_nm: np.ndarray, cutoff_nm: float, spacing_nm: float) -
 
 def fit_spline(train_src: FrameSource, val_src: FrameSource, settings: Mapping,
                model_config: dict, cutoff_nm: float, out: Path, *, stats: dict,
-               provenance: dict | None, progress: Callable[[str], object]) -> dict:
+               provenance: dict | None, progress: Callable[[str], object],
+               species_names=None) -> dict:
     """Fit the spline model (settings: the resolved `train` options; model_config: the
     `model.spline` options with the data's `n_species`); returns the final metrics."""
     t_start = time.perf_counter()
@@ -93,7 +95,7 @@ def fit_spline(train_src: FrameSource, val_src: FrameSource, settings: Mapping,
     params = _params(model, result["solution"].coefficients, norm, settings)
     final = _finish(model, params, norm, train_src, val_src, settings, out, result, fit_s,
                     t_start, _describe(model, settings, train_src, stats, norm, fingerprints,
-                                       provenance), progress)
+                                       provenance, species_names), progress)
     return final
 
 
@@ -162,16 +164,13 @@ def _fit_table(model, result) -> dict[str, list]:
     return columns
 
 
-def _describe(model, settings, source, stats, norm, fingerprints, provenance) -> dict:
-    """config.json of the run (the keys `potential.load_model` reads, as the Trainer's)."""
-    info = {
-        "format": MODEL_FORMAT, "format_version": 1, "forcematch_version": __version__,
-        "model": model.name, "model_config": model.config, "train_config": dict(settings),
-        "cutoff_nm": model.cutoff_nm, "capacity": model.capacity, "n_atoms": source.n_atoms,
-        "species": np.asarray(source.species).tolist(), "stats": stats,
-        "norm": norm.to_dict(), "data": fingerprints, "provenance": provenance,
-    }
-    return json.loads(json.dumps(info))
+def _describe(model, settings, source, stats, norm, fingerprints, provenance,
+              species_names) -> dict:
+    """config.json of the run (`model_files.model_info`, as the Trainer's)."""
+    return model_info(model_format=MODEL_FORMAT, version=__version__, model=model,
+                      train_config=settings, source=source, stats=stats, norm=norm,
+                      fingerprints=fingerprints, provenance=provenance,
+                      species_names=species_names)
 
 
 def _finish(model, params, norm, train_src, val_src, settings, out, result, fit_s, t_start,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import jax
@@ -43,6 +43,7 @@ from forcematch.atomic import atomic_write_bytes, write_json
 from forcematch.data.sources import ArraySource, FrameSource, in_memory
 from forcematch.data.stats import DensestFrame, check_normalisation, scan
 from forcematch.errors import ForcematchError
+from forcematch.model_files import model_info
 from forcematch.models import (
     Normalisation,
     build_model,
@@ -70,8 +71,10 @@ class Trainer:
     def __init__(self, train_src: FrameSource, val_src: FrameSource, settings: Mapping,
                  model_config,
                  cutoff_nm: float, out: Path, *, stats: dict, devices: int | None,
-                 provenance: dict | None, progress: Callable[[str], object]):
-        """`out`: the run directory (None: preflight checks only, nothing written)."""
+                 provenance: dict | None, progress: Callable[[str], object],
+                 species_names: Sequence[str] | None = None):
+        """`out`: the run directory (None: preflight checks only, nothing written);
+        `species_names`: of species 0..S−1 where the data name them (else None)."""
         self.cfg = settings
         self.progress = progress
         self.mesh = parallel.device_mesh(devices)
@@ -89,7 +92,7 @@ class Trainer:
         self.norm = Normalisation.from_stats(self.stats, self.cfg["output_scale"], self.n_atoms)
         self.e_scale = float(self.stats["energy_per_atom_std_kJ_mol"]) or 1.0
         self.f_scale = float(self.stats["force_std_kJ_mol_nm"]) or 1.0
-        self.info = self._describe(cutoff_nm, capacity, fingerprints, provenance)
+        self.info = self._describe(fingerprints, provenance, species_names)
 
     # -- preparation -------------------------------------------------------------------------
     def _select_frames(self, train_src: FrameSource, val_src: FrameSource) -> None:
@@ -150,19 +153,15 @@ class Trainer:
         return densest.capacity(), densest.closest_nm, {"train_sha256": train_sha256,
                                                         "val_sha256": val_sha256}
 
-    def _describe(self, cutoff_nm, capacity, fingerprints, provenance) -> dict:
+    def _describe(self, fingerprints, provenance, species_names) -> dict:
         """The run's config.json: what identifies it (resume check) and what loads it."""
-        info = {
-            "format": MODEL_FORMAT, "format_version": 1, "forcematch_version": __version__,
-            "model": self.model.name, "model_config": self.model.config,
-            "train_config": dict(self.cfg), "cutoff_nm": cutoff_nm, "capacity": capacity,
-            "n_atoms": self.n_atoms, "species": np.asarray(self.train_src.species).tolist(),
-            "stats": self.stats, "norm": self.norm.to_dict(),
-            "energy_scale_per_atom_kJ_mol": self.e_scale, "force_scale_kJ_mol_nm": self.f_scale,
-            "batch_size": self.batch_size, "steps_per_epoch": self.steps_per_epoch,
-            "total_steps": self.total_steps, "data": fingerprints, "provenance": provenance,
-        }
-        return json.loads(json.dumps(info))
+        return model_info(
+            model_format=MODEL_FORMAT, version=__version__, model=self.model,
+            train_config=self.cfg, source=self.train_src, stats=self.stats, norm=self.norm,
+            fingerprints=fingerprints, provenance=provenance, species_names=species_names,
+            energy_scale_per_atom_kJ_mol=self.e_scale, force_scale_kJ_mol_nm=self.f_scale,
+            batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
+            total_steps=self.total_steps)
 
     # -- state and compilation -----------------------------------------------------------------
     def _initial_state(self) -> dict:

@@ -9,7 +9,7 @@ and saying what to do; the checkpoint keeps the last completed step for the reru
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from forcematch.atomic import OutputError, output_errors
@@ -50,6 +50,7 @@ def train(
     provenance: dict | None = None,
     progress: Callable[[str], object] = print,
     preflight: str = "refuse",
+    species_names: Sequence[str] | None = None,
 ) -> dict:
     """Train (or resume training) a model, or fit a `spline` one (`forcematch.linear`); returns
     the final metrics (also final_metrics.json).
@@ -70,6 +71,8 @@ def train(
         preflight: the checks before training (`forcematch.preflight`, report in
             out_dir/preflight.json): "refuse" stops on a refusal, "warn" (for deliberately
             broken diagnostic runs) only reports it.
+        species_names: names of species 0..S−1 (`config_derived.species_names`), stored
+            with the model so that consumers take atoms by name; None: unnamed.
 
     Raises ForcematchError when another live process trains into `out_dir/checkpoint`.
     """
@@ -88,10 +91,11 @@ def train(
     with CheckpointLock(ckpt):
         if settings["model"] == "spline":  # least squares, no optimiser (forcematch.linear)
             return _fit_spline(train_data, val_data, settings, model_config, cutoff_nm, out,
-                               stats, provenance, progress)
+                               stats, provenance, progress, species_names)
         trainer = Trainer(as_source(train_data), as_source(val_data), settings, model_config,
                           cutoff_nm, out, stats=stats, devices=devices,
-                          provenance=provenance, progress=progress)
+                          provenance=provenance, progress=progress,
+                          species_names=species_names)
         try:
             return trainer.run(restart_stale, preflight)
         except OutputError as err:
@@ -99,13 +103,14 @@ def train(
 
 
 def _fit_spline(train_data, val_data, settings, model_config, cutoff_nm, out, stats,
-                provenance, progress) -> dict:
+                provenance, progress, species_names) -> dict:
     from forcematch.linear.run import fit_spline
 
     train_src, val_src = as_source(train_data), as_source(val_data)
     return fit_spline(train_src, val_src, settings,
                       with_data_species(model_config, train_src.species), float(cutoff_nm),
-                      out, stats=stats, provenance=provenance, progress=progress)
+                      out, stats=stats, provenance=provenance, progress=progress,
+                      species_names=species_names)
 
 
 def _resume_hint(err: OutputError, trainer: Trainer, ckpt: Path) -> str:
