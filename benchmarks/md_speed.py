@@ -10,7 +10,8 @@ warm up and then timed, with `StabilityLimits(0, 1e9)` so that no check stops a 
 
 Models: each family of `--models` with initialised parameters (its config options,
 `Normalisation()`), built as `load_model` builds a `Potential`; or the trained models of
-`--model-dir` (re-sized to each size: the parameters do not depend on N). Speed does not
+`--model-dir`, run at each size as they are (the parameters do not depend on N; the engines
+size their pair lists from the atoms; one-species models at other sizes). Speed does not
 depend on the parameters, but the dynamics do: an untrained model's forces are tiny, its atoms
 fly almost freely, and the ideal gas's density fluctuations overflow JAX MD's cell list
 (1,000 atoms and up) within a few hundred steps; such a run is reported as skipped (the
@@ -89,8 +90,9 @@ def lj_at(base, n_atoms: int, density_g_cm3: float):
 def make_potential(name: str | None, lj, positions_nm, model_config: dict | None,
                    model_dir: Path | None = None, seed: int = 0):
     """The `Potential` a ModelEngine drives, for `lj.n_atoms` atoms: `load_model(model_dir)`
-    (re-sized when its size differs; single-species models only), or family `name` with
-    initialised parameters, built as `load_model` builds one: Potential(path, info, params)."""
+    as it is (at another size single-species models only), or family `name` with initialised
+    parameters for `lj.n_atoms` atoms, built as `load_model` builds one: Potential(path, info,
+    params)."""
     import jax
     import jax.numpy as jnp
 
@@ -101,15 +103,11 @@ def make_potential(name: str | None, lj, positions_nm, model_config: dict | None
 
     n, box = lj.n_atoms, np.full(3, lj.box_nm)
     capacity = pairs.estimate_capacity(np.asarray(positions_nm)[None], box[None], lj.cutoff_nm)
-    if model_dir is not None:
+    if model_dir is not None:  # any N: the engines size their pair lists from the atoms
         loaded = load_model(model_dir)
-        if loaded.n_atoms == n:
-            return loaded
-        if len(set(loaded.species.tolist())) > 1:
-            raise ForcematchError("a model of several species runs only at its own size")
-        info = dict(loaded.info, n_atoms=n, capacity=capacity,
-                    species=[int(loaded.species[0])] * n)
-        return Potential(loaded.path, info, loaded.params)
+        if loaded.n_atoms != n and loaded.n_species > 1:
+            raise ForcematchError("a model of several species runs only at its own size here")
+        return loaded
     config = model_settings(name, model_config, source=f"{name} model")
     model = build_model(name, config, lj.cutoff_nm, capacity)
     params = model.init(jax.random.PRNGKey(seed), jnp.asarray(positions_nm, jnp.float32),
@@ -156,13 +154,15 @@ def exported_openmm(potential, lj, start, threads: int):
     `potential` for `lj`'s atoms and box (see the module docstring)."""
     from forcematch.calculators.export import openmm_system
     from forcematch.calculators.tables import PairFunctions, automatic_grids
+    from forcematch.md.engine import engine_species
     from forcematch.md.reference import OpenMMEngine
 
     box = np.full(3, lj.box_nm)
     r_min = 0.9 * float(min_pair_distance_nm(np.asarray(start[0])[None], box)[0])
     tables = automatic_grids(PairFunctions(potential), r_min, None, None)[0]
     engine = OpenMMEngine(lj, "CPU", threads)
-    engine._system = openmm_system(tables, lj.masses_amu, potential.species, box)  # its System
+    engine._system = openmm_system(tables, lj.masses_amu, engine_species(potential, lj.n_atoms),
+                                   box)  # its System
     return engine
 
 
@@ -221,7 +221,10 @@ def forces_alone_us_per_atom(potential, lj, positions_nm, repeats: int = 3) -> f
     import jax
     import jax.numpy as jnp
 
-    gradient, calls = jax.grad(potential.energy_function(), argnums=1), max(2, 20_000 // lj.n_atoms)
+    from forcematch.md.engine import engine_species
+
+    energy = potential.energy_function(lj.n_atoms)  # its own pair list, sized for N
+    gradient, calls = jax.grad(energy, argnums=1), max(2, 20_000 // lj.n_atoms)
 
     def forces(params, positions, box, species):
         return -gradient(params, positions, box, species)
@@ -234,7 +237,8 @@ def forces_alone_us_per_atom(potential, lj, positions_nm, repeats: int = 3) -> f
 
     fn = jax.jit(chained)
     args = (potential.params_as(np.float32), jnp.asarray(positions_nm, jnp.float32),
-            jnp.full(3, lj.box_nm, jnp.float32), jnp.asarray(potential.species))
+            jnp.full(3, lj.box_nm, jnp.float32),
+            jnp.asarray(engine_species(potential, lj.n_atoms)))
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):

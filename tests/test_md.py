@@ -15,6 +15,7 @@ from precision import float32_atol
 
 from forcematch.cli import main
 from forcematch.config import load_config
+from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md
 from forcematch.md import checks
 from forcematch.md.engine import ModelEngine
@@ -101,6 +102,31 @@ def test_nve_conserves_momentum_and_its_energy_error_scales_as_dt_squared(good_e
         assert np.abs(seg.momentum_amu_nm_ps).max() < 1e-10
     # Velocity Verlet: the energy error is O(dt^2); half the step, a quarter of the error.
     assert 3.0 < energy_fluctuation_ratio(runs) < 5.5
+
+
+def test_md_runs_any_number_of_atoms(good_engine_start):
+    """A model trained on 32 atoms drives MD of the frame replicated 2x2x2 (256 atoms): the
+    first record's energy per atom and forces are the 32-atom frame's (to float32 round-off),
+    and species must be given only where the model knows several."""
+    potential, test = good_engine_start
+    x, box = test.positions_nm[0], test.box_nm[0]
+    shifts = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)]) * box
+    big = (x[None] + shifts[:, None]).reshape(-1, 3)
+    masses = np.tile(test.masses_amu, 8)
+    engine = ModelEngine(potential, masses, 2 * box)
+    one = ModelEngine(potential, test.masses_amu, box)
+    big_seg = engine.run("nve", big, np.zeros_like(big), 100.0, 2.0, 10, 10, 0, 1.0, NO_LIMITS)
+    small = one.run("nve", x, np.zeros_like(x), 100.0, 2.0, 10, 10, 0, 1.0, NO_LIMITS)
+    e_small = small.potential_kJ_mol[0]
+    assert big_seg.potential_kJ_mol[0] / 256 == pytest.approx(
+        e_small / 32, abs=float32_atol(e_small / 32, n_terms=256 * 32))
+    f_small = small.forces_kJ_mol_nm[0]
+    np.testing.assert_allclose(big_seg.forces_kJ_mol_nm[0], np.tile(f_small, (8, 1)), rtol=0,
+                               atol=float32_atol(f_small, n_terms=N_PAIRS_TINY))
+    with pytest.raises(ForcematchError, match=r"species must be \[256\] integers"):
+        ModelEngine(potential, masses, 2 * box, species=np.zeros(32, np.int32))
+    with pytest.raises(ForcematchError, match=r"species must lie in 0..0"):
+        ModelEngine(potential, masses, 2 * box, species=np.ones(256, np.int32))
 
 
 def nve_at_two_steps(engine, positions_nm):

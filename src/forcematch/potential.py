@@ -260,12 +260,16 @@ class Potential:
                 raise ForcematchError(f"the pair list overflows with all {all_pairs} pairs")
             capacity = min(all_pairs, math.ceil(CAPACITY_GROWTH * capacity))
 
-    def energy_function(self):
+    def energy_function(self, n_atoms: int | None = None):
         """The pure f(state, positions [N,3], box [3], species [N], pairs=None) -> E (kJ/mol)
         behind `energy`, for code that compiles its own loop around it (MD); `state` is
         `params_as(dtype)`; `pairs` as in `models.EnergyModel.energy` (a list with a skin: i,
-        j [P], N on padding)."""
-        return with_state(energy_fn, self.model)
+        j [P], N on padding). Without `pairs` the model finds its own, in `capacity_for(
+        n_atoms)` slots (default: the training frames' N and capacity)."""
+        if n_atoms is None or n_atoms == self.n_atoms:
+            return with_state(energy_fn, self.model)
+        return with_state(energy_fn, build_model(self.model_name, self.model_config,
+                                                 self.cutoff_nm, self.capacity_for(n_atoms)))
 
     def params_as(self, dtype) -> dict:
         """The state that `energy_function` and `pair_energy_function` take: {"model": the

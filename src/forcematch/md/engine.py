@@ -70,10 +70,7 @@ class ModelEngine:
         self.skin_nm = float(skin_nm)
         self.friction_per_ps = float(friction_per_ps)
         self.progress = progress or (lambda message: print(message, file=sys.stderr))
-        n = self.masses_amu.shape[0]
-        if n != potential.n_atoms:
-            raise ForcematchError(f"{n} masses for a model of {potential.n_atoms} atoms")
-        species = potential.species if species is None else species
+        species = engine_species(potential, self.masses_amu.shape[0], species)
         box = jnp.asarray(self.box_nm, self.dtype)
         # Parameters are an argument of the compiled chunk, not a constant in it: models of one
         # architecture share one compilation (and JAX's persistent cache across processes).
@@ -234,6 +231,30 @@ class ModelEngine:
         """A progress line every ten chunks and at the end (`done` of `total` records)."""
         if done == total or done % (10 * per_chunk) == 0:
             self.progress(f"{what}: {done * record_ps:.1f} / {total * record_ps:.1f} ps")
+
+
+def engine_species(potential, n_atoms: int, species=None) -> np.ndarray:
+    """Species [N] of the atoms MD moves: `species` where given (checked against the model's
+    S species), else the training frames' when N is theirs, else all species 0 for a model of
+    one species. The engine's pair list is its own, so any N the box holds runs; a model of
+    several species needs the species of a system of another size given."""
+    n_species = int(getattr(potential, "n_species", 1))
+    if species is None:
+        if n_atoms == potential.n_atoms:
+            return np.asarray(potential.species, np.int32)
+        if n_species > 1:
+            raise ForcematchError(
+                f"{n_atoms} atoms for a model of {n_species} species trained on "
+                f"{potential.n_atoms}: give the species of the {n_atoms} atoms")
+        return np.zeros(n_atoms, np.int32)
+    species = np.asarray(species)
+    if species.shape != (n_atoms,) or not np.issubdtype(species.dtype, np.integer):
+        raise ForcematchError(f"species must be [{n_atoms}] integers (one per mass), got "
+                              f"{species.dtype} {species.shape}")
+    if species.size and (species.min() < 0 or species.max() >= n_species):
+        raise ForcematchError(f"species must lie in 0..{n_species - 1} (the model's), got "
+                              f"{int(species.min())}..{int(species.max())}")
+    return species.astype(np.int32)
 
 
 def observe(state, nbrs, energy, params, box_nm) -> dict:

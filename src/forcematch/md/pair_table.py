@@ -99,6 +99,7 @@ class PairTable:
         self.cutoff_nm = float(potential.cutoff_nm)
         self.n_atoms = potential.n_atoms
         self.species = potential.species
+        self.n_species = potential.n_species
         self.dr_nm = float(tables.dr_nm)
         intervals = np.array([t.r_nm.shape[0] - 1 for t in tables.pairs])
         width = int(intervals.max())
