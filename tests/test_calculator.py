@@ -269,3 +269,16 @@ def test_what_the_calculator_refuses(trained):
             atoms_of(test, 0, ["Ar", "Xe"] * 16), r"elements \['Xe'\] are not in species_map")
     assert math.isfinite(ForcematchCalculator(one, species_map={"Kr": 0}).get_potential_energy(
         atoms_of(test, 0, "Kr32")))
+
+
+def test_atoms_on_top_of_each_other_are_refused_not_given_nan_forces(trained):
+    """Two atoms at one place: the pair model's energy stays finite but −∇E is not (0/0 in the
+    pair direction); the calculator says so, naming the atoms, instead of returning NaN."""
+    potential, test = trained["one"], trained["test"]
+    atoms = atoms_of(test, 0)
+    positions = atoms.get_positions()
+    positions[5] = positions[3]
+    atoms.set_positions(positions)
+    atoms.calc = ForcematchCalculator(potential)
+    with pytest.raises(ForcematchError, match=r"forces are not finite on atoms \[3, 5\]"):
+        atoms.get_forces()

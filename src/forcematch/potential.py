@@ -250,8 +250,8 @@ class Potential:
             evaluate, overflow = self._evaluator(capacity)
             energy, forces, strain = evaluate(params, pos, box, sp)
             if math.isfinite(float(energy)):
-                return (float(energy), np.asarray(forces, np.float64),
-                        np.asarray(strain, np.float64))
+                return _finite_results(float(energy), np.asarray(forces, np.float64),
+                                       np.asarray(strain, np.float64))
             if not bool(overflow(pos, box)):
                 raise ForcematchError(
                     f"the model's energy is {float(energy)} at this configuration (no "
@@ -337,6 +337,21 @@ class Potential:
         self._float_dtype(True)
         return self._energy(self._params_float64(), jnp.asarray(positions_nm, jnp.float64),
                             jnp.asarray(box_nm, jnp.float64), self._species(species))
+
+
+def _finite_results(energy: float, forces: np.ndarray, strain: np.ndarray):
+    """(energy, forces, strain) when the derivatives are finite too; else ForcematchError naming
+    the atoms (a finite energy with non-finite forces: atoms on top of each other)."""
+    bad = np.flatnonzero(~np.isfinite(forces).all(axis=1))
+    if bad.size:
+        raise ForcematchError(
+            f"the model's forces are not finite on atoms {bad[:10].tolist()}"
+            f"{' ...' if bad.size > 10 else ''} (energy {energy:g} kJ/mol): atoms at the same "
+            "place, or far outside the training data")
+    if not np.isfinite(strain).all():
+        raise ForcematchError(f"the model's strain derivative (stress) is not finite (energy "
+                              f"{energy:g} kJ/mol)")
+    return energy, forces, strain
 
 
 def expected_params(model: EnergyModel, n_atoms: int):
