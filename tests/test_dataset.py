@@ -11,6 +11,7 @@ from forcematch.data.frames import Frames
 from forcematch.dataset import build_dataset, split_replicas
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, read_parameters, write_h5md
+from forcematch.md.run import training_closest_pairs_nm
 
 N_ATOMS = 32
 
@@ -72,6 +73,13 @@ def test_build_dataset_writes_splits_and_stats(tmp_path, config):
     assert on_disk["train"]["force_std_kJ_mol_nm"] == pytest.approx(forces.std())
     assert on_disk["train"]["energy_per_atom_mean_kJ_mol"] == pytest.approx(
         np.mean(train.potential_energy_kJ_mol) / N_ATOMS)
+    # the closest pair of the split (one species: one pair), all minimum-image distances
+    d = train.positions_nm[:, :, None, :] - train.positions_nm[:, None, :, :]
+    d -= train.box_nm[:, None, None, :] * np.round(d / train.box_nm[:, None, None, :])
+    r = np.sqrt(np.sum(d * d, axis=-1))[:, *np.triu_indices(N_ATOMS, k=1)]
+    assert on_disk["train"]["closest_pair_nm"] == [pytest.approx(r.min(), rel=1e-12)]
+    assert training_closest_pairs_nm(tmp_path / "dataset").tolist() == on_disk["train"][
+        "closest_pair_nm"]
 
 
 def test_atom_count_mismatch_names_the_file(tmp_path, config):

@@ -25,7 +25,9 @@ from forcematch.data.checks import (
     wrap_into_box,
 )
 from forcematch.data.frames import Frames
+from forcematch.data.pairs import closest_by_species_pair
 from forcematch.data.repeats import check_repeated_forces, check_repeats
+from forcematch.data.sources import as_source
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, read_parameters, write_h5md
@@ -158,7 +160,9 @@ def _write_outputs(out_dir: Path, replicas: list[Frames], assignment: dict[str, 
                 for name, members in assignment.items():
                     frames = Frames.concatenate([replicas[k] for k in members])
                     write_h5md(tmp / f"{name}.h5", frames, parameters[name])
-                    stats[name] = statistics(frames) | {"replicas": members}
+                    stats[name] = statistics(frames) | {
+                        "replicas": members,
+                        "closest_pair_nm": closest_by_species_pair(as_source(frames))}
                     progress(f"{name}.h5: replicas {members}, {frames.n_frames} frames")
                 write_json(tmp / "stats.json", stats)
             except ForcematchError as exc:  # name the output, not the temporary directory

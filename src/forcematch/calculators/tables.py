@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from forcematch.data.pairs import species_pairs
 from forcematch.errors import ForcematchError
 from forcematch.units import KJ_MOL_PER_EV_SI, KJ_MOL_PER_KCAL_MOL, NM_TO_A
 
@@ -100,11 +101,6 @@ def require_pair_model(potential) -> None:
             f"the {potential.model_name} model in {potential.path} is not a pair potential and "
             "cannot be tabulated: use the ASE calculator (forcematch.calculators.ase) or "
             "`forcematch md` instead")
-
-
-def species_pairs(n_species: int) -> list[tuple[int, int]]:
-    """Unordered species pairs (a, b), a <= b, in the pair model's output order."""
-    return [(a, b) for a in range(n_species) for b in range(a, n_species)]
 
 
 class PairFunctions:

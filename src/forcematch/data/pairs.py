@@ -33,6 +33,21 @@ def frame_pairs(positions_nm: np.ndarray, box_nm: np.ndarray, cutoff_nm: float):
     return i, j, d, np.sqrt(np.sum(d * d, axis=1))
 
 
+def species_pairs(n_species: int) -> list[tuple[int, int]]:
+    """Unordered species pairs (a, b), a <= b, in the pair model's output order."""
+    return [(a, b) for a in range(n_species) for b in range(a, n_species)]
+
+
+def closest_by_species_pair(source) -> list[float | None]:
+    """The closest pair (nm) of each species pair, `species_pairs` order, over every frame of
+    `source` (None where a pair has no two atoms): what the dataset stage stores in stats.json
+    (`closest_pair_nm`) for MD's stability limit, the tables' walls and the spline fit."""
+    species = np.asarray(source.species)
+    n_species = int(species.max()) + 1 if species.size else 1
+    found = closest_pairs_nm(source, species, species_pairs(n_species))
+    return [float(r) if np.isfinite(r) else None for r in found]
+
+
 def closest_pairs_nm(source, species, pairs) -> np.ndarray:
     """Closest minimum-image distance (nm) between atoms of species a and b, per pair (a, b)
     of `pairs` [P], over every frame of the frame source `source`; inf where there is none.

@@ -13,6 +13,7 @@ holds `against_reference`. Both files are written whole or not at all.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -38,23 +39,33 @@ def _start_and_limits(config: dict, dataset_dir: Path):
     """(test frames, start positions [N,3], the stability limits from the training data, the
     closest pair of each species pair in the training split [P] nm, `tables.species_pairs`
     order): one scan of train.h5."""
-    from forcematch.calculators.tables import species_pairs
-    from forcematch.data.pairs import closest_pairs_nm
-    from forcematch.data.sources import H5MDSource
-
     md = config["md"]
     test = read_h5md(dataset_dir / "test.h5")
     if md["start_frame"] >= test.n_frames:
         raise ForcematchError(f"md.start_frame {md['start_frame']} is past the last frame of "
                               f"{dataset_dir / 'test.h5'} ({test.n_frames} frames)")
-    with H5MDSource(dataset_dir / "train.h5") as source:
-        species = np.asarray(source.species)
-        by_pair = closest_pairs_nm(source, species, species_pairs(int(species.max()) + 1))
+    by_pair = training_closest_pairs_nm(dataset_dir)
     closest = float(by_pair.min())
     limits = limits_from_data(closest, md["close_pair_margin"], md["runaway_factor"])
     _log(f"closest pair in the training data {closest * 10:.3f} A; a run fails below "
          f"{limits.min_distance_nm * 10:.3f} A or above {limits.runaway_factor:g} x T")
     return test, test.positions_nm[md["start_frame"]], limits, by_pair
+
+
+def training_closest_pairs_nm(dataset_dir: Path) -> np.ndarray:
+    """The closest pair of each species pair in the training split [P] nm (`species_pairs`
+    order; inf where none): stats.json's `closest_pair_nm`, written by the dataset stage; a
+    scan of train.h5 for a dataset written before it held them."""
+    from forcematch.data.pairs import closest_by_species_pair
+    from forcematch.data.sources import H5MDSource
+
+    stats_path = dataset_dir / "stats.json"
+    train = json.loads(stats_path.read_text()).get("train", {}) if stats_path.is_file() else {}
+    found = train.get("closest_pair_nm")
+    if found is None:
+        with H5MDSource(dataset_dir / "train.h5") as source:
+            found = closest_by_species_pair(source)
+    return np.array([np.inf if r is None else float(r) for r in found])
 
 
 def _integrated(potential, md: dict, closest_nm: np.ndarray, test):
