@@ -5,10 +5,12 @@
     F = potential.forces(positions_nm, box_nm)                     # [N,3] kJ/mol/nm = -dE/dx
     E, F = potential.predict(positions_nm [B,N,3], box_nm [B,3])   # numpy float64, chunked
 
-Validation, the collapse diagnostic and, later, MD, calculators and export load models here,
-never through the trainer. A model directory (written by `forcematch.training`) holds
-`config.json` (model family, hyper-parameters, cutoff, neighbour capacity, normalisation,
-provenance) and `state.msgpack` (the parameters, through `flax.serialization`: no pickle).
+Validation, the collapse diagnostic, MD, calculators and export load models here, never
+through the trainer. A model directory (written by `forcematch.training`) holds `config.json`
+(model family, hyper-parameters, cutoff, neighbour capacity, species and their names,
+normalisation, provenance: `model_files.model_info`) and `state.msgpack` (the parameters,
+through `flax.serialization`: no pickle). Compiled code takes the parameters and the
+normalisation as arguments (`params_as`, `with_state`), never as constants.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ class Potential:
         self._forces = jax.jit(with_state(forces_fn, self.model))
         self._predict = jax.jit(with_state(batched_predict_fn, self.model))
         self._overflow = jax.jit(jax.vmap(self.model.overflow))
-        self._params64 = None
+        self._state64 = None
         self._strain = None
         self._evaluators: dict = {}  # pair capacity -> jitted (energy_forces_strain, overflow)
 
@@ -190,7 +192,7 @@ class Potential:
             evaluate = with_state(energy_forces_strain_fn, self.model)
             self._strain = jax.jit(jax.vmap(lambda *args: evaluate(*args)[2],
                                             in_axes=(None, 0, 0, None)))
-        params = self._params_float64() if float64 else self._state
+        params = self._state_float64() if float64 else self._state
         derivative = predict_in_chunks(self._strain, params, pos, box, self._species(species),
                                        self._chunk(batch_size, pos.shape[0]))[0]
         self._raise_on_overflow(pos, box, ~np.isfinite(derivative).all(axis=(1, 2)))
@@ -208,10 +210,10 @@ class Potential:
                 "True) or `with jax.enable_x64(True):`")
         return np.float64 if float64 else np.float32
 
-    def _params_float64(self):
-        if self._params64 is None:  # numpy casts: safe even when called under jit/vmap tracing
-            self._params64 = self.params_as(np.float64)
-        return self._params64
+    def _state_float64(self):
+        if self._state64 is None:  # numpy casts: safe even when called under jit/vmap tracing
+            self._state64 = self.params_as(np.float64)
+        return self._state64
 
     def capacity_for(self, n_atoms: int) -> int:
         """Pair slots for a frame of `n_atoms` atoms: the trained capacity scaled by
@@ -244,7 +246,7 @@ class Potential:
                 f"atoms (indices 0..{self.n_species - 1})")
         sp = self._species(species if species is not None or n == self.n_atoms
                            else np.zeros(n, np.int32))
-        params = self._params_float64() if float64 else self._state
+        params = self._state_float64() if float64 else self._state
         capacity, all_pairs = self.capacity_for(n), max(1, n * (n - 1) // 2)
         while True:
             evaluate, overflow = self._evaluator(capacity)
@@ -335,7 +337,7 @@ class Potential:
         """Total energy (kJ/mol) in float64, for finite differences; needs 64-bit JAX
         (`with jax.enable_x64(True):`)."""
         self._float_dtype(True)
-        return self._energy(self._params_float64(), jnp.asarray(positions_nm, jnp.float64),
+        return self._energy(self._state_float64(), jnp.asarray(positions_nm, jnp.float64),
                             jnp.asarray(box_nm, jnp.float64), self._species(species))
 
 
