@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from forcematch import cli
-from forcematch.data.sources import H5MDSource
+from forcematch.data.pairs import closest_by_species_pair
+from forcematch.data.sources import H5MDSource, as_source
 from forcematch.data.stats import scan, statistics
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md
@@ -67,7 +68,9 @@ def test_scan_equals_in_memory_fingerprint_and_stats_are_the_dataset_stages(data
         np.testing.assert_array_equal(source.read(frames[::-1]).forces_kJ_mol_nm,
                                       data.forces_kJ_mol_nm[frames[::-1]])
     # computed once, by the dataset stage, from the same frames
-    assert {k: v for k, v in stats.items() if k != "replicas"} == statistics(data)
+    assert {k: v for k, v in stats.items()
+            if k not in ("replicas", "closest_pair_nm")} == statistics(data)
+    assert stats["closest_pair_nm"] == closest_by_species_pair(as_source(data))
 
 
 def test_streamed_training_equals_in_memory(dataset, stats, tmp_path):
