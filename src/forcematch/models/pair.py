@@ -110,7 +110,6 @@ class TabulatedPair:
             raise ForcematchError(f"pair table: spacing must be positive, got {dr_nm} nm")
         self.model, self.r_lo_nm, self.dr_nm = model, float(r_lo_nm), float(dr_nm)
         self.n_intervals = max(1, math.ceil((model.cutoff_nm - r_lo_nm) / dr_nm))
-        self.capacity = model.capacity
 
     def coefficients(self, params):
         """c [K, T, 4] (model units) of the cubic p(t) = c0 + c1 t + c2 t² + c3 t³ of each
