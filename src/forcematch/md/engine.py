@@ -238,7 +238,7 @@ def engine_species(potential, n_atoms: int, species=None) -> np.ndarray:
     S species), else the training frames' when N is theirs, else all species 0 for a model of
     one species. The engine's pair list is its own, so any N the box holds runs; a model of
     several species needs the species of a system of another size given."""
-    n_species = int(getattr(potential, "n_species", 1))
+    n_species = potential.n_species
     if species is None:
         if n_atoms == potential.n_atoms:
             return np.asarray(potential.species, np.int32)

@@ -87,6 +87,20 @@ class PairModel(NeighbourListModel):
         return poison_on_overflow(e, overflow, positions_nm)
 
 
+TABLE_BELOW_CLOSEST = 0.95  # a training table starts at this fraction of the closest pair
+
+
+def loss_model(model, closest_pair_nm: float, dr_nm: float | None):
+    """The model a training loss evaluates: a `PairModel` through its table from
+    TABLE_BELOW_CLOSEST × the data's closest pair (nm) at spacing `dr_nm`
+    (`train.pair_table_dr_nm`); the model itself for any other family, for `dr_nm` None, or
+    when no pair lies within the cutoff."""
+    if not isinstance(model, PairModel) or dr_nm is None:
+        return model
+    r_lo_nm = TABLE_BELOW_CLOSEST * closest_pair_nm
+    return TabulatedPair(model, r_lo_nm, dr_nm) if r_lo_nm < model.cutoff_nm else model
+
+
 class TabulatedPair:
     """A `PairModel` whose φθ is evaluated through a table: what the training loss uses.
 
@@ -110,6 +124,8 @@ class TabulatedPair:
             raise ForcematchError(f"pair table: spacing must be positive, got {dr_nm} nm")
         self.model, self.r_lo_nm, self.dr_nm = model, float(r_lo_nm), float(dr_nm)
         self.n_intervals = max(1, math.ceil((model.cutoff_nm - r_lo_nm) / dr_nm))
+        self.note = (f", loss through a table of φ: {self.n_intervals} cubics from "
+                     f"{self.r_lo_nm:.4f} nm to the cutoff (dr {self.dr_nm} nm)")
 
     def coefficients(self, params):
         """c [K, T, 4] (model units) of the cubic p(t) = c0 + c1 t + c2 t² + c3 t³ of each

@@ -52,7 +52,7 @@ from forcematch.models import (
     predict_fn,
     with_data_species,
 )
-from forcematch.models.pair import PairModel, TabulatedPair
+from forcematch.models.pair import loss_model
 from forcematch.potential import MODEL_FORMAT
 from forcematch.progress import bar as progress_bar
 from forcematch.training import checkpoint, parallel
@@ -61,7 +61,6 @@ from forcematch.training.batches import Prefetcher, batch_indices, seeded_subset
 from forcematch.training.optim import make_optimizer, make_schedule
 
 _PREFETCH_BATCHES = 3  # batches read ahead by the background thread
-TABLE_BELOW_CLOSEST = 0.95  # the pair table starts at this fraction of the closest pair
 
 
 class Trainer:
@@ -227,19 +226,9 @@ class Trainer:
         self.optimizer = make_optimizer(self.cfg, self.total_steps)
         self.schedule = make_schedule(self.cfg, self.total_steps)
         self.predict = predict_fn(self.model, self.norm)
-        self.loss_model = self._loss_model()
+        self.loss_model = loss_model(self.model, self.closest_pair_nm,
+                                     self.cfg["pair_table_dr_nm"])
         self.loss_predict = predict_fn(self.loss_model, self.norm)
-
-    def _loss_model(self):
-        """The model the loss evaluates: the pair family through its table (TabulatedPair,
-        `train.pair_table_dr_nm`), any other the model itself."""
-        dr_nm = self.cfg["pair_table_dr_nm"]
-        if not isinstance(self.model, PairModel) or dr_nm is None:
-            return self.model
-        r_lo_nm = TABLE_BELOW_CLOSEST * self.closest_pair_nm
-        if not r_lo_nm < self.model.cutoff_nm:  # no pair within the cutoff in any frame
-            return self.model
-        return TabulatedPair(self.model, r_lo_nm, dr_nm)
 
     def preflight(self, mode: str = "refuse") -> dict:
         """The checks of `forcematch.preflight` on this run's data, model and loss at
@@ -292,15 +281,8 @@ class Trainer:
             f"training {self.model.name} model {json.dumps(self.model.config)} on "
             f"{self.n_train} frames of {self.n_atoms} atoms ({data}): batch {self.batch_size} "
             f"over {self.n_devices} {kind} device{plural}, {self.steps_per_epoch} steps/epoch x "
-            f"{self.epochs} epochs, neighbour capacity {self.model.capacity}{self._table_note()};"
-            f" compiled in {compile_s:.1f} s")
-
-    def _table_note(self) -> str:
-        table = self.loss_model
-        if not isinstance(table, TabulatedPair):
-            return ""
-        return (f", loss through a table of φ: {table.n_intervals} cubics from "
-                f"{table.r_lo_nm:.4f} nm to the cutoff (dr {table.dr_nm} nm)")
+            f"{self.epochs} epochs, neighbour capacity {self.model.capacity}"
+            f"{getattr(self.loss_model, 'note', '')}; compiled in {compile_s:.1f} s")
 
     def _load_batch(self, idx: np.ndarray):
         """Frames `idx` as float32 arrays placed split over the devices (background thread)."""
