@@ -11,6 +11,8 @@ Layout (units in the ``unit`` attribute of every stored array)::
     /particles/all/species              [N] int32
     /particles/all/mass                 [N] float64 (u)
     /observables/potential_energy       step, time, value[T] (kJ mol-1, total of the frame)
+    /observables/virial                 optional: step, time, value[T,3,3] (kJ mol-1),
+                                        W = −∂U/∂ε, the configurational virial (`Frames`)
     /parameters                         attr ``json``: the run's parameters as JSON
 
 Files from other H5MD tools are read too: the particle group may have another name when it is
@@ -126,7 +128,8 @@ def _write_h5md_header(f: h5py.File, author: str) -> None:
 
 def _write_frames(f: h5py.File, frames: Frames, observables: dict | None = None) -> None:
     """/particles/all (position, force, velocity, box, species, mass), /observables (the
-    potential energy and `observables`: name -> (values [T], H5MD unit string))."""
+    potential energy, the virial if any, and `observables`: name -> (values [T], H5MD unit
+    string))."""
     t, n = frames.n_frames, frames.n_atoms
     frame_chunk = (1, max(n, 1), 3) if t > 0 and n > 0 else None
     part = f.create_group(f"particles/{PARTICLE_GROUP}")
@@ -149,6 +152,9 @@ def _write_frames(f: h5py.File, frames: Frames, observables: dict | None = None)
     group = f.create_group("observables")
     _write_time_data(group, "potential_energy", frames.potential_energy_kJ_mol, UNIT["energy"],
                      None, pos, *times)
+    if frames.virial_kJ_mol is not None:
+        _write_time_data(group, "virial", frames.virial_kJ_mol, UNIT["energy"], None, pos,
+                         *times)
     for name, (values, unit) in (observables or {}).items():
         if np.shape(values)[:1] != (t,):
             raise ForcematchError(f"observable {name}: {np.shape(values)} values for {t} frames")
@@ -267,6 +273,19 @@ def _read_masses(part: h5py.Group, n: int, where: str) -> np.ndarray:
     return np.broadcast_to(np.asarray(m_val, np.float64), (n,)).copy()
 
 
+def _virial_dataset(f: h5py.File, t: int, where: str) -> h5py.Dataset | None:
+    """The virial value dataset [T,3,3] (unit and shape checked), or None without one."""
+    if "observables/virial" not in f:
+        return None
+    ds = require(f, "observables/virial/value", where)
+    check_unit(ds, UNIT["energy"], where)
+    check_storage(ds, where)
+    if ds.shape != (t, 3, 3):
+        raise ForcematchError(f"{where}: {ds.name} has shape {ds.shape}, expected ({t}, 3, 3) "
+                              "to match position")
+    return ds
+
+
 def _per_atom_reads(part: h5py.Group) -> list[tuple[h5py.Dataset, int]]:
     """(dataset, rows read) of species and mass: a whole [N] dataset, or the first row of an
     H5MD time-dependent group."""
@@ -289,8 +308,10 @@ def _read_arrays(
     pos_ds, frc_ds, en_ds = _per_frame_datasets(f, part, where)
     t, n = pos_ds.shape[:2]
     vel_ds = _velocity_dataset(f, part, pos_ds, where)
+    vir_ds = _virial_dataset(f, t, where)
     k = FrameSelection.count(frames, t)  # refuse what would not fit before allocating anything
-    check_read_size([(ds, k) for ds in (pos_ds, frc_ds, en_ds, vel_ds) if ds is not None]
+    check_read_size([(ds, k) for ds in (pos_ds, frc_ds, en_ds, vel_ds, vir_ds)
+                     if ds is not None]
                     + _per_atom_reads(part), where)
     sel = FrameSelection(frames, t, where)
     pos_grp = part["position"]
@@ -304,6 +325,7 @@ def _read_arrays(
         "forces_kJ_mol_nm": read_f64(frc_ds),
         "potential_energy_kJ_mol": read_f64(en_ds),
         "velocities_nm_ps": None if vel_ds is None else read_f64(vel_ds),
+        "virial_kJ_mol": None if vir_ds is None else read_f64(vir_ds),
         "box_nm": read_box(part, sel, t, where),
         "step": np.asarray(read_step_or_time(pos_grp, "step", sel, t, where), np.int64),
         "time_ps": np.asarray(read_step_or_time(pos_grp, "time", sel, t, where), np.float64),
@@ -320,6 +342,7 @@ _FINITE_CHECKED = {
     "potential_energy_kJ_mol": "potential_energy",
     "box_nm": "box/edges",
     "velocities_nm_ps": "velocity",
+    "virial_kJ_mol": "virial",
 }
 
 

@@ -24,7 +24,9 @@ _PER_FRAME = {
     "step": np.int64,
     "time_ps": np.float64,
     "velocities_nm_ps": np.float64,
+    "virial_kJ_mol": np.float64,
 }
+_OPTIONAL = ("velocities_nm_ps", "virial_kJ_mol")  # per-frame fields a file may lack
 _PER_ATOM = {"species": np.int32, "masses_amu": np.float64}
 
 
@@ -35,7 +37,8 @@ class Frames:
     positions_nm [T,N,3], forces_kJ_mol_nm [T,N,3], potential_energy_kJ_mol [T] (total of the
     frame), box_nm [T,3] (edges), species [N] int32 (default: all 0), masses_amu [N] (NaN where
     unknown), step [T] int64 (default 0..T-1), time_ps [T] (default NaN), velocities_nm_ps
-    [T,N,3] or None.
+    [T,N,3] or None, virial_kJ_mol [T,3,3] or None: W = −∂U/∂ε, the configurational virial
+    (symmetric strain ε of positions and box; P = (2K + tr W)/(3V), `reference.virial`).
     """
 
     positions_nm: np.ndarray
@@ -47,6 +50,7 @@ class Frames:
     step: np.ndarray | None = None
     time_ps: np.ndarray | None = None
     velocities_nm_ps: np.ndarray | None = None
+    virial_kJ_mol: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         pos = np.asarray(self.positions_nm, np.float64)
@@ -66,7 +70,8 @@ class Frames:
             object.__setattr__(self, "box_nm", np.array(np.broadcast_to(box, (t, 3))))
         expected = {"forces_kJ_mol_nm": (t, n, 3), "potential_energy_kJ_mol": (t,),
                     "box_nm": (t, 3), "step": (t,), "time_ps": (t,), "species": (n,),
-                    "masses_amu": (n,), "velocities_nm_ps": (t, n, 3)}
+                    "masses_amu": (n,), "velocities_nm_ps": (t, n, 3),
+                    "virial_kJ_mol": (t, 3, 3)}
         for name, shape in expected.items():
             value = getattr(self, name)
             if value is not None and value.shape != shape:
@@ -108,20 +113,23 @@ class Frames:
                 if not same:
                     raise ForcematchError(
                         f"Frames.concatenate: the {what} of part {i} differ from part 0")
-        has_vel = [p.velocities_nm_ps is not None for p in parts]
-        if any(has_vel) and not all(has_vel):
-            raise ForcematchError(
-                "Frames.concatenate: some parts have velocities and others do not")
+        for name in _OPTIONAL:
+            has = [getattr(p, name) is not None for p in parts]
+            if any(has) and not all(has):
+                raise ForcematchError(
+                    f"Frames.concatenate: some parts have {name} and others do not")
         per_frame = {name: np.concatenate([getattr(p, name) for p in parts])
-                     for name in _PER_FRAME if name != "velocities_nm_ps" or all(has_vel)}
+                     for name in _PER_FRAME if getattr(first, name) is not None}
         return cls(**per_frame, species=first.species, masses_amu=first.masses_amu)
 
     def fingerprint(self) -> str:
-        """sha256 of positions, box, forces, energies and species: identifies the data a
-        checkpoint was trained on (`forcematch.data.stats.scan` gives the same from a source)."""
+        """sha256 of positions, box, forces, energies, species and the virial where there is
+        one: identifies the data a checkpoint was trained on (`forcematch.data.stats.scan`
+        gives the same from a source)."""
         h = hashlib.sha256()
+        virial = () if self.virial_kJ_mol is None else (self.virial_kJ_mol,)
         for arr in (self.positions_nm, self.box_nm, self.forces_kJ_mol_nm,
-                    self.potential_energy_kJ_mol, self.species):
+                    self.potential_energy_kJ_mol, self.species, *virial):
             h.update(str(arr.shape).encode())
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()

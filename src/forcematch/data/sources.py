@@ -8,8 +8,9 @@ A *frame source* holds T frames of the same N atoms and reads any of them on dem
                    stays flat however many frames the file holds
 
 Both give float64 values in the order asked for, bit for bit the same for the same frames, so
-training from either gives the same parameters. Energies [T] and boxes [T,3] are small and held
-in memory by both; positions and forces [T,N,3] are what a file source leaves on disk.
+training from either gives the same parameters. Energies [T], boxes [T,3] and virials [T,3,3]
+(where the data have them) are small and held in memory by both; positions and forces [T,N,3]
+are what a file source leaves on disk.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class FrameSource(Protocol):
     species: np.ndarray  # [N] int32
     box_nm: np.ndarray  # [T, 3] float64, all frames
     potential_energy_kJ_mol: np.ndarray  # [T] float64, all frames
+    virial_kJ_mol: np.ndarray | None  # [T,3,3] float64, all frames; None: the data have none
     frame_ids: np.ndarray  # [T] int64: frame numbers in the underlying file or arrays
 
     @property
@@ -64,6 +66,7 @@ class ArraySource:
         self.species = frames.species
         self.box_nm = frames.box_nm
         self.potential_energy_kJ_mol = frames.potential_energy_kJ_mol
+        self.virial_kJ_mol = frames.virial_kJ_mol
         self.frame_ids = (np.arange(frames.n_frames) if frame_ids is None
                           else np.asarray(frame_ids, np.int64))
 
@@ -79,7 +82,8 @@ class ArraySource:
         idx = np.asarray(frames, np.int64)
         f = self.frames
         return Frames(f.positions_nm[idx], f.forces_kJ_mol_nm[idx],
-                      f.potential_energy_kJ_mol[idx], f.box_nm[idx], f.species)
+                      f.potential_energy_kJ_mol[idx], f.box_nm[idx], f.species,
+                      virial_kJ_mol=_rows(f.virial_kJ_mol, idx))
 
     def read_field(self, field: str, frames) -> np.ndarray:
         return getattr(self.frames, field)[np.asarray(frames, np.int64)]
@@ -119,6 +123,12 @@ class H5MDSource:
                 for a in starts])
             energy = np.concatenate([np.empty(0)] + [
                 np.asarray(energy_ds[a : a + READ_FRAMES], np.float64) for a in starts])
+            virial = None
+            if "observables/virial" in file:  # layout checked by read_h5md above
+                virial_ds = file["observables/virial/value"]
+                h5md.check_read_size([(virial_ds, t)], where)
+                virial = np.concatenate([np.empty((0, 3, 3))] + [
+                    np.asarray(virial_ds[a : a + READ_FRAMES], np.float64) for a in starts])
         except OSError as exc:
             file.close()
             raise ForcematchError(f"{where}: HDF5 read error (corrupt or truncated file?): "
@@ -126,17 +136,19 @@ class H5MDSource:
         self._file = file
         self.species = species
         self._set_frames(np.arange(t) if frames is None else np.asarray(frames, np.int64),
-                         box, energy)
+                         box, energy, virial)
 
-    def _set_frames(self, frames: np.ndarray, box_all: np.ndarray, energy_all: np.ndarray):
+    def _set_frames(self, frames: np.ndarray, box_all: np.ndarray, energy_all: np.ndarray,
+                    virial_all: np.ndarray | None):
         if frames.size and (np.any(np.diff(frames) <= 0) or frames[0] < 0
                             or frames[-1] >= energy_all.shape[0]):
             raise ForcematchError(f"{self.name}: frames must be increasing file frame numbers "
                                   f"in 0..{energy_all.shape[0] - 1}")
         self.frame_ids = frames
-        self._box_all, self._energy_all = box_all, energy_all
+        self._box_all, self._energy_all, self._virial_all = box_all, energy_all, virial_all
         self.box_nm = box_all[frames]
         self.potential_energy_kJ_mol = energy_all[frames]
+        self.virial_kJ_mol = _rows(virial_all, frames)
 
     @property
     def n_frames(self) -> int:
@@ -153,7 +165,7 @@ class H5MDSource:
                                                         self._datasets)
         sub.species = self.species
         sub._set_frames(self.frame_ids[np.asarray(frames, np.int64)], self._box_all,
-                        self._energy_all)
+                        self._energy_all, self._virial_all)
         return sub
 
     def read_field(self, field: str, frames) -> np.ndarray:
@@ -179,7 +191,8 @@ class H5MDSource:
         idx = np.asarray(frames, np.int64)
         return Frames(self.read_field("positions_nm", idx),
                       self.read_field("forces_kJ_mol_nm", idx),
-                      self.potential_energy_kJ_mol[idx], self.box_nm[idx], self.species)
+                      self.potential_energy_kJ_mol[idx], self.box_nm[idx], self.species,
+                      virial_kJ_mol=_rows(self.virial_kJ_mol, idx))
 
     def close(self) -> None:
         self._file.close()
@@ -189,6 +202,11 @@ class H5MDSource:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _rows(values: np.ndarray | None, idx: np.ndarray) -> np.ndarray | None:
+    """values[idx], or None for data without them."""
+    return None if values is None else values[idx]
 
 
 def as_source(data: Frames | FrameSource) -> FrameSource:

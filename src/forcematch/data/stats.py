@@ -28,7 +28,8 @@ def statistics(frames: Frames) -> dict[str, float | int]:
     """Energy per atom (kJ/mol) and force spread (kJ/mol/nm) of `frames`, float64.
 
     force_std is the std of all force components about their mean (≈ 0), force_rms their root
-    mean square.
+    mean square; with a virial, virial_per_atom_std is the RMS over its nine components of
+    each one's std over frames of W/N (kJ/mol): the scale of the stress loss.
     """
     energy_per_atom = frames.potential_energy_kJ_mol / frames.n_atoms
     forces = frames.forces_kJ_mol_nm
@@ -40,6 +41,9 @@ def statistics(frames: Frames) -> dict[str, float | int]:
         "force_mean_kJ_mol_nm": float(forces.mean()),
         "force_std_kJ_mol_nm": float(forces.std()),
         "force_rms_kJ_mol_nm": float(np.sqrt(np.mean(forces**2))),
+        "virial_per_atom_std_kJ_mol": (
+            None if frames.virial_kJ_mol is None
+            else float(np.sqrt(np.mean((frames.virial_kJ_mol / frames.n_atoms).var(axis=0))))),
     }
 
 
@@ -80,7 +84,11 @@ def scan(source: FrameSource, name: str, *,
         _first_bad(name, "forces", f, source.frame_ids[b])
         h.update(np.ascontiguousarray(f).tobytes())
     _first_bad(name, "energy", source.potential_energy_kJ_mol[:, None], source.frame_ids)
-    for arr in (source.potential_energy_kJ_mol, source.species):
+    virial = source.virial_kJ_mol
+    if virial is not None:
+        _first_bad(name, "virial", virial, source.frame_ids)
+    for arr in (source.potential_energy_kJ_mol, source.species,
+                *(() if virial is None else (virial,))):
         h.update(str(arr.shape).encode())
         h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()

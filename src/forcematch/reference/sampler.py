@@ -37,6 +37,7 @@ from forcematch.reference.system import (
     make_context,
     replica_seed,
 )
+from forcematch.reference.virial import virial_kJ_mol
 
 EQUILIBRATION_CHUNK_STEPS = 1000  # the energy is checked after every chunk
 
@@ -303,20 +304,23 @@ class _ReplicaRun:
                             f"steps/s, ETA {eta:.0f} s")
 
     def sampled_frames(self) -> Frames:
-        """The sampled frames with the box of the last state, steps and times."""
+        """The sampled frames with the box of the last state, steps, times and each frame's
+        virial (`reference.virial`)."""
         s, n_frames = self.settings, self.settings.n_frames
         box_vectors = self.context.getState().getPeriodicBoxVectors(asNumpy=True)
         box = np.diagonal(box_vectors.value_in_unit(NM))
         steps = s.equilibration_steps + s.stride * np.arange(1, n_frames + 1, dtype=np.int64)
+        boxes = np.tile(box, (n_frames, 1))
         return Frames(
             positions_nm=self.positions,
             forces_kJ_mol_nm=self.forces,
             potential_energy_kJ_mol=self.energies,
-            box_nm=np.tile(box, (n_frames, 1)),
+            box_nm=boxes,
             step=steps,
             time_ps=steps * (s.timestep_fs * 1e-3),
             species=self.lj.species,
             masses_amu=self.lj.masses_amu,
+            virial_kJ_mol=virial_kJ_mol(self.lj, self.positions, boxes),
         )
 
     def parameters(self, config: dict, stage_hash: str) -> dict:
