@@ -140,6 +140,10 @@ def test_extxyz_equals_ase_converted(ase_data):
     assert sum(line.startswith("read ") for line in lines) == 3  # one line per file
     assert any(line.startswith(f"read {gz}: 80 frames of 64 atoms") for line in lines)
     assert any("energies and forces agree" in line for line in lines)
+    # no stress in the file: no virial, said once per file
+    assert imported.virial_kJ_mol is None and record["virial_from"] is None
+    assert sum(line.startswith("no virial in ") and "train.stress_weight" in line
+               for line in lines) == 3
 
 
 def test_extxyz_other_keys(ase_data, tmp_path):
@@ -225,7 +229,8 @@ def test_lammps_dump_equals_lammps_converted(lammps_data):
     dump, energy_file = lammps_data / "lj.dump", lammps_data / "energy.txt"
     config = _config([dump], "lammps_real", energy_files=[str(energy_file)],
                      masses_amu={"1": 39.948}, blocks=3, gap_frames=0)
-    parts = read_parts(config, progress=None)
+    lines = []
+    parts = read_parts(config, progress=lines.append)
     positions, forces = _dump_columns(dump)
     energies = np.loadtxt(energy_file)
     frames = parts[0][0].concatenate([p[0] for p in parts])
@@ -245,6 +250,10 @@ def test_lammps_dump_equals_lammps_converted(lammps_data):
     # ~100 K by Nosé-Hoover; 2 steps of 5 fs between frames
     assert 60 < record["checks"]["temperature_K"] < 150
     assert record["checks"]["interval_ps"] == pytest.approx(0.010, rel=0.03)
+    # a dump holds no virial: said once
+    assert all(p[0].virial_kJ_mol is None for p in parts)
+    assert lines.count(f"no virial in {dump}: the stress loss (train.stress_weight) cannot be "
+                       "used with these data") == 1
 
 
 def test_lammps_masses_from_the_data_file(lammps_data):
@@ -354,6 +363,9 @@ def test_trr_through_mdanalysis(trr_data, ase_data):
     assert parts[0][1]["species"] == ["Ar"]
     assert any("frames 0.005 ps apart" in line for line in lines)
     assert any("4 frames dropped between blocks: 5 steps, 0.025 ps" in line for line in lines)
+    assert first.virial_kJ_mol is None  # MDAnalysis reads no virial: the log says so, once
+    assert lines.count(f"no virial in {trr_data / 'lj.trr'}: the stress loss "
+                       "(train.stress_weight) cannot be used with these data") == 1
 
 
 def test_trr_declared_in_angstrom(trr_data):

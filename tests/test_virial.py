@@ -19,6 +19,7 @@ from forcematch.data.stats import scan, statistics
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, write_h5md
 from forcematch.md.reference import strain_derivative_kJ_mol
+from forcematch.metrics import virial_accuracy
 from forcematch.reference.system import (
     build_system,
     lattice_positions_nm,
@@ -129,3 +130,17 @@ def test_a_bad_virial_in_a_file_is_named(tmp_path):
         f["observables/virial/value"].attrs["unit"] = "bar"
     with pytest.raises(ForcematchError, match="virial"):
         read_h5md(path)
+
+
+def test_virial_accuracy_turns_an_isotropic_error_into_its_pressure():
+    """A virial error of δ on each diagonal component is a pressure offset δ/V (kJ/mol/nm³,
+    16.6054 bar each); the per-atom RMSE over the nine components is δ·sqrt(3/9)/N."""
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(50, 3, 3))
+    box = np.array([1.5, 2.0, 2.5])
+    delta = 3.0
+    result = virial_accuracy(ref, ref + delta * np.eye(3), box, n_atoms=10)
+    assert result["virial_pressure_offset_bar"] == pytest.approx(
+        delta / box.prod() * 16.605390666, rel=1e-12)
+    assert result["virial_pressure_offset_se_bar"] == pytest.approx(0, abs=1e-9)
+    assert result["virial_rmse_per_atom"] == pytest.approx(delta * np.sqrt(3 / 9) / 10)

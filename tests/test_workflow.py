@@ -96,6 +96,11 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert model["net_force_max"] < 1e-2
     assert reference["fd_max_rel_error"] < 1e-6
     assert model["fd_max_rel_error"] < 1e-6
+    # The simulated data hold a virial: every model's is checked on the test frames (40).
+    assert model["n_virial_frames"] == 40
+    for key in ("virial_rmse_per_atom", "virial_rmse_rel", "virial_pressure_offset_bar",
+                "virial_pressure_offset_se_bar"):
+        assert math.isfinite(model[key]) and key in model["units"], key
     # The collapse study: the checks before training expose labels of the wrong sign, the
     # notebook's 3 Å cutoff (no neighbours) and the notebook loss's dominating energy term.
     collapse = json.loads((results / "diagnose" / "collapse" / "summary.json").read_text())

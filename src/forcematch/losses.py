@@ -1,7 +1,8 @@
-"""Training losses: energy per atom and force components, each normalised by its scale, or
-(`raw_loss`) JAX MD's notebook loss on raw totals in eV and eV/Å.
+"""Training losses: energy per atom, force components and virial per atom, each normalised by
+its scale, or (`raw_loss`) JAX MD's notebook loss on raw totals in eV and eV/Å.
 
-Energy-only, force-only and joint training are the same loss with different weights.
+Energy-only, force-only and joint training (with or without the stress term) are the same loss
+with different weights.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ def loss(
     energy_scale_per_atom: float,
     force_scale: float,
     center_energy: bool = False,
+    stress=None,
 ):
-    """Weighted sum of normalised mean-square energy-per-atom and force-component errors.
+    """Weighted sum of normalised mean-square energy-per-atom, force-component and (with
+    `stress`) virial-per-atom errors.
 
     Args:
         pred_E, E: [B] total energies (kJ/mol).
@@ -36,10 +39,14 @@ def loss(
             only energy differences between frames are fitted and the constant per-atom energy
             is left to a least-squares refit (needs B >= 2). Adam's steps of size ~lr on any
             parameter that moves the constant would otherwise dominate the energy loss.
+        stress: None, or (pred_W [B,3,3], W [B,3,3] virials in kJ/mol, stress_weight,
+            virial_scale_per_atom in kJ/mol, e.g. `statistics`' virial_per_atom_std).
 
     Returns:
         (total, {"energy": mean((ΔE/N/energy_scale_per_atom)²),
-                 "force": mean((ΔF/force_scale)²)}), scalars; total = weighted sum.
+                 "force": mean((ΔF/force_scale)²),
+                 "stress": mean((ΔW/N/virial_scale_per_atom)²), 0 without `stress`}),
+        scalars; total = weighted sum.
     """
     e_err = (pred_E - E) / n_atoms / energy_scale_per_atom
     if center_energy:
@@ -48,7 +55,13 @@ def loss(
     energy_loss = jnp.mean(e_err**2)
     force_loss = jnp.mean(f_err**2)
     total = energy_weight * energy_loss + force_weight * force_loss
-    return total, {"energy": energy_loss, "force": force_loss}
+    stress_loss = jnp.zeros_like(total)
+    if stress is not None:
+        pred_W, W, stress_weight, virial_scale_per_atom = stress
+        n = jnp.reshape(n_atoms, (-1, 1, 1))
+        stress_loss = jnp.mean(((pred_W - W) / n / virial_scale_per_atom) ** 2)
+        total = total + stress_weight * stress_loss
+    return total, {"energy": energy_loss, "force": force_loss, "stress": stress_loss}
 
 
 def raw_loss(pred_E, pred_F, E, F, energy_weight: float, force_weight: float,
@@ -66,7 +79,7 @@ def raw_loss(pred_E, pred_F, E, F, energy_weight: float, force_weight: float,
     energy_loss = jnp.mean(e_err**2)
     force_loss = jnp.mean(jnp.sum(f_err**2, axis=(-2, -1)))
     total = energy_weight * energy_loss + force_weight * force_loss
-    return total, {"energy": energy_loss, "force": force_loss}
+    return total, {"energy": energy_loss, "force": force_loss, "stress": jnp.zeros_like(total)}
 
 
 def zero_force_loss(F, force_scale: float, form: str) -> float:

@@ -18,6 +18,9 @@ forces are constant: undefined, never a number to report. Validation and trainin
 data by name, and `atomic.write_json` refuses to write a NaN.
     energy_mae_per_atom, energy_rmse_per_atom     kJ mol-1 per atom (|ΔE| / N)
     energy_mae_per_atom_meV
+
+Where the data hold a virial, `virial_accuracy` adds the virial's error and the pressure it
+puts on the frames (validation of the test split).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import math
 
 import numpy as np
 
-from forcematch.units import KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
+from forcematch.units import KJ_MOL_NM3_TO_BAR, KJ_MOL_NM_TO_MEV_A, KJ_MOL_TO_MEV
 
 UNITS = {
     "force_rmse": "kJ mol-1 nm-1",
@@ -40,6 +43,10 @@ UNITS = {
     "energy_mae_per_atom": "kJ mol-1 (per atom)",
     "energy_mae_per_atom_meV": "meV (per atom)",
     "energy_rmse_per_atom": "kJ mol-1 (per atom)",
+    "virial_rmse_per_atom": "kJ mol-1 (per atom, over the nine components)",
+    "virial_rmse_rel": "1 (fraction of the reference's spread of W/N about its mean)",
+    "virial_pressure_offset_bar": "bar (mean of tr(W_pred - W)/(3V) over the frames)",
+    "virial_pressure_offset_se_bar": "bar (standard error of that mean)",
 }
 
 _SUMS = ("frames", "values", "sq_err", "abs_err", "f", "f2", "p", "p2", "pf", "abs_e", "sq_e")
@@ -123,3 +130,22 @@ def accuracy(energy_ref, energy_pred, forces_ref, forces_pred) -> dict[str, floa
     """The metrics of one set of frames: energies [T] kJ/mol, forces [T,N,3] kJ/mol/nm."""
     n_atoms = np.shape(forces_ref)[1]
     return Accuracy(n_atoms).add(energy_pred, forces_pred, energy_ref, forces_ref).result()
+
+
+def virial_accuracy(virial_ref, virial_pred, box_nm, n_atoms: int) -> dict[str, float]:
+    """The virial's error on frames of `n_atoms` atoms: W = −dU/dε [T,3,3] kJ/mol, reference
+    and predicted, in orthorhombic boxes [T,3] nm (`UNITS`): RMSE per atom and relative to the
+    reference's spread, and the pressure the error adds, tr(ΔW)/(3V), as its mean over frames
+    (bar) and that mean's standard error (frames as independent: a lower bound for correlated
+    frames)."""
+    ref, pred = np.asarray(virial_ref, np.float64), np.asarray(virial_pred, np.float64)
+    n_frames = ref.shape[0]
+    volume_nm3 = np.prod(np.broadcast_to(np.asarray(box_nm, np.float64), (n_frames, 3)), axis=1)
+    error = pred - ref
+    rmse = float(np.sqrt(np.mean(error**2))) / n_atoms
+    spread = float(np.sqrt(np.mean(ref.var(axis=0)))) / n_atoms
+    offset_bar = np.trace(error, axis1=1, axis2=2) / (3 * volume_nm3) * KJ_MOL_NM3_TO_BAR
+    se = float(offset_bar.std(ddof=1) / math.sqrt(n_frames)) if n_frames > 1 else math.nan
+    return {"virial_rmse_per_atom": rmse, "virial_rmse_rel": rmse / spread if spread > 0
+            else math.nan, "virial_pressure_offset_bar": float(offset_bar.mean()),
+            "virial_pressure_offset_se_bar": se}

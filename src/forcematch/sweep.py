@@ -41,7 +41,8 @@ def run_config(
 
     Settings apply in order: train, train_by_model[model], the loss, train_by_run[model-loss].
     loss 'force' zeroes train.energy_weight, 'energy' zeroes train.force_weight, 'joint' keeps
-    both. A run with a step budget (train.steps set) keeps it whatever its size: steps do not
+    both; 'force' and 'energy' also zero train.stress_weight (the virial term), which 'joint'
+    keeps. A run with a step budget (train.steps set) keeps it whatever its size: steps do not
     depend on the number of frames. With an epoch budget (train.steps null) a subset of n of the
     simulated training frames trains for train.epochs x (all frames / n) epochs, capped at
     train.max_epochs (never fewer than train.epochs), so small sets get a comparable number of
@@ -54,6 +55,8 @@ def run_config(
     if loss is not None:
         if loss not in LOSSES:
             raise ForcematchError(f"unknown loss '{loss}'; known: {', '.join(LOSSES)}")
+        if loss in ("force", "energy"):
+            train["stress_weight"] = 0.0
         if loss == "force":
             train["energy_weight"] = 0.0
         elif loss == "energy":

@@ -42,7 +42,7 @@ from forcematch.equation_of_state import (  # noqa: F401 (re-exported)
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md, read_parameters
 from forcematch.metrics import UNITS as METRIC_UNITS
-from forcematch.metrics import accuracy, force_accuracy_by_species
+from forcematch.metrics import accuracy, force_accuracy_by_species, virial_accuracy
 from forcematch.provenance import provenance, require_same_origin
 from forcematch.sweep import loss_label
 
@@ -303,6 +303,22 @@ def _load_model_and_test(model_dir: Path, test_path):
     return model, test, dataset_hash
 
 
+def _virial_metrics(model, test: Frames, rng, n_frames: int, progress) -> dict[str, Any]:
+    """`metrics.virial_accuracy` on `n_frames` test frames drawn with `rng` ({} where the test
+    data hold no virial)."""
+    if test.virial_kJ_mol is None:
+        return {}
+    ids = np.sort(rng.choice(test.n_frames, size=min(n_frames, test.n_frames), replace=False))
+    predicted = -model.strain_derivative(test.positions_nm[ids], test.box_nm[ids])
+    result = virial_accuracy(test.virial_kJ_mol[ids], predicted, test.box_nm[ids],
+                             test.n_atoms) | {"n_virial_frames": int(ids.size)}
+    progress(f"test virial RMSE {result['virial_rmse_per_atom']:.4f} kJ/mol per atom "
+             f"({100 * result['virial_rmse_rel']:.2f} % of its spread), pressure offset "
+             f"{result['virial_pressure_offset_bar']:+.1f} ± "
+             f"{result['virial_pressure_offset_se_bar']:.1f} bar on {ids.size} frames")
+    return result
+
+
 def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
                     progress) -> dict[str, Any]:
     import jax
@@ -320,6 +336,8 @@ def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
     _require_force_spread(metrics, str(test_path))
     metrics["by_species"] = force_accuracy_by_species(
         test.forces_kJ_mol_nm, forces_pred, test.species, species_names(config))
+    metrics |= _virial_metrics(model, test, np.random.default_rng([vcfg["seed"], 2]),
+                               vcfg["virial_frames"], progress)
     progress(f"test force RMSE {metrics['force_rmse']:.4f} kJ/mol/nm "
              f"({100 * metrics['force_rmse_rel']:.3f} % of the force std), energy MAE "
              f"{metrics['energy_mae_per_atom_meV']:.4f} meV/atom")

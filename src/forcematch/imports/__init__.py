@@ -7,7 +7,7 @@ files are given, else block k of the one file (contiguous blocks with `import.ga
 dropped between them). The dataset stage treats the parts like replicas.
 
     common.py   settings, a trajectory in its file's units, energy side files, to_frames
-    extxyz.py   extended XYZ through ASE
+    extxyz.py   extended XYZ through ASE (with the virial, from a stress or virial per frame)
     mda.py      LAMMPS dumps and other trajectories through MDAnalysis
     checks.py   energies against the work of the forces, the temperature, positions
     run.py      read, check, cut into parts, write

@@ -81,7 +81,9 @@ class RawTrajectory:
 
     positions, forces [T,N,3]; energies [T] or None (from a side file then); box [T,3]
     (orthorhombic edges); step [T]; time_ps [T] (NaN where the file gives no times); names [N]
-    (species names); masses_amu [N] (NaN where the file holds none); notes: more provenance.
+    (species names); masses_amu [N] (NaN where the file holds none); virial [T,3,3] or None:
+    W = −∂U/∂ε in the file's energy unit (`Frames.virial_kJ_mol`; a reader converts a stress
+    σ to W = −σV itself); notes: more provenance.
     """
 
     path: Path
@@ -94,6 +96,7 @@ class RawTrajectory:
     time_ps: np.ndarray
     names: list[str]
     masses_amu: np.ndarray
+    virial: np.ndarray | None = None
     notes: dict = field(default_factory=dict)
 
 
@@ -239,8 +242,10 @@ def species_masses(raw: RawTrajectory, species: list[str], indices: np.ndarray,
     return masses
 
 
-def _check_finite(raw: RawTrajectory, values: dict[str, np.ndarray]) -> None:
+def _check_finite(raw: RawTrajectory, values: dict[str, np.ndarray | None]) -> None:
     for what, value in values.items():
+        if value is None:
+            continue
         bad = ~np.isfinite(value.reshape(value.shape[0], -1)).all(axis=1)
         if bad.any():
             k = int(np.argmax(bad))
@@ -259,15 +264,25 @@ def to_frames(raw: RawTrajectory, settings: ImportSettings,
     indices, species = species_indices(raw.names, settings.species, where)
     masses = species_masses(raw, species, indices, settings.masses_amu, notes)
     _check_finite(raw, {"positions": raw.positions, "forces": raw.forces,
-                        "energies": raw.energies, "box": raw.box})
+                        "energies": raw.energies, "box": raw.box, "virial": raw.virial})
     units = settings.units
+    virial = None if raw.virial is None else raw.virial * units.energy_kJ_mol
     frames = Frames(positions_nm=raw.positions * units.length_nm,
                     forces_kJ_mol_nm=raw.forces * units.force_kJ_mol_nm,
                     potential_energy_kJ_mol=raw.energies * units.energy_kJ_mol,
                     box_nm=raw.box * units.length_nm, species=indices, masses_amu=masses,
-                    step=raw.step, time_ps=raw.time_ps)
+                    step=raw.step, time_ps=raw.time_ps, virial_kJ_mol=virial)
+    notes.append(virial_note(raw))
     record = {"path": str(raw.path), "format": raw.format, "units": units.describe(),
               "frames_read": frames.n_frames, "atoms": frames.n_atoms, "species": species,
               "steps": [int(raw.step[0]), int(raw.step[-1])] if raw.step.size else [],
-              **raw.notes}
+              "virial_from": None, **raw.notes}
     return frames, record
+
+
+def virial_note(raw: RawTrajectory) -> str:
+    """The log line on the virial: where it came from, or that the file holds none."""
+    if raw.virial is None:
+        return (f"no virial in {raw.path}: the stress loss (train.stress_weight) cannot be used "
+                "with these data")
+    return f"{raw.path}: virial W = −∂U/∂ε from {raw.notes.get('virial_from', 'the file')}"

@@ -6,6 +6,8 @@ must agree. A LAMMPS dump has no units, masses or energies: masses come from the
 of a LAMMPS data file (`import.topology`) or `import.masses_amu`, energies from a side file.
 Dumps may hold wrapped (x y z), unwrapped (xu yu zu) or scaled coordinates; MDAnalysis returns
 them unscaled and they are kept as they are. MDAnalysis returns dump values as float32.
+No virial is read (a dump holds none; the import log says so): these data cannot train the
+stress term (train.stress_weight).
 """
 
 from __future__ import annotations

@@ -129,6 +129,17 @@ def check_same_atoms(trajectories: list[tuple[Frames, dict]]) -> None:
                                   "import.species")
 
 
+def check_same_labels(trajectories: list[tuple[Frames, dict]]) -> None:
+    """Every file carries a virial, or none does: the parts are replicas of one dataset."""
+    has = [frames.virial_kJ_mol is not None for frames, _ in trajectories]
+    if any(has) and not all(has):
+        with_virial, without = (trajectories[has.index(value)][1]["path"]
+                                for value in (True, False))
+        raise ForcematchError(
+            f"{with_virial} holds a virial and {without} none: either every file carries a "
+            "stress or virial in every frame, or none does")
+
+
 def block_slices(n_frames: int, blocks: int, gap_frames: int, where: str) -> list[slice]:
     """`blocks` contiguous blocks of equal length with `gap_frames` dropped between them; the
     frames left over go at the end."""
@@ -223,6 +234,7 @@ def read_parts(config: dict, progress: Progress | None = print) -> list[tuple[Fr
             trajectories.append((frames, record))
             files.update(1)
     check_same_atoms(trajectories)
+    check_same_labels(trajectories)
     return make_parts(trajectories, settings, progress)
 
 

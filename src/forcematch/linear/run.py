@@ -61,6 +61,11 @@ def fit_spline(train_src: FrameSource, val_src: FrameSource, settings: Mapping,
     """Fit the spline model (settings: the resolved `train` options; model_config: the
     `model.spline` options with the data's `n_species`); returns the final metrics."""
     t_start = time.perf_counter()
+    if settings["stress_weight"] > 0:
+        raise ForcematchError(
+            f"train.stress_weight = {settings['stress_weight']}: the spline fit has no virial "
+            "rows (a pair potential's virial follows from its forces); set it for the network "
+            "families only (train_by_model) or to 0 for spline (train_by_model.spline)")
     if settings["n_train"] is not None:
         if settings["n_train"] > train_src.n_frames:
             raise ForcematchError(f"n_train = {settings['n_train']} but the training data has "

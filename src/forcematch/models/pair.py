@@ -141,6 +141,9 @@ class TabulatedPair:
         return jnp.stack([phi[:k], slope_lower, 3 * rise - 2 * slope_lower - slope_upper,
                           -2 * rise + slope_lower + slope_upper], axis=-1)
 
+    def neighbour_pairs(self, positions_nm, box_nm):
+        return self.model.neighbour_pairs(positions_nm, box_nm)
+
     def energy(self, params, positions_nm, box_nm, species, pairs=None):
         """`PairModel.energy` with φθ through the table."""
         model = self.model

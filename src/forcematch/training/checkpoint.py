@@ -53,8 +53,8 @@ _RESUME_KEYS = ("format", "model", "model_config", "cutoff_nm", "capacity", "n_a
 
 METRICS_COLUMNS = (
     "epoch", "step", "learning_rate", "train_loss", "train_energy_loss", "train_force_loss",
-    "val_force_rmse_kJ_mol_nm", "val_force_rmse_rel", "val_energy_mae_per_atom_kJ_mol",
-    "val_force_std_ratio", "val_force_corr", "wall_s",
+    "train_stress_loss", "val_force_rmse_kJ_mol_nm", "val_force_rmse_rel",
+    "val_energy_mae_per_atom_kJ_mol", "val_force_std_ratio", "val_force_corr", "wall_s",
 )
 
 
@@ -72,7 +72,7 @@ def write_model_dir(path: Path, info: dict, params) -> None:
 
 def save_state(ckpt: Path, state: dict) -> None:
     """Write the training state: params, opt_state (arrays), step (int), wall_s, train_s
-    (float seconds), epoch_sums [4] (float64)."""
+    (float seconds), epoch_sums [5] (float64)."""
     state = dict(state, params=_to_numpy(state["params"]),
                  opt_state=_to_numpy(state["opt_state"]))
     atomic_write_bytes(ckpt / "state.msgpack", flax.serialization.to_bytes(state))

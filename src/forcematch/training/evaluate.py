@@ -71,15 +71,15 @@ def evaluation_interval(epochs: int) -> int:
 def metrics_row(epoch: int, step: int, schedule: Callable, sums: Sequence[float], m: dict,
                 zero_force_loss: float, wall_s: float) -> dict:
     """The metrics.csv row (`checkpoint.METRICS_COLUMNS`) of an evaluated epoch ending at
-    optimiser step `step`: `sums` are the training-loss sums (total, energy, force, steps) since
-    the previous row, `m` the accuracy on the per-epoch validation frames, `schedule` the
-    learning-rate schedule."""
+    optimiser step `step`: `sums` are the training-loss sums (total, energy, force, stress,
+    steps) since the previous row, `m` the accuracy on the per-epoch validation frames,
+    `schedule` the learning-rate schedule."""
     return {
         "epoch": epoch, "step": step,
         # the rate of the epoch's last step: Optax's count before that step was step - 1
         "learning_rate": float(schedule(step - 1)),
-        "train_loss": sums[0] / sums[3], "train_energy_loss": sums[1] / sums[3],
-        "train_force_loss": sums[2] / sums[3],
+        "train_loss": sums[0] / sums[4], "train_energy_loss": sums[1] / sums[4],
+        "train_force_loss": sums[2] / sums[4], "train_stress_loss": sums[3] / sums[4],
         "val_force_rmse_kJ_mol_nm": m["force_rmse"], "val_force_rmse_rel": m["force_rmse_rel"],
         "val_energy_mae_per_atom_kJ_mol": m["energy_mae_per_atom"],
         "val_force_std_ratio": m["force_std_ratio"], "val_force_corr": m["force_corr"],
@@ -92,7 +92,8 @@ def progress_line(row: dict, epochs: int, frames_per_s: float) -> str:
     return (
         f"epoch {row['epoch']}/{epochs} step {row['step']} "
         f"lr {row['learning_rate']:.2e} loss {row['train_loss']:.3e} "
-        f"(E {row['train_energy_loss']:.3e}, F {row['train_force_loss']:.3e}; zero forces "
+        f"(E {row['train_energy_loss']:.3e}, F {row['train_force_loss']:.3e}, "
+        f"W {row['train_stress_loss']:.3e}; zero forces "
         f"{row['zero_force_loss']:.3e}) "
         f"val force RMSE {row['val_force_rmse_kJ_mol_nm']:.4g} kJ/mol/nm "
         f"({100 * row['val_force_rmse_rel']:.2f} %), E MAE "

@@ -48,6 +48,7 @@ from forcematch.models import (
     Normalisation,
     build_model,
     energy_fn,
+    energy_forces_strain_fn,
     model_cutoff_nm,
     predict_fn,
     with_data_species,
@@ -91,6 +92,7 @@ class Trainer:
         self.norm = Normalisation.from_stats(self.stats, self.cfg["output_scale"], self.n_atoms)
         self.e_scale = float(self.stats["energy_per_atom_std_kJ_mol"]) or 1.0
         self.f_scale = float(self.stats["force_std_kJ_mol_nm"]) or 1.0
+        self.w_scale = self._stress_scale()
         self.info = self._describe(fingerprints, provenance, species_names)
 
     # -- preparation -------------------------------------------------------------------------
@@ -124,6 +126,26 @@ class Trainer:
         if n_fit < n_train:
             self.fit_src = in_memory(train_src.subset(seeded_subset(cfg["seed"], 3, n_train,
                                                                     n_fit)))
+
+    def _stress_scale(self) -> float | None:
+        """The virial-per-atom scale (kJ/mol) of the stress term, None without one; refuses
+        `stress_weight` > 0 on data without virials or with the raw loss."""
+        if not self.cfg["stress_weight"] > 0:
+            return None
+        if self.cfg["loss_form"] == "raw_eV_angstrom":
+            raise ForcematchError("train.stress_weight > 0 needs train.loss_form 'normalised' "
+                                  "(the raw eV/Å loss has no stress term)")
+        for src, what in ((self.train_src, "training"), (self.val_src, "validation")):
+            if src.virial_kJ_mol is None:
+                raise ForcematchError(
+                    f"train.stress_weight = {self.cfg['stress_weight']} but the {what} data "
+                    f"({src.name}) hold no virial (observables/virial): set "
+                    "train.stress_weight 0, or give data with a virial or stress")
+        scale = self.stats.get("virial_per_atom_std_kJ_mol")
+        if not (isinstance(scale, int | float) and math.isfinite(scale)):
+            raise ForcematchError("train.stress_weight > 0 but the dataset statistics lack a "
+                                  "finite virial_per_atom_std_kJ_mol: rebuild the dataset")
+        return float(scale) or 1.0
 
     def _plan_batches(self) -> None:
         cfg = self.cfg
@@ -170,7 +192,8 @@ class Trainer:
                                  jnp.asarray(first.box_nm[0], jnp.float32), self.species)
         return {"params": params, "opt_state": self.optimizer.init(params), "step": 0,
                 "wall_s": 0.0, "train_s": 0.0,  # train_s: seconds inside training steps
-                "epoch_sums": np.zeros(4)}  # loss, energy, force loss sums; steps: since last row
+                # loss, energy, force, stress loss sums; steps: since the last metrics row
+                "epoch_sums": np.zeros(5)}
 
     def _restore_or_start(self, restart_stale: bool) -> dict:
         state = self._initial_state()
@@ -185,23 +208,29 @@ class Trainer:
                                     int(state["step"]) // self.steps_per_epoch)
         return state
 
-    def _loss(self, params, pos, box, energy, forces):
+    def _loss(self, params, pos, box, energy, forces, virial=None):
+        """The loss of a batch (virial [B,3,3] kJ/mol given with the stress term only)."""
         cfg = self.cfg
-        pred_e, pred_f = self.loss_predict(params, pos, box, self.species)
         centred = cfg["energy_loss"] == "centred"
         if cfg["loss_form"] == "raw_eV_angstrom":
+            pred_e, pred_f = self.loss_predict(params, pos, box, self.species)
             return losses.raw_loss(pred_e, pred_f, energy, forces, cfg["energy_weight"],
                                    cfg["force_weight"], center_energy=centred)
+        stress = None
+        if self.w_scale is None:
+            pred_e, pred_f = self.loss_predict(params, pos, box, self.species)
+        else:  # the virial is −dE/dε
+            pred_e, pred_f, de_dstrain = self.loss_predict(params, pos, box, self.species)
+            stress = (-de_dstrain, virial, cfg["stress_weight"], self.w_scale)
         return losses.loss(pred_e, pred_f, energy, forces, self.n_atoms, cfg["energy_weight"],
                            cfg["force_weight"], self.e_scale, self.f_scale,
-                           center_energy=centred)
+                           center_energy=centred, stress=stress)
 
-    def _train_step(self, params, opt_state, pos, box, energy, forces):
-        (total, parts), grads = jax.value_and_grad(self._loss, has_aux=True)(
-            params, pos, box, energy, forces)
+    def _train_step(self, params, opt_state, *batch):
+        (total, parts), grads = jax.value_and_grad(self._loss, has_aux=True)(params, *batch)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state, total, parts["energy"],
-                parts["force"])
+                parts["force"], parts["stress"])
 
     def _compile(self) -> float:
         """Compile the training step for the sharded batch shapes; returns seconds taken."""
@@ -209,11 +238,13 @@ class Trainer:
         self.params = jax.device_put(self.params, replicated)
         self.opt_state = jax.device_put(self.opt_state, replicated)
         b, n = self.batch_size, self.n_atoms
+        virial = () if self.w_scale is None else ((b, 3, 3),)
         shapes = [jax.ShapeDtypeStruct(s, np.float32, sharding=self.by_frame)
-                  for s in ((b, n, 3), (b, 3), (b,), (b, n, 3))]
+                  for s in ((b, n, 3), (b, 3), (b,), (b, n, 3), *virial)]
         t0 = time.perf_counter()
         self.step_fn = jax.jit(
-            self._train_step, in_shardings=(replicated, replicated) + (self.by_frame,) * 4,
+            self._train_step,
+            in_shardings=(replicated, replicated) + (self.by_frame,) * len(shapes),
             out_shardings=replicated).lower(self.params, self.opt_state, *shapes).compile()
         self.predict_jit = jax.jit(self.predict)
         self.energies_jit = jax.jit(jax.vmap(energy_fn(self.model, self.norm),
@@ -228,7 +259,9 @@ class Trainer:
         self.predict = predict_fn(self.model, self.norm)
         self.loss_model = loss_model(self.model, self.closest_pair_nm,
                                      self.cfg["pair_table_dr_nm"])
-        self.loss_predict = predict_fn(self.loss_model, self.norm)
+        self.loss_predict = (predict_fn(self.loss_model, self.norm) if self.w_scale is None else
+                             jax.vmap(energy_forces_strain_fn(self.loss_model, self.norm),
+                                      in_axes=(None, 0, 0, None)))
 
     def preflight(self, mode: str = "refuse") -> dict:
         """The checks of `forcematch.preflight` on this run's data, model and loss at
@@ -251,10 +284,7 @@ class Trainer:
     def _term_gradient_norms(self) -> tuple[float, float]:
         """Global norms of the weighted energy and force terms' parameter gradients at the
         initial parameters, on the first training batch."""
-        frames = self.train_src.read(np.arange(self.batch_size))
-        batch = [jnp.asarray(a, jnp.float32) for a in (
-            frames.positions_nm, frames.box_nm, frames.potential_energy_kJ_mol,
-            frames.forces_kJ_mol_nm)]
+        batch = [jnp.asarray(a) for a in self._batch_arrays(np.arange(self.batch_size))]
         e_norm, f_norm = preflight.term_gradient_norms(
             lambda p: self._loss(p, *batch)[1], self._initial_state()["params"])
         return self.cfg["energy_weight"] * e_norm, self.cfg["force_weight"] * f_norm
@@ -284,14 +314,18 @@ class Trainer:
             f"{self.epochs} epochs, neighbour capacity {self.model.capacity}"
             f"{getattr(self.loss_model, 'note', '')}; compiled in {compile_s:.1f} s")
 
+    def _batch_arrays(self, idx: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Training frames `idx` as the float32 arrays of a training step: positions, box,
+        energy, forces and, with the stress term, the virial."""
+        frames = self.train_src.read(idx)
+        virial = () if self.w_scale is None else (frames.virial_kJ_mol,)
+        return tuple(a.astype(np.float32) for a in (
+            frames.positions_nm, frames.box_nm, frames.potential_energy_kJ_mol,
+            frames.forces_kJ_mol_nm, *virial))
+
     def _load_batch(self, idx: np.ndarray):
         """Frames `idx` as float32 arrays placed split over the devices (background thread)."""
-        frames = self.train_src.read(idx)
-        f32 = np.float32
-        arrays = (frames.positions_nm.astype(f32), frames.box_nm.astype(f32),
-                  frames.potential_energy_kJ_mol.astype(f32),
-                  frames.forces_kJ_mol_nm.astype(f32))
-        return idx, jax.device_put(arrays, self.by_frame)
+        return idx, jax.device_put(self._batch_arrays(idx), self.by_frame)
 
     def _steps(self) -> None:
         order = batch_indices(self.cfg["seed"], self.n_train, self.batch_size, self.step,
@@ -310,14 +344,13 @@ class Trainer:
     def take_step(self, idx: np.ndarray, batch) -> None:
         """One optimiser step on the batch of training frames `idx`."""
         t0 = time.perf_counter()
-        params, opt_state, total, e_loss, f_loss = self.step_fn(self.params, self.opt_state,
-                                                                *batch)
-        total, e_loss, f_loss = float(total), float(e_loss), float(f_loss)
+        params, opt_state, *losses_ = self.step_fn(self.params, self.opt_state, *batch)
+        total, e_loss, f_loss, s_loss = (float(x) for x in losses_)
         self.train_s += time.perf_counter() - t0
         if not math.isfinite(total):
             self._raise_divergence(idx, total)
         self.params, self.opt_state = params, opt_state
-        self.sums += (total, e_loss, f_loss, 1.0)
+        self.sums += (total, e_loss, f_loss, s_loss, 1.0)
         self.step += 1
         self.epoch_frames += self.batch_size
 
