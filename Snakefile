@@ -16,6 +16,7 @@ from forcematch.config import (
     write_slice,
     write_stage_slices,
 )
+from forcematch.calculators.tables import PAIR_FAMILIES
 from forcematch.errors import ForcematchError
 from forcematch.sweep import run_slice, summary, sweep_runs
 
@@ -94,6 +95,8 @@ else:
 # data's own liquid); the collapse study is optional (diagnose.enabled).
 VALIDATED = RUNS if IMPORTED else ["reference", *RUNS]
 DIAGNOSE = CONFIG["diagnose"]["enabled"]
+# Training runs of a pair family also write model/pair_table.csv (φ and F, for the figures).
+PAIR_RUNS = [run for run in RUNS if run.split("-")[0] in PAIR_FAMILIES]
 UNUSED_SOURCE = "simulate" if IMPORTED else "import"  # its rule and config slice are left out
 
 # Each stage reads only its own slice of the config, so editing train.* reruns training and what

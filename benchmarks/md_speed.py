@@ -98,7 +98,8 @@ def make_potential(name: str | None, lj, positions_nm, model_config: dict | None
 
     from forcematch.config import model_settings, train_settings
     from forcematch.errors import ForcematchError
-    from forcematch.models import Normalisation, build_model
+    from forcematch.model_factory import build_model
+    from forcematch.models import Normalisation
     from forcematch.potential import Potential, load_model
 
     n, box = lj.n_atoms, np.full(3, lj.box_nm)

@@ -126,7 +126,8 @@ def main() -> None:
     import jax.numpy as jnp
 
     from forcematch import space
-    from forcematch.models import Normalisation, build_model, energy_and_forces_fn
+    from forcematch.model_factory import build_model
+    from forcematch.models import Normalisation, energy_and_forces_fn
 
     system = validate_config({})["system"]
     cutoff_nm = args.cutoff_nm or system["cutoff_nm"]

@@ -101,6 +101,7 @@ def empty_replica(tiny, tmp):
         for item in (POS, FRC):
             restore(f, item, np.zeros((0, 32, 3)))
         restore(f, ENERGY, np.zeros(0))
+        restore(f, "observables/virial/value", np.zeros((0, 3, 3)))
         for group in ("particles/all/position", "observables/potential_energy"):
             del f[f"{group}/step"], f[f"{group}/time"]
             f[f"{group}/step"] = np.zeros(0, np.int64)

@@ -74,6 +74,13 @@ QUICK = {
     "test_train.py::test_learning_rate_row_is_the_rate_of_the_epochs_last_step",
     "test_validate.py::test_u_reference_only_for_its_state",
     "test_workflow.py::test_stage_slices_give_the_stage_hashes_of_the_whole_config",
+    "test_virial.py::test_virial_equals_openmm_strain_derivatives",
+    "test_virial.py::test_simulate_stores_each_frames_virial",
+    "test_layout.py::test_only_potential_and_models_read_a_potentials_internals",
+    "test_layout.py::test_host_side_data_code_needs_no_jax",
+    "test_layout.py::test_models_never_call_the_config_layer",
+    "test_layout.py::test_training_never_imports_the_spline_fit",
+    "test_layout.py::test_figures_never_load_a_model",
 }
 
 

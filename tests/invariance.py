@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from forcematch.models import Normalisation, build_model, cast_params, energy_and_forces_fn
+from forcematch.model_factory import build_model
+from forcematch.models import Normalisation, cast_params, energy_and_forces_fn
 
 BOX = 1.2  # nm
 CUTOFF = 0.55  # nm

@@ -21,14 +21,8 @@ from precision import float32_atol
 
 from forcematch.config import model_settings
 from forcematch.errors import ForcematchError
-from forcematch.models import (
-    MODELS,
-    Normalisation,
-    build_model,
-    cast_params,
-    energy_and_forces_fn,
-    forces_fn,
-)
+from forcematch.model_factory import build_model
+from forcematch.models import MODELS, Normalisation, cast_params, energy_and_forces_fn, forces_fn
 from forcematch.models.atomic import AtomicModel, real_harmonics
 from forcematch.models.layers import MLP
 

@@ -17,7 +17,8 @@ from forcematch.diagnose import RUNS, relabel
 from forcematch.errors import ForcematchError
 from forcematch.h5md import read_h5md
 from forcematch.metrics import accuracy
-from forcematch.models import build_model, cast_params
+from forcematch.model_factory import build_model
+from forcematch.models import cast_params
 from forcematch.potential import load_model
 from forcematch.training import train
 from forcematch.training.run import check_training

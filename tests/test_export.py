@@ -267,7 +267,8 @@ def two_species_potential(positions_nm, box_nm, species, seed: int = 3):
     import jax.numpy as jnp
 
     from forcematch.config import model_settings, train_settings
-    from forcematch.models import Normalisation, build_model
+    from forcematch.model_factory import build_model
+    from forcematch.models import Normalisation
     from forcematch.potential import Potential
 
     config = model_settings("pair", {"n_species": 2}, source="test")

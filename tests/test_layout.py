@@ -6,12 +6,21 @@
   and casts its parameters is decided in one place).
 - Host-side data code (`data/`: frames, sources, statistics, pairs) needs no JAX: it runs in
   the dataset stage and in every scan of the frames without paying for JAX's import.
+- Models take resolved settings and never call the config layer (`config`, `config_file`,
+  `config_derived`): `model_factory` resolves and builds, for code that holds partial options.
+- Figures never load a model: a pair-family run writes its φ and F (pair_table.csv) and the
+  figures read files; importing the figures imports neither a model nor JAX.
+- The trainer and the spline fit do not call each other's entry point: `fit.fit` chooses;
+  `linear` may use training's parts (checkpoint files, evaluation), `training` nothing of
+  `linear`, so the packages form no cycle.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "forcematch"
@@ -57,3 +66,46 @@ def test_host_side_data_code_needs_no_jax():
                                    if any(m == j or m.startswith(j + ".") for j in jax_side))
                  for path in sorted((SRC / "data").glob("*.py"))}
     assert not {name: found for name, found in offenders.items() if found}
+
+
+def _offenders(files, forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    found = {}
+    for path in files:
+        hits = sorted(m for m in imported_modules(path)
+                      if any(m == f or m.startswith(f + ".") for f in forbidden))
+        if hits:
+            found[path.relative_to(SRC).as_posix()] = hits
+    return found
+
+
+def test_models_never_call_the_config_layer():
+    config_layer = ("forcematch.config", "forcematch.config_file", "forcematch.config_derived")
+    assert not _offenders(sorted((SRC / "models").glob("*.py")), config_layer)
+
+
+def test_training_never_imports_the_spline_fit():
+    assert not _offenders(sorted((SRC / "training").glob("*.py")), ("forcematch.linear",))
+
+
+def test_the_import_reader_sees_lazy_and_aliased_imports(tmp_path):
+    source = tmp_path / "m.py"
+    source.write_text("def f():\n    from forcematch.config import model_settings as m\n"
+                      "    import forcematch.linear.run\n")
+    assert {"forcematch.config", "forcematch.linear.run"} <= imported_modules(source)
+
+
+FIGURE_MODULES = ("figures.py", "pair_figure.py", "figure_inputs.py", "figure_captions.py",
+                  "run_styles.py", "md/figures.py")
+
+
+def test_figures_never_load_a_model():
+    files = [SRC / name for name in FIGURE_MODULES]
+    assert not _offenders(files, ("forcematch.potential", "forcematch.models", "jax"))
+    for path in files:
+        assert "load_model" not in path.read_text(), path
+    # and nothing they import does, at import time
+    probe = ("import sys, forcematch.figures; "
+             "print(sorted(m for m in ('forcematch.potential', 'jax') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert loaded == "[]"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from forcematch.metrics import UNITS, Accuracy, accuracy
+from forcematch.metrics import UNITS, Accuracy, accuracy, virial_accuracy
 
 
 def test_chunks_in_any_order_equal_numpy_on_all_frames():
@@ -33,7 +33,9 @@ def test_chunks_in_any_order_equal_numpy_on_all_frames():
         assert got[key] == pytest.approx(value, rel=1e-12), key
     assert got == accuracy(e_ref, e_pred, f_ref, f_pred) | {
         k: pytest.approx(v, rel=1e-12) for k, v in got.items()}
-    assert set(got) == set(UNITS)  # every reported number has its unit
+    # every reported number has its unit (the accumulator's and `virial_accuracy`'s)
+    virial = virial_accuracy(np.zeros((2, 3, 3)), np.ones((2, 3, 3)), np.ones(3), 1)
+    assert set(got) | set(virial) == set(UNITS)
 
 
 def test_constant_reference_forces_give_nan_not_a_crash():

@@ -30,10 +30,10 @@ from forcematch import losses, space
 from forcematch.config import model_families, model_settings, schema
 from forcematch.data import pairs
 from forcematch.errors import ForcematchError
+from forcematch.model_factory import build_model
 from forcematch.models import (
     MODELS,
     Normalisation,
-    build_model,
     cast_params,
     energy_and_forces_fn,
     energy_fn,

@@ -10,7 +10,8 @@ from invariance import BOX, CUTOFF, N, liquid_like
 
 from forcematch.config import model_settings
 from forcematch.errors import ForcematchError
-from forcematch.models import MODELS, Normalisation, build_model, energy_and_forces_fn
+from forcematch.model_factory import build_model
+from forcematch.models import MODELS, Normalisation, energy_and_forces_fn
 from forcematch.models.mpnn import MPNNModel
 
 SMALL = invariance.SMALL["mpnn"]

@@ -12,7 +12,8 @@ from invariance import BOX, CUTOFF, N, liquid_like, random_pair_params
 from forcematch import losses
 from forcematch.data import pairs
 from forcematch.errors import ForcematchError
-from forcematch.models import Normalisation, build_model, cast_params, predict_fn
+from forcematch.model_factory import build_model
+from forcematch.models import Normalisation, cast_params, predict_fn
 from forcematch.models.pair import TabulatedPair
 
 DR_NM = 0.001  # the schema's train.pair_table_dr_nm

@@ -15,7 +15,8 @@ from precision import float32_atol
 
 from forcematch import space
 from forcematch.data import pairs
-from forcematch.models import Normalisation, build_model, energy_and_forces_fn
+from forcematch.model_factory import build_model
+from forcematch.models import Normalisation, energy_and_forces_fn
 
 CUTOFF = 0.8  # nm
 DENSITY = 19.8  # atoms per nm³: liquid argon at 100 K

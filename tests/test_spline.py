@@ -17,13 +17,15 @@ from conftest import tiny_config
 from test_mixture import KA_CONFIG, R_CUT, R_SWITCH
 
 from forcematch import cli
+from forcematch.calculators.tables import PairFunctions
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
 from forcematch.figure_inputs import read_csv
+from forcematch.fit import fit as train
 from forcematch.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.reference import run_replica
-from forcematch.training import train
+from forcematch.training import train as training_train
 
 TRAIN = {"model": "spline", "energy_weight": 0.0, "force_weight": 1.0, "seed": 0}
 
@@ -129,6 +131,16 @@ def test_train_cli_fits_a_spline_run_and_export_tabulates_it(tiny_data, tmp_path
     errors = summary["tabulation_error"]
     assert errors["openmm_spline"]["max_force_error_rel"] < 1e-4  # measured 1.0e-6
     assert errors["lammps_linear"]["max_force_error_rel"] < 1e-4  # measured 2.7e-5
+    # The run's pair table (what the figures plot, so they load no model) is the model's own φ
+    # and F in float64, from 0.3 of the cutoff on a 1 pm grid.
+    table = read_csv(tmp_path / "run" / "model" / "pair_table.csv",
+                     ["species_a", "species_b", "r_nm", "phi_kJ_mol", "force_kJ_mol_nm"])
+    functions = PairFunctions(load_model(tmp_path / "run" / "model"))
+    phi, force = functions(table["r_nm"], 0)[:2]
+    np.testing.assert_allclose(table["phi_kJ_mol"], phi, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(table["force_kJ_mol_nm"], force, rtol=1e-12, atol=1e-9)
+    assert table["r_nm"][0] == pytest.approx(0.3 * 0.55, abs=1e-3)
+    assert table["r_nm"][-1] == pytest.approx(0.55) and np.allclose(np.diff(table["r_nm"]), 1e-3)
 
 
 def test_validation_and_figures_treat_a_spline_run_like_the_others(tiny_data, tmp_path):
@@ -168,6 +180,15 @@ def test_validation_and_figures_treat_a_spline_run_like_the_others(tiny_data, tm
     assert series == {*names, "exact switched LJ"}
     headline = (figures / "pair_potential.headline.rst").read_text()
     assert "spline-force-nall" in headline and "pair-force-nall" in headline
+
+
+def test_the_trainer_refuses_a_spline_run(tiny_data, tmp_path):
+    """`forcematch.fit.fit` chooses between the fit and the trainer; the trainer itself takes
+    networks only (it never calls the spline fit)."""
+    frames, val = (read_h5md(tiny_data.dataset / f"{s}.h5") for s in ("train", "val"))
+    with pytest.raises(ForcematchError, match="fitted by linear least squares, not trained"):
+        training_train(frames, val, TRAIN, None, 0.55, tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_a_fit_needs_a_frame_per_block(tiny_data, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from forcematch.errors import ForcematchError
+from forcematch.fit import fit
 from forcematch.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.sweep import run_config
@@ -76,15 +77,17 @@ def test_stress_weight_needs_virials_and_the_normalised_loss(tiny_data, tmp_path
         train(frames, frames, TRAIN | {"stress_weight": 1.0, "loss_form": "raw_eV_angstrom"},
               {}, CUTOFF_NM, tmp_path / "b", progress=_quiet)
     with pytest.raises(ForcematchError, match="the spline fit has no virial rows"):
-        train(frames, frames, TRAIN | {"model": "spline", "stress_weight": 1.0}, {},
+        fit(frames, frames, TRAIN | {"model": "spline", "stress_weight": 1.0}, {},
               CUTOFF_NM, tmp_path / "c", progress=_quiet)
 
 
 def test_only_joint_runs_of_a_sweep_keep_the_stress_weight():
+    """train.stress_weight reaches the joint run only (pair: no train_by_model entry of its
+    own; the default's atomic and mpnn set 0.01 there)."""
     from forcematch.config import load_config
 
     config = load_config("config/config.yaml")
     config["train"]["stress_weight"] = 0.5
-    weights = {loss: run_config(config, "atomic", loss, "all")["train"]["stress_weight"]
+    weights = {loss: run_config(config, "pair", loss, "all")["train"]["stress_weight"]
                for loss in ("energy", "force", "joint")}
     assert weights == {"energy": 0.0, "force": 0.0, "joint": 0.5}

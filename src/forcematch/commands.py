@@ -191,9 +191,9 @@ def cmd_train(args) -> None:
     from forcematch.config import config_hash, stage_config
     from forcematch.config_derived import species_names
     from forcematch.data.sources import H5MDSource
+    from forcematch.fit import fit
     from forcematch.h5md import read_h5md
     from forcematch.provenance import provenance
-    from forcematch.training import train
 
     config, paths, stats, dataset_hash = _training_inputs(args)
     model_name = config["train"]["model"]
@@ -205,7 +205,7 @@ def cmd_train(args) -> None:
             splits = [stack.enter_context(H5MDSource(path)) for path in paths]
         else:
             splits = [read_h5md(path) for path in paths]
-        train(*splits, config["train"], config["model"][model_name],
+        fit(*splits, config["train"], config["model"][model_name],
               config["system"]["cutoff_nm"], _out_dir(args.out_dir), stats=stats,
               devices=args.devices, restart_stale=args.restart_stale, provenance=record,
               species_names=species_names(config))

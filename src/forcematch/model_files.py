@@ -22,7 +22,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import jax
 import numpy as np
 
 from forcematch.errors import ForcematchError
@@ -193,6 +192,8 @@ def _key(path) -> str:
 def shape_mismatch(got: Any, want: Any) -> str | None:
     """How the pytree `got` differs from `want` (arrays or ShapeDtypeStructs) in structure or
     in the shape of a leaf, in words; None when it does not."""
+    import jax  # here, not at the top: reading config.json (the figures) needs no JAX
+
     got_leaves = {_key(k): v for k, v in jax.tree_util.tree_flatten_with_path(got)[0]}
     want_leaves = {_key(k): v for k, v in jax.tree_util.tree_flatten_with_path(want)[0]}
     missing = sorted(set(want_leaves) - set(got_leaves))
@@ -215,6 +216,8 @@ def _shape(leaf) -> tuple:
 def check_params(params: Any, expected: Any, path: str | os.PathLike) -> None:
     """Refuse parameters that differ from `expected` (a pytree of ShapeDtypeStructs, e.g.
     `jax.eval_shape` of the model's init) in structure or shape, or that hold NaN or inf."""
+    import jax
+
     mismatch = shape_mismatch(params, expected)
     if mismatch:
         raise ForcematchError(f"{path}: the parameters do not match the model described in "
@@ -230,5 +233,7 @@ def check_params(params: Any, expected: Any, path: str | os.PathLike) -> None:
 def state_size_limit(expected: Any, copies: int) -> int:
     """The most bytes a state file of `copies` copies of the parameters `expected` (pytree of
     ShapeDtypeStructs) may hold: float64 arrays at worst, plus framing."""
+    import jax
+
     n_values = sum(int(np.prod(s.shape)) for s in jax.tree.leaves(expected))
     return copies * 8 * n_values + STATE_OVERHEAD_BYTES

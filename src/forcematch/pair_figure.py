@@ -4,9 +4,10 @@ the exact switched Lennard-Jones pair potential that made the data (simulated da
 imported data have none), and |F − F_exact| on a log scale: how far each fit is from the
 truth at each distance.
 
-Each fitted function comes from its model directory through `potential.load_model` and
-`calculators.tables.PairFunctions` (float64 autodiff, the exporters' path); the band from the
-spline run's fit.csv; the exact one from the dataset's own config (`reference.system`).
+Each fitted function comes from its run's model/pair_table.csv, which training writes
+(`calculators.tables.write_pair_table`: float64 autodiff, the exporters' path), so that the
+figures never load a model; the band from the spline run's fit.csv; the exact one from the
+dataset's own config (`reference.system`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,11 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from forcematch.calculators.tables import PAIR_FAMILIES, PairFunctions, species_pairs
+from forcematch.calculators.tables import PAIR_FAMILIES, PAIR_TABLE
+from forcematch.errors import ForcematchError
 from forcematch.figure_inputs import Inputs, read_csv
-from forcematch.potential import load_model
 
 PAIR_FIGURE = "pair_potential"
-GRID_NM = 0.001  # r spacing of the curves
 LOSS_PREFERENCE = ("force", "joint", "energy")  # one run per family: the first loss found
 SPARSE_EDGE_NM = 0.02  # the headline's numbers start this far above the closest pairs
 
@@ -55,6 +55,20 @@ def exact_pair(dataset_dir: Path | None):
     return lambda a, b, r: switched_lj_pair(lj, a, b, r)
 
 
+def _pair_table(train_dir: Path) -> dict[tuple[int, int], tuple[np.ndarray, ...]]:
+    """(r, φ, F) [M] per species pair (a, b) of a run's model/pair_table.csv."""
+    path = train_dir / "model" / PAIR_TABLE
+    if not path.is_file():
+        raise ForcematchError(f"{path}: missing; a pair-family run writes it when it finishes "
+                              "training (rerun the run's training)")
+    t = read_csv(path, ["species_a", "species_b", "r_nm", "phi_kJ_mol", "force_kJ_mol_nm"])
+    keys = sorted({(int(a), int(b)) for a, b in zip(t["species_a"], t["species_b"],
+                                                    strict=True)})
+    return {(a, b): tuple(t[k][(t["species_a"] == a) & (t["species_b"] == b)]
+                          for k in ("r_nm", "phi_kJ_mol", "force_kJ_mol_nm"))
+            for a, b in keys}
+
+
 def _band(train_dir: Path, a: int, b: int):
     """(r, F, σ_F) of a spline run's fit.csv for species pair (a, b), or None."""
     path = train_dir / "fit.csv"
@@ -74,11 +88,9 @@ def pair_potential_figure(inputs: Inputs, dataset_dir: Path | None,
     runs = pair_runs(inputs)
     if not runs:
         return None
-    functions = {name: PairFunctions(load_model(d / "model")) for name, d in runs.items()}
+    tables = {name: _pair_table(d) for name, d in runs.items()}
     exact = exact_pair(dataset_dir)
-    first = next(iter(functions.values())).potential
-    pairs = species_pairs(first.n_species)
-    cutoff = max(f.potential.cutoff_nm for f in functions.values())
+    pairs = list(next(iter(tables.values())))
     fig, axes = plt.subplots(len(pairs), 3 if exact else 2, figsize=(13 if exact else 9,
                              3.6 * len(pairs)), layout="constrained", squeeze=False)
     columns: dict[str, list] = {k: [] for k in ("series", "species_a", "species_b", "r_nm",
@@ -87,12 +99,13 @@ def pair_potential_figure(inputs: Inputs, dataset_dir: Path | None,
     for row, (a, b) in zip(axes, pairs, strict=True):
         bands = {name: _band(runs[name], a, b) for name in runs}
         r_lo = min((band[0][0] for band in bands.values() if band is not None),
-                   default=0.35 * cutoff)
-        r = np.arange(r_lo, cutoff + 1e-12, GRID_NM)
-        curves = {name: f(r, pairs.index((a, b)))[:2] for name, f in functions.items()}
+                   default=0.35 * next(iter(tables.values()))[(a, b)][0][-1])
+        curves = {name: tuple(v[table[(a, b)][0] >= r_lo - 1e-9] for v in table[(a, b)])
+                  for name, table in tables.items()}
         if exact:
-            curves["exact switched LJ"] = exact(a, b, r)
-        for name, (phi, force) in curves.items():
+            r = next(iter(curves.values()))[0]
+            curves["exact switched LJ"] = (r, *exact(a, b, r))
+        for name, (r, phi, force) in curves.items():
             row[0].plot(r, phi, label=name, lw=1)
             row[1].plot(r, force, label=name, lw=1)
             columns["series"] += [name] * len(r)
@@ -101,7 +114,7 @@ def pair_potential_figure(inputs: Inputs, dataset_dir: Path | None,
             for key, values in (("r_nm", r), ("phi_kJ_mol", phi), ("force_kJ_mol_nm", force)):
                 columns[key] += np.asarray(values).tolist()
             if exact and name in runs:
-                gap = np.abs(force - curves["exact switched LJ"][1])
+                gap = np.abs(force - exact(a, b, r)[1])
                 gaps.setdefault(name, []).append(gap[r >= r_lo + SPARSE_EDGE_NM])
                 row[2].semilogy(r, np.maximum(gap, 1e-12), label=f"{name}", lw=1)
         for name, band in bands.items():
@@ -123,7 +136,7 @@ def _label(row, a: int, b: int, exact: bool, curves: dict) -> None:
     """Axes labels; the y ranges show the well and the force minimum, not the wall."""
     title = f"species {a}-{b}"
     wells = [min(float(np.nanmin(np.concatenate([v[q] for v in curves.values()]))), -1e-6)
-             for q in (0, 1)]
+             for q in (1, 2)]  # curves: name -> (r, φ, F)
     row[0].set(xlabel="r (nm)", ylabel="φ(r) (kJ/mol)", title=title,
                ylim=(1.3 * wells[0], -3 * wells[0]))
     row[1].set(xlabel="r (nm)", ylabel="F(r) = −dφ/dr (kJ/mol/nm)", title=title,

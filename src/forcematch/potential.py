@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from forcematch.config import train_settings
+from forcematch.config import model_settings, train_settings
 from forcematch.errors import ForcematchError
 from forcematch.model_files import (
     check_model_info,
@@ -36,7 +36,7 @@ from forcematch.model_files import (
 from forcematch.models import (
     EnergyModel,
     Normalisation,
-    build_model,
+    build,
     energy_fn,
     energy_forces_strain_fn,
     forces_fn,
@@ -117,7 +117,7 @@ class Potential:
         self.species_names: list[str] | None = info.get("species_names")
         self.stats: dict = info["stats"]
         self.norm = Normalisation.from_dict(info["norm"])
-        self.model: EnergyModel = build_model(
+        self.model: EnergyModel = build(
             self.model_name, self.model_config, self.cutoff_nm, self.capacity)
         self.params = jax.tree.map(jnp.asarray, params)
         # The jitted functions take the parameters and the normalisation as arguments (`state`),
@@ -270,8 +270,8 @@ class Potential:
         n_atoms)` slots (default: the training frames' N and capacity)."""
         if n_atoms is None or n_atoms == self.n_atoms:
             return with_state(energy_fn, self.model)
-        return with_state(energy_fn, build_model(self.model_name, self.model_config,
-                                                 self.cutoff_nm, self.capacity_for(n_atoms)))
+        return with_state(energy_fn, build(self.model_name, self.model_config, self.cutoff_nm,
+                                           self.capacity_for(n_atoms)))
 
     def params_as(self, dtype) -> dict:
         """The state that `energy_function` and `pair_energy_function` take: {"model": the
@@ -318,7 +318,7 @@ class Potential:
     def _evaluator(self, capacity: int):
         """Jitted (energy_forces_strain, overflow) of the model with `capacity` pair slots."""
         if capacity not in self._evaluators:
-            model = build_model(self.model_name, self.model_config, self.cutoff_nm, capacity)
+            model = build(self.model_name, self.model_config, self.cutoff_nm, capacity)
             self._evaluators[capacity] = (
                 jax.jit(with_state(energy_forces_strain_fn, model)), jax.jit(model.overflow))
         return self._evaluators[capacity]
@@ -378,9 +378,10 @@ def load_model(path) -> Potential:
         raise ForcematchError(f"{path} is not a forcematch model (config.json, state.msgpack)")
     info = read_json_object(config_path)
     check_model_info(info, config_path, MODEL_FORMAT)
-    try:
-        model = build_model(info["model"], info["model_config"], info["cutoff_nm"],
-                            info["capacity"])
+    try:  # the stored options checked once, and resolved: the Potential builds from them
+        info = info | {"model_config": model_settings(info["model"], info["model_config"],
+                                                      source="model_config")}
+        model = build(info["model"], info["model_config"], info["cutoff_nm"], info["capacity"])
         train_settings(info["train_config"], source="train_config")
     except ForcematchError as err:
         raise ForcematchError(f"{config_path}: {err}") from None

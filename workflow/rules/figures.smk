@@ -1,5 +1,5 @@
 # the pair-potential figure: drawn when a pair family (spline, pair) is in the sweep
-PAIR_FIGURE = any(run.split("-")[0] in ("pair", "spline") for run in RUNS)
+PAIR_FIGURE = bool(PAIR_RUNS)
 FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
                 "net_force", *(["collapse"] if DIAGNOSE else []), "md_drift", "md_rdf",
                 "md_summary", *(["pair_potential"] if PAIR_FIGURE else [])]
@@ -10,6 +10,9 @@ rule figures:
     input:
         validate=expand("results/validate/{run}/metrics.json", run=VALIDATED),
         train=expand("results/train/{run}/metrics.csv", run=RUNS),
+        # the pair families' models, whose pair_table.csv (φ and F) the pair-potential figure
+        # reads (it loads no model)
+        pair_models=expand("results/train/{run}/model", run=PAIR_RUNS),
         diagnose=[rules.diagnose_collapse.output.summary] if DIAGNOSE else [],
         md=["results/md/reference/md.json"] + expand("results/md/{run}/md.json", run=RUNS),
         # the exact pair potential of simulated data (the pair-potential figure)

@@ -297,3 +297,29 @@ def automatic_grids(functions: PairFunctions, r_min_nm, dr_nm: float | None,
             break
         points *= 2
     return tables, points, tabulation_errors(functions, tables, points)
+
+
+PAIR_TABLE = "pair_table.csv"  # a pair-family run's φ and F, in its model/ (figures read it)
+PAIR_TABLE_START = 0.3  # its first r as a fraction of the cutoff: below any liquid's pairs
+PAIR_TABLE_DR_NM = 0.001
+
+
+def write_pair_table(model_dir, path) -> None:
+    """φ (kJ/mol) and F = −dφ/dr (kJ/mol/nm) of the pair model in `model_dir` on the grid
+    r = PAIR_TABLE_START·cutoff, ... cutoff (PAIR_TABLE_DR_NM), per species pair (float64
+    autodiff, `PairFunctions`), written atomically to the CSV `path`: what the figures plot,
+    so that they never load a model."""
+    from forcematch.atomic import write_csv
+    from forcematch.potential import load_model
+
+    functions = PairFunctions(load_model(model_dir))
+    cutoff = functions.potential.cutoff_nm
+    r = np.arange(round(PAIR_TABLE_START * cutoff, 3), cutoff + 1e-12, PAIR_TABLE_DR_NM)
+    columns: dict[str, list] = {k: [] for k in ("species_a", "species_b", "r_nm",
+                                                "phi_kJ_mol", "force_kJ_mol_nm")}
+    for index, (a, b) in enumerate(species_pairs(functions.potential.n_species)):
+        phi, force = functions(r, index)[:2]
+        for key, values in (("species_a", [a] * r.size), ("species_b", [b] * r.size),
+                            ("r_nm", r), ("phi_kJ_mol", phi), ("force_kJ_mol_nm", force)):
+            columns[key] += np.asarray(values).tolist()
+    write_csv(path, columns)

@@ -6,6 +6,6 @@
     run.py      `fit_spline`: one run, writing what a trained run writes (model/, metrics.csv,
                 final_metrics.json) plus fit.csv (φ, F and their block standard errors)
 
-`forcematch.training.train` hands `spline` runs to `run.fit_spline`; every later stage loads
+`forcematch.fit.fit` hands `spline` runs to `run.fit_spline_run`; every later stage loads
 the result with `potential.load_model` like any other family.
 """

@@ -1,6 +1,7 @@
 """`fit_spline`: one spline (MS-CG) run, the linear counterpart of the `Trainer`.
 
-`training.run.train` hands a `spline` run here (after claiming the run directory). It writes
+`fit_spline_run` claims the run directory as training does (`training.run.claimed_run`) and
+fits (`forcematch.fit.fit` hands `spline` runs here). It writes
 what a trained run writes, so every later stage treats it like the other families: model/
 (config.json + state.msgpack, loaded by `potential.load_model`), metrics.csv (one row: there
 are no epochs), final_metrics.json (with a `fit` entry: solve time, condition number,
@@ -24,7 +25,7 @@ from forcematch import __version__
 from forcematch.atomic import write_csv, write_json
 from forcematch.config import model_settings
 from forcematch.data.pairs import closest_pairs_nm
-from forcematch.data.sources import FrameSource
+from forcematch.data.sources import FrameSource, as_source
 from forcematch.data.stats import DensestFrame, check_normalisation, scan
 from forcematch.errors import ForcematchError
 from forcematch.linear.design import SplineDesign, accumulate
@@ -36,13 +37,21 @@ from forcematch.linear.fit import (
     solve,
 )
 from forcematch.model_files import model_info
-from forcematch.models import Normalisation, build_model, energy_fn, predict_fn
+from forcematch.models import (
+    Normalisation,
+    build,
+    cutoff_of,
+    energy_fn,
+    predict_fn,
+    with_data_species,
+)
 from forcematch.models.spline import bspline_pieces, full_coefficients
 from forcematch.potential import MODEL_FORMAT
 from forcematch.progress import bar as progress_bar
 from forcematch.training import checkpoint
 from forcematch.training.batches import seeded_subset
 from forcematch.training.evaluate import evaluate, metrics_row, refit_offset
+from forcematch.training.run import claimed_run
 
 TABLE_SPACING_NM = 0.001  # fit.csv's grid
 
@@ -52,6 +61,19 @@ def fit_grid_r_lo(closest_nm: np.ndarray, cutoff_nm: float, spacing_nm: float) -
     the cutoff (nm)."""
     steps = np.ceil((cutoff_nm - closest_nm) / spacing_nm - 1e-9)
     return [round(float(cutoff_nm - s * spacing_nm), 12) for s in steps]
+
+
+def fit_spline_run(train_data, val_data, settings, model_config, cutoff_nm, out_dir, *,
+                   stats: dict | None = None, provenance: dict | None = None,
+                   progress: Callable[[str], object] = print, species_names=None) -> dict:
+    """`fit_spline` in the run directory `out_dir`, claimed for the fit (arguments as
+    `training.run.train`); returns the final metrics."""
+    with claimed_run(train_data, settings, out_dir, stats) as (settings, stats, out):
+        train_src, val_src = as_source(train_data), as_source(val_data)
+        return fit_spline(train_src, val_src, settings,
+                          with_data_species(model_config, train_src.species),
+                          float(cutoff_nm), out, stats=stats, provenance=provenance,
+                          progress=progress, species_names=species_names)
 
 
 def fit_spline(train_src: FrameSource, val_src: FrameSource, settings: Mapping,
@@ -88,7 +110,7 @@ def fit_spline(train_src: FrameSource, val_src: FrameSource, settings: Mapping,
     densest = DensestFrame(cutoff_nm)
     fingerprints = {"train_sha256": scan(train_src, "training", on_positions=densest),
                     "val_sha256": scan(val_src, "validation", on_positions=densest)}
-    model = build_model("spline", config, cutoff_nm, densest.capacity())
+    model = build("spline", config, cutoff_of("spline", config, cutoff_nm), densest.capacity())
     norm = Normalisation.from_stats(stats, settings["output_scale"], train_src.n_atoms)
     progress(f"fitting spline model {json.dumps(config)} on {train_src.n_frames} frames of "
              f"{train_src.n_atoms} atoms: {model.grid.n_intervals} intervals of "
@@ -205,8 +227,9 @@ def _finish(model, params, norm, train_src, val_src, settings, out, result, fit_
         params)
     write_csv(out / "fit.csv", _fit_table(model, result))
     # the one metrics.csv row: no epochs, no learning rate; the fit's own loss terms
-    row = metrics_row(1, 1, lambda _: 0.0, (sol.loss, sol.energy_loss, sol.force_loss, 1.0),
-                      m, result["zero_force_loss"], wall_s)
+    row = metrics_row(1, 1, lambda _: 0.0,
+                      (sol.loss, sol.energy_loss, sol.force_loss, 0.0, 1.0), m,
+                      result["zero_force_loss"], wall_s)
     write_csv(out / "metrics.csv", {k: [row[k]] for k in checkpoint.METRICS_COLUMNS})
     write_json(out / "final_metrics.json", final)
     progress(f"done: spline fitted in {fit_s:.2f} s (condition number "

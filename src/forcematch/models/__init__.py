@@ -5,8 +5,9 @@ Every family maps (positions [N,3] nm, box [3] nm, species [N] int) to one scala
 to translation, rotation, permutation and periodic images, and smooth at the cutoff. Physical
 energies and forces come from the wrapper (`normalisation`), never from a separate network
 output. Shared layers and radial bases live in `layers`; each family's hyper-parameters, with
-their types and defaults, in the config schema (`$defs/model_<family>`, resolved by
-`forcematch.config.model_settings`).
+their types and defaults, in the config schema (`$defs/model_<family>`). Models take settings
+already resolved (`forcematch.config.model_settings`: every key, checked) and never call the
+config layer; `forcematch.model_factory` resolves and builds in one call.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import math
 
 import numpy as np
 
-from forcematch.config import model_settings
 from forcematch.errors import ForcematchError
 from forcematch.models.atomic import AtomicModel
 from forcematch.models.base import EnergyModel, NeighbourListModel, Params, poison_on_overflow
@@ -45,18 +45,15 @@ MODELS: dict[str, type] = {
 }
 
 
-def build_model(
-    name: str, model_config: dict | None, cutoff_nm: float, capacity: int | None = None
-) -> EnergyModel:
-    """The model family `name` with hyper-parameters `model_config`, checked against the config
-    schema's `model.<name>` options (missing keys: the schema defaults; unknown keys, wrong
-    types or ranges: ForcematchError naming the key)."""
+def build(name: str, settings: dict, cutoff_nm: float, capacity: int | None = None
+          ) -> EnergyModel:
+    """The model family `name` with its resolved `settings` (`config.model_settings`: every
+    option of the family) and cutoff (nm, `cutoff_of`), with `capacity` pair slots."""
     if name not in MODELS:
         raise ForcematchError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
     if not (isinstance(cutoff_nm, int | float) and math.isfinite(cutoff_nm) and cutoff_nm > 0):
         raise ForcematchError(f"model cutoff must be a positive number of nm, got {cutoff_nm!r}")
-    config = model_settings(name, model_config, source=f"{name} model")
-    return MODELS[name](config, model_cutoff_nm(name, config, cutoff_nm), capacity)
+    return MODELS[name](settings, float(cutoff_nm), capacity)
 
 
 def with_data_species(model_config: dict | None, species) -> dict:
@@ -69,12 +66,11 @@ def with_data_species(model_config: dict | None, species) -> dict:
                                        else 1}
 
 
-def model_cutoff_nm(name: str, model_config: dict | None, system_cutoff_nm: float) -> float:
-    """The cutoff (nm) of model `name`: its own `cutoff_nm` option where the family has one
-    and it is set (at most the system cutoff, which keeps the minimum image valid), else the
-    system cutoff."""
-    config = model_settings(name, model_config, source=f"{name} model")
-    own = config.get("cutoff_nm")
+def cutoff_of(name: str, settings: dict, system_cutoff_nm: float) -> float:
+    """The cutoff (nm) of model `name` with resolved `settings`: its own `cutoff_nm` option
+    where the family has one and it is set (at most the system cutoff, which keeps the
+    minimum image valid), else the system cutoff."""
+    own = settings.get("cutoff_nm")
     if own is None:
         return float(system_cutoff_nm)
     if own > system_cutoff_nm:
@@ -91,8 +87,8 @@ __all__ = [
     "Normalisation",
     "PairModel",
     "Params",
-    "build_model",
-    "model_cutoff_nm",
+    "build",
+    "cutoff_of",
     "with_data_species",
     "cast_params",
     "energy_and_forces_fn",

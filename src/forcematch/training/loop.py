@@ -40,16 +40,17 @@ import optax
 
 from forcematch import __version__, losses, preflight
 from forcematch.atomic import atomic_write_bytes, write_json
+from forcematch.config import model_settings
 from forcematch.data.sources import ArraySource, FrameSource, in_memory
 from forcematch.data.stats import DensestFrame, check_normalisation, scan
 from forcematch.errors import ForcematchError
 from forcematch.model_files import model_info
 from forcematch.models import (
     Normalisation,
-    build_model,
+    build,
+    cutoff_of,
     energy_fn,
     energy_forces_strain_fn,
-    model_cutoff_nm,
     predict_fn,
     with_data_species,
 )
@@ -84,11 +85,13 @@ class Trainer:
         self.streamed = not isinstance(train_src, ArraySource)
         self._select_frames(train_src, val_src)
         self._plan_batches()
-        model_config = with_data_species(model_config, train_src.species)
-        cutoff_nm = model_cutoff_nm(self.cfg["model"], model_config, float(cutoff_nm))
+        name = self.cfg["model"]
+        settings = model_settings(name, with_data_species(model_config, train_src.species),
+                                  source=f"{name} model")
+        cutoff_nm = cutoff_of(name, settings, float(cutoff_nm))
         capacity, self.closest_pair_nm, fingerprints = self._scan(cutoff_nm)  # names a bad frame
         self.stats = check_normalisation(stats, "training")
-        self.model = build_model(self.cfg["model"], model_config, cutoff_nm, capacity)
+        self.model = build(name, settings, cutoff_nm, capacity)
         self.norm = Normalisation.from_stats(self.stats, self.cfg["output_scale"], self.n_atoms)
         self.e_scale = float(self.stats["energy_per_atom_std_kJ_mol"]) or 1.0
         self.f_scale = float(self.stats["force_std_kJ_mol_nm"]) or 1.0

@@ -1,4 +1,5 @@
-"""`train()`: one training run, start to finish, owned by this process.
+"""`train()`: one training run of a network, start to finish, owned by this process (the
+`spline` family is fitted by `forcematch.linear`; `forcematch.fit.fit` takes any family).
 
 Before any long work it claims the run's checkpoint directory (`training.lock`: a second live
 trainer on it is refused, naming the first), checks what the settings alone can refuse (a
@@ -9,7 +10,8 @@ and saying what to do; the checkpoint keeps the last completed step for the reru
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from forcematch.atomic import OutputError, output_errors
@@ -18,7 +20,6 @@ from forcematch.data.frames import Frames
 from forcematch.data.sources import FrameSource, as_source
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
-from forcematch.models import with_data_species
 from forcematch.training.lock import CheckpointLock
 from forcematch.training.loop import Trainer
 
@@ -34,6 +35,28 @@ def check_seed(settings: Mapping, key: str = "train.seed") -> None:
         raise ForcematchError(f"{key} = {seed} is outside 0..{MAX_SEED}: JAX's random keys "
                               "hold 32 bits, so a larger seed would be truncated (silently "
                               "equal to another) or refused")
+
+
+@contextmanager
+def claimed_run(train_data: Frames | FrameSource, settings: Mapping | None, out_dir,
+                stats: dict | None) -> Iterator[tuple[Mapping, dict, Path]]:
+    """(resolved settings, statistics, run directory) of a run whose checkpoint directory this
+    process holds for the duration (`training.lock`); the seed checked and, without `stats`,
+    the statistics computed from `train_data` (then a `Frames`)."""
+    settings = train_settings(dict(settings or {}))
+    check_seed(settings)
+    if stats is None:
+        if not isinstance(train_data, Frames):
+            raise ForcematchError("train(): streamed training data needs `stats` (stats.json)")
+        stats = statistics(train_data)
+    out, ckpt = Path(out_dir), Path(out_dir) / "checkpoint"
+    with output_errors(ckpt, own_name=True):
+        try:
+            ckpt.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise ForcematchError(f"{ckpt} exists and is not a directory") from None
+    with CheckpointLock(ckpt):
+        yield settings, stats, out
 
 
 def train(
@@ -52,8 +75,8 @@ def train(
     preflight: str = "refuse",
     species_names: Sequence[str] | None = None,
 ) -> dict:
-    """Train (or resume training) a model, or fit a `spline` one (`forcematch.linear`); returns
-    the final metrics (also final_metrics.json).
+    """Train (or resume training) a network model; returns the final metrics (also
+    final_metrics.json). A `spline` model is refused: `forcematch.fit.fit` fits it.
 
     Args:
         train_data, val_data: training and validation frames of the same atoms.
@@ -76,22 +99,11 @@ def train(
 
     Raises ForcematchError when another live process trains into `out_dir/checkpoint`.
     """
-    settings = train_settings(dict(settings or {}))
-    check_seed(settings)
-    if stats is None:
-        if not isinstance(train_data, Frames):
-            raise ForcematchError("train(): streamed training data needs `stats` (stats.json)")
-        stats = statistics(train_data)
-    out, ckpt = Path(out_dir), Path(out_dir) / "checkpoint"
-    with output_errors(ckpt, own_name=True):
-        try:
-            ckpt.mkdir(parents=True, exist_ok=True)
-        except (FileExistsError, NotADirectoryError):
-            raise ForcematchError(f"{ckpt} exists and is not a directory") from None
-    with CheckpointLock(ckpt):
-        if settings["model"] == "spline":  # least squares, no optimiser (forcematch.linear)
-            return _fit_spline(train_data, val_data, settings, model_config, cutoff_nm, out,
-                               stats, provenance, progress, species_names)
+    if train_settings(dict(settings or {}))["model"] == "spline":
+        raise ForcematchError("model 'spline' is fitted by linear least squares, not trained: "
+                              "use forcematch.fit.fit (which takes any family)")
+    with claimed_run(train_data, settings, out_dir, stats) as (settings, stats, out):
+        ckpt = out / "checkpoint"
         trainer = Trainer(as_source(train_data), as_source(val_data), settings, model_config,
                           cutoff_nm, out, stats=stats, devices=devices,
                           provenance=provenance, progress=progress,
@@ -100,17 +112,6 @@ def train(
             return trainer.run(restart_stale, preflight)
         except OutputError as err:
             raise err.with_hint(_resume_hint(err, trainer, ckpt)) from err
-
-
-def _fit_spline(train_data, val_data, settings, model_config, cutoff_nm, out, stats,
-                provenance, progress, species_names) -> dict:
-    from forcematch.linear.run import fit_spline
-
-    train_src, val_src = as_source(train_data), as_source(val_data)
-    return fit_spline(train_src, val_src, settings,
-                      with_data_species(model_config, train_src.species), float(cutoff_nm),
-                      out, stats=stats, provenance=provenance, progress=progress,
-                      species_names=species_names)
 
 
 def _resume_hint(err: OutputError, trainer: Trainer, ckpt: Path) -> str:
