@@ -390,6 +390,23 @@ def test_the_collapse_config_changes_only_the_study():
     assert stage_config(collapse, "diagnose") != stage_config(default, "diagnose")
 
 
+def test_the_100ps_md_config_changes_only_md():
+    """config/md_100ps.yaml is the default experiment with longer MD: every stage's slice but
+    md's (and every training run's) equals the default's, so after a default run it reruns
+    only MD and the figures."""
+    from forcematch.sweep import run_slice, sweep_runs
+
+    default = load_config(ROOT / "config" / "config.yaml")
+    longer = load_config(ROOT / "config" / "md_100ps.yaml")
+    for stage in ("simulate", "dataset", "validate", "diagnose"):
+        assert stage_config(longer, stage) == stage_config(default, stage), stage
+    assert sweep_runs(longer) == sweep_runs(default)
+    for run in sweep_runs(default):
+        model, loss, _ = run.split("-")
+        assert run_slice(longer, model, loss) == run_slice(default, model, loss), run
+    assert longer["md"]["nve_ps"] == 100.0 != default["md"]["nve_ps"]
+
+
 def test_slices_are_written_once_under_their_hash(tmp_path):
     from forcematch.config import write_slice, write_stage_slices
 
