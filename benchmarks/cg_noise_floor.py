@@ -1,0 +1,95 @@
+"""The noise floor of decimated argon's CG force labels, and the MS-CG spline against the exact
+mean force (issue: CG mean force; the numbers the issue measured independently).
+
+Keep every second atom of the default data; the labels are the kept atoms' full forces. For
+held-out test frames the exact mean force is sampled (`forcematch.cg.mean_force`: the kept
+atoms massless, the other 50 by Langevin at 100 K), the MS-CG spline is fitted to the decimated
+training split (force loss), and its loss splits into noise floor and error (`cg.split`).
+
+    python benchmarks/cg_noise_floor.py results/dataset --frames 40 --sample-ps 20
+
+Needs a dataset of the default config (`snakemake --cores 2 results/dataset/stats.json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from forcematch.cg.mapping import decimation, map_frames
+from forcematch.cg.mean_force import MeanForceSettings, sample_mean_force
+from forcematch.cg.split import split
+from forcematch.config import load_config
+from forcematch.data.stats import statistics
+from forcematch.fit import fit
+from forcematch.h5md import read_h5md
+from forcematch.potential import load_model
+from forcematch.reference.system import build_system, lj_system_from_config
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--config", default="config/config.yaml")
+    parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--sample-ps", type=float, default=20.0)
+    parser.add_argument("--cutoff-nm", type=float, default=0.85)
+    parser.add_argument("--knot-spacing-nm", type=float, default=0.005)
+    args = parser.parse_args()
+
+    config = load_config(args.config)
+    lj = lj_system_from_config(config)
+    mapping = decimation(lj.n_atoms, np.arange(0, lj.n_atoms, 2))
+    test = read_h5md(args.dataset / "test.h5")
+    ids = np.linspace(0, test.n_frames - 1, args.frames).round().astype(int)
+    frames = test.select(ids)
+    dt_fs = 5.0
+    samples = 400
+    settings = MeanForceSettings(temperature_K=lj_system_temperature(config), timestep_fs=dt_fs,
+                                 equilibration_steps=400, samples=samples,
+                                 steps_between_samples=round(args.sample_ps * 1e3 / dt_fs
+                                                             / samples),
+                                 blocks=10, seed=11)
+    system = build_system(lj)
+    t0 = time.perf_counter()
+    means, errors = [], []
+    for k in range(frames.n_frames):
+        result = sample_mean_force(system, frames.positions_nm[k], frames.box_nm[k], mapping,
+                                   settings)
+        means.append(result.mean)
+        errors.append(result.standard_error)
+    sample_s = time.perf_counter() - t0
+    labels = map_frames(mapping, frames)
+    mean_force, mean_se = np.stack(means), np.stack(errors)
+
+    t0 = time.perf_counter()
+    train = map_frames(mapping, read_h5md(args.dataset / "train.h5"))
+    val = map_frames(mapping, read_h5md(args.dataset / "val.h5"))
+    with tempfile.TemporaryDirectory() as out:
+        fit(train, val, {"model": "spline", "energy_weight": 0.0, "force_weight": 1.0},
+            {"knot_spacing_nm": args.knot_spacing_nm}, args.cutoff_nm, Path(out),
+            stats=statistics(train), progress=lambda _: None)
+        predicted = load_model(Path(out) / "model").predict(labels.positions_nm,
+                                                             labels.box_nm)[1]
+    fit_s = time.perf_counter() - t0
+    result = split(labels.forces_kJ_mol_nm, mean_force, mean_se, predicted)
+    result |= {"mean_force_variance_rel": float(mean_force.var()) / result["label_variance"],
+               "label_std_kJ_mol_nm": float(np.sqrt(result["label_variance"])),
+               "frames": int(frames.n_frames), "sample_ps": args.sample_ps,
+               "steps_per_frame": settings.equilibration_steps
+               + settings.samples * settings.steps_between_samples,
+               "sample_s": sample_s, "fit_s": fit_s}
+    print(json.dumps(result, indent=2))
+
+
+def lj_system_temperature(config: dict) -> float:
+    return float(config["system"]["temperature_K"])
+
+
+if __name__ == "__main__":
+    main()
