@@ -40,6 +40,9 @@ def main() -> None:
     parser.add_argument("--sample-ps", type=float, default=20.0)
     parser.add_argument("--cutoff-nm", type=float, default=0.85)
     parser.add_argument("--knot-spacing-nm", type=float, default=0.005)
+    parser.add_argument("--models", nargs="+", default=["spline"],
+                        help="families fitted to the decimated training split (force loss; the "
+                             "networks with the default experiment's train_by_model steps)")
     args = parser.parse_args()
 
     config = load_config(args.config)
@@ -67,24 +70,34 @@ def main() -> None:
     labels = map_frames(mapping, frames)
     mean_force, mean_se = np.stack(means), np.stack(errors)
 
-    t0 = time.perf_counter()
     train = map_frames(mapping, read_h5md(args.dataset / "train.h5"))
     val = map_frames(mapping, read_h5md(args.dataset / "val.h5"))
+    variance = float(labels.forces_kJ_mol_nm.var())
+    print(json.dumps({
+        "mean_force_variance_rel": float(mean_force.var()) / variance,
+        "label_std_kJ_mol_nm": float(np.sqrt(variance)), "frames": int(frames.n_frames),
+        "sample_ps": args.sample_ps, "steps_per_frame": settings.equilibration_steps
+        + settings.samples * settings.steps_between_samples, "sample_s": sample_s}, indent=2))
+    for family in args.models:
+        t0 = time.perf_counter()
+        predicted = _fitted_forces(family, config, train, val, labels, args)
+        result = split(labels.forces_kJ_mol_nm, mean_force, mean_se, predicted)
+        print(json.dumps({"model": family, "fit_s": time.perf_counter() - t0} | result,
+                         indent=2))
+
+
+def _fitted_forces(family: str, config: dict, train, val, labels, args) -> np.ndarray:
+    """Forces [T,S,3] on the CG frames `labels` of the family fitted to the CG training split
+    with force loss (spline: `--knot-spacing-nm`; networks: the default's settings)."""
+    settings = (config["train"] | config["train_by_model"].get(family, {})
+                | {"model": family, "energy_weight": 0.0, "force_weight": 1.0,
+                   "stress_weight": 0.0})
+    options = ({"knot_spacing_nm": args.knot_spacing_nm} if family == "spline"
+               else config["model"][family])
     with tempfile.TemporaryDirectory() as out:
-        fit(train, val, {"model": "spline", "energy_weight": 0.0, "force_weight": 1.0},
-            {"knot_spacing_nm": args.knot_spacing_nm}, args.cutoff_nm, Path(out),
+        fit(train, val, settings, options, args.cutoff_nm, Path(out),
             stats=statistics(train), progress=lambda _: None)
-        predicted = load_model(Path(out) / "model").predict(labels.positions_nm,
-                                                             labels.box_nm)[1]
-    fit_s = time.perf_counter() - t0
-    result = split(labels.forces_kJ_mol_nm, mean_force, mean_se, predicted)
-    result |= {"mean_force_variance_rel": float(mean_force.var()) / result["label_variance"],
-               "label_std_kJ_mol_nm": float(np.sqrt(result["label_variance"])),
-               "frames": int(frames.n_frames), "sample_ps": args.sample_ps,
-               "steps_per_frame": settings.equilibration_steps
-               + settings.samples * settings.steps_between_samples,
-               "sample_s": sample_s, "fit_s": fit_s}
-    print(json.dumps(result, indent=2))
+        return load_model(Path(out) / "model").predict(labels.positions_nm, labels.box_nm)[1]
 
 
 def lj_system_temperature(config: dict) -> float:
