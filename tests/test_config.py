@@ -372,38 +372,33 @@ def test_bounds_leave_the_shipped_configs_alone():
                                "n_train": list(range(1, 501))}, "train": {"batch_size": 1}})
 
 
-def test_the_collapse_config_changes_only_the_study():
-    """config/collapse.yaml is the default experiment with the graph network trained: every
-    stage's config slice but the study's equals the default's, so after a default run it
-    reruns only the study (and the figures), and the sweep's runs are untouched."""
+def _variant_of_the_default(name: str, changed: str) -> tuple[dict, dict]:
+    """(default, variant) configs, asserting that the variant config/`name` shares every stage
+    slice but `changed`, and every training run's slice, with config/config.yaml: after a
+    default run it reruns only that stage (and the figures)."""
     from forcematch.sweep import run_slice, sweep_runs
 
     default = load_config(ROOT / "config" / "config.yaml")
-    collapse = load_config(ROOT / "config" / "collapse.yaml")
-    for stage in ("simulate", "dataset", "validate", "md"):
-        assert stage_config(collapse, stage) == stage_config(default, stage), stage
-    assert sweep_runs(collapse) == sweep_runs(default)
+    variant = load_config(ROOT / "config" / name)
+    for stage in {"simulate", "dataset", "validate", "md", "diagnose"} - {changed}:
+        assert stage_config(variant, stage) == stage_config(default, stage), (name, stage)
+    assert sweep_runs(variant) == sweep_runs(default)
     for run in sweep_runs(default):
         model, loss, _ = run.split("-")
-        assert run_slice(collapse, model, loss) == run_slice(default, model, loss), run
+        assert run_slice(variant, model, loss) == run_slice(default, model, loss), (name, run)
+    assert stage_config(variant, changed) != stage_config(default, changed)
+    return default, variant
+
+
+def test_the_collapse_config_changes_only_the_study():
+    """config/collapse.yaml is the default experiment with the graph network trained."""
+    _, collapse = _variant_of_the_default("collapse.yaml", "diagnose")
     assert collapse["diagnose"]["enabled"] and collapse["diagnose"]["runs"] is None
-    assert stage_config(collapse, "diagnose") != stage_config(default, "diagnose")
 
 
 def test_the_100ps_md_config_changes_only_md():
-    """config/md_100ps.yaml is the default experiment with longer MD: every stage's slice but
-    md's (and every training run's) equals the default's, so after a default run it reruns
-    only MD and the figures."""
-    from forcematch.sweep import run_slice, sweep_runs
-
-    default = load_config(ROOT / "config" / "config.yaml")
-    longer = load_config(ROOT / "config" / "md_100ps.yaml")
-    for stage in ("simulate", "dataset", "validate", "diagnose"):
-        assert stage_config(longer, stage) == stage_config(default, stage), stage
-    assert sweep_runs(longer) == sweep_runs(default)
-    for run in sweep_runs(default):
-        model, loss, _ = run.split("-")
-        assert run_slice(longer, model, loss) == run_slice(default, model, loss), run
+    """config/md_100ps.yaml is the default experiment with 100 ps MD runs."""
+    default, longer = _variant_of_the_default("md_100ps.yaml", "md")
     assert longer["md"]["nve_ps"] == 100.0 != default["md"]["nve_ps"]
 
 
