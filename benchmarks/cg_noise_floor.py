@@ -37,7 +37,10 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--sample-ps", type=float, default=20.0)
+    parser.add_argument("--sample-ps", type=float, default=20.0,
+                        help="sampling per frame (BENCHMARKS: 20 ps is not converged)")
+    parser.add_argument("--equilibration-ps", type=float, default=2.0,
+                        help="relaxation of the free atoms about the fixed ones before sampling")
     parser.add_argument("--cutoff-nm", type=float, default=0.85)
     parser.add_argument("--knot-spacing-nm", type=float, default=0.005)
     parser.add_argument("--models", nargs="+", default=["spline"],
@@ -54,7 +57,8 @@ def main() -> None:
     dt_fs = 5.0
     samples = 400
     settings = MeanForceSettings(temperature_K=lj_system_temperature(config), timestep_fs=dt_fs,
-                                 equilibration_steps=400, samples=samples,
+                                 equilibration_steps=round(args.equilibration_ps * 1e3 / dt_fs),
+                                 samples=samples,
                                  steps_between_samples=round(args.sample_ps * 1e3 / dt_fs
                                                              / samples),
                                  blocks=10, seed=11)
