@@ -125,3 +125,26 @@ def check_normalisation(stats: dict, where: str) -> dict:
         if not isinstance(value, int | float) or not np.isfinite(value):
             raise ForcematchError(f"{where}: normalisation statistics lack a finite {key}")
     return dict(stats)
+
+
+def stress_scale(stats: dict, settings, sources) -> float | None:
+    """The virial-per-atom scale (kJ/mol) of the stress term (`statistics`'
+    virial_per_atom_std), None when `settings["stress_weight"]` is 0; refuses the term with the
+    raw eV loss, on frame `sources` without virials, or without the statistic."""
+    weight = settings["stress_weight"]
+    if not weight > 0:
+        return None
+    if settings["loss_form"] == "raw_eV_angstrom":
+        raise ForcematchError("train.stress_weight > 0 needs train.loss_form 'normalised' "
+                              "(the raw eV/Å loss has no stress term)")
+    for src, what in zip(sources, ("training", "validation"), strict=False):
+        if src.virial_kJ_mol is None:
+            raise ForcematchError(
+                f"train.stress_weight = {weight} but the {what} data ({src.name}) hold no "
+                "virial (observables/virial): set train.stress_weight 0, or give data with a "
+                "virial or stress")
+    scale = stats.get("virial_per_atom_std_kJ_mol")
+    if not (isinstance(scale, int | float) and np.isfinite(scale)):
+        raise ForcematchError("train.stress_weight > 0 but the dataset statistics lack a "
+                              "finite virial_per_atom_std_kJ_mol: rebuild the dataset")
+    return float(scale) or 1.0

@@ -42,7 +42,7 @@ from forcematch import __version__, losses, preflight
 from forcematch.atomic import atomic_write_bytes, write_json
 from forcematch.config import model_settings
 from forcematch.data.sources import ArraySource, FrameSource, in_memory
-from forcematch.data.stats import DensestFrame, check_normalisation, scan
+from forcematch.data.stats import DensestFrame, check_normalisation, scan, stress_scale
 from forcematch.errors import ForcematchError
 from forcematch.model_files import model_info
 from forcematch.models import (
@@ -95,7 +95,7 @@ class Trainer:
         self.norm = Normalisation.from_stats(self.stats, self.cfg["output_scale"], self.n_atoms)
         self.e_scale = float(self.stats["energy_per_atom_std_kJ_mol"]) or 1.0
         self.f_scale = float(self.stats["force_std_kJ_mol_nm"]) or 1.0
-        self.w_scale = self._stress_scale()
+        self.w_scale = stress_scale(self.stats, self.cfg, (self.train_src, self.val_src))
         self.info = self._describe(fingerprints, provenance, species_names)
 
     # -- preparation -------------------------------------------------------------------------
@@ -129,26 +129,6 @@ class Trainer:
         if n_fit < n_train:
             self.fit_src = in_memory(train_src.subset(seeded_subset(cfg["seed"], 3, n_train,
                                                                     n_fit)))
-
-    def _stress_scale(self) -> float | None:
-        """The virial-per-atom scale (kJ/mol) of the stress term, None without one; refuses
-        `stress_weight` > 0 on data without virials or with the raw loss."""
-        if not self.cfg["stress_weight"] > 0:
-            return None
-        if self.cfg["loss_form"] == "raw_eV_angstrom":
-            raise ForcematchError("train.stress_weight > 0 needs train.loss_form 'normalised' "
-                                  "(the raw eV/Å loss has no stress term)")
-        for src, what in ((self.train_src, "training"), (self.val_src, "validation")):
-            if src.virial_kJ_mol is None:
-                raise ForcematchError(
-                    f"train.stress_weight = {self.cfg['stress_weight']} but the {what} data "
-                    f"({src.name}) hold no virial (observables/virial): set "
-                    "train.stress_weight 0, or give data with a virial or stress")
-        scale = self.stats.get("virial_per_atom_std_kJ_mol")
-        if not (isinstance(scale, int | float) and math.isfinite(scale)):
-            raise ForcematchError("train.stress_weight > 0 but the dataset statistics lack a "
-                                  "finite virial_per_atom_std_kJ_mol: rebuild the dataset")
-        return float(scale) or 1.0
 
     def _plan_batches(self) -> None:
         cfg = self.cfg
