@@ -365,7 +365,7 @@ def test_absurd_expansion_is_refused(raw, message):
 
 def test_bounds_leave_the_shipped_configs_alone():
     for name in ("config.yaml", "paper.yaml", "large.yaml", "md_100ps.yaml",
-                 "kob_andersen.yaml", "import_ase.yaml", "collapse.yaml"):
+                 "kob_andersen.yaml", "import_ase.yaml", "collapse.yaml", "sizes.yaml"):
         load_config(ROOT / "config" / name)
     # 500 runs exactly is allowed
     validate_config({"sweep": {"models": ["pair"], "losses": ["force"],
@@ -400,6 +400,23 @@ def test_the_100ps_md_config_changes_only_md():
     """config/md_100ps.yaml is the default experiment with 100 ps MD runs."""
     default, longer = _variant_of_the_default("md_100ps.yaml", "md")
     assert longer["md"]["nve_ps"] == 100.0 != default["md"]["nve_ps"]
+
+
+def test_the_sizes_config_adds_only_100_frame_runs():
+    """config/sizes.yaml is the default experiment plus every model x loss at 100 frames: the
+    default's runs and stage slices unchanged, so after a default run only the new runs train."""
+    from forcematch.sweep import run_slice, sweep_runs
+
+    default = load_config(ROOT / "config" / "config.yaml")
+    sizes = load_config(ROOT / "config" / "sizes.yaml")
+    for stage in ("simulate", "dataset", "validate", "md", "diagnose"):
+        assert stage_config(sizes, stage) == stage_config(default, stage), stage
+    runs = sweep_runs(default)
+    assert len(runs) == 12
+    assert sorted(sweep_runs(sizes)) == sorted(runs + [r.replace("-nall", "-n100") for r in runs])
+    for run in runs:
+        model, loss, _ = run.split("-")
+        assert run_slice(sizes, model, loss) == run_slice(default, model, loss), run
 
 
 def test_slices_are_written_once_under_their_hash(tmp_path):

@@ -264,7 +264,7 @@ def test_run_slice_gives_the_run_config_of_the_whole_config(tmp_path):
 
     config = load_config(ROOT / "config" / "config.yaml")  # four families, per-run settings
     runs = sweep_runs(config)
-    assert len(runs) == 24
+    assert len(runs) == 12
     for run in runs:
         model, loss, n_train = parse_run_name(run)
         path = write_if_changed(tmp_path / f"{run}.json", run_slice(config, model, loss))
@@ -394,14 +394,14 @@ def test_check_config_shows_what_snakemake_runs(tmp_path, sweep):
 
 
 def test_default_config_without_configfile(tmp_path):
-    # No --configfile: config/config.yaml, the default experiment's 83 jobs (24 runs trained,
+    # No --configfile: config/config.yaml, the default experiment's 47 jobs (12 runs trained,
     # validated and run in MD; the reference validated and run in MD; the rest once).
     result = snakemake(tmp_path, "-n", configfile=None)
     assert snakefile_summary(result, ROOT / "config" / "config.yaml") == check_config(
         ROOT / "config" / "config.yaml")[1]
     jobs = planned_jobs(result)
-    assert len(jobs) == 83
-    assert len(planned_runs(result)) == 24
+    assert len(jobs) == 47
+    assert len(planned_runs(result)) == 12
 
 
 @pytest.mark.parametrize("given", [
