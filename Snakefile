@@ -18,7 +18,7 @@ from forcematch.config import (
 )
 from forcematch.calculators.tables import PAIR_FAMILIES
 from forcematch.errors import ForcematchError
-from forcematch.sweep import run_slice, summary, sweep_runs
+from forcematch.config.sweep import run_slice, summary, sweep_runs
 
 
 min_version("9.0")

@@ -27,7 +27,7 @@ from forcematch.cg.split import split
 from forcematch.config import load_config
 from forcematch.data.stats import statistics
 from forcematch.fit import fit
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.reference.system import build_system, lj_system_from_config
 

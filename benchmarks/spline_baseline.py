@@ -37,8 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     limit_threads(args.threads)
     from forcematch.config import load_config
-    from forcematch.h5md import read_h5md
-    from forcematch.sweep import run_config
+    from forcematch.config.sweep import run_config
+    from forcematch.io.h5md import read_h5md
     from forcematch.training import train
 
     config = load_config(args.config)

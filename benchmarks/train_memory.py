@@ -37,7 +37,7 @@ def child(mode: str, train_path: str, val_path: str, out_dir: str) -> None:
     limit_threads(1)
     from forcematch.config import validate_config
     from forcematch.data.sources import H5MDSource
-    from forcematch.h5md import read_h5md
+    from forcematch.io.h5md import read_h5md
     from forcematch.training import train
 
     config = validate_config({})
@@ -67,7 +67,7 @@ def make_datasets(tmp: Path, frames: int, factor: int) -> None:
     from forcematch.config import validate_config
     from forcematch.data.frames import Frames
     from forcematch.data.stats import statistics
-    from forcematch.h5md import read_h5md, write_h5md
+    from forcematch.io.h5md import read_h5md, write_h5md
     from forcematch.reference import run_replica
 
     config = validate_config({"simulate": {"frames_per_replica": frames + 200,

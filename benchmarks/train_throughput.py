@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from forcematch.config import validate_config
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.reference import run_replica
 from forcematch.training import train

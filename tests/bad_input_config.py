@@ -1,7 +1,7 @@
 """Catalogue cases: the config that runs is the one the user wrote (README: "What forcematch
 refuses", "### The config that runs is the one you wrote").
 
-A config file is read strictly (`forcematch.config_file`): what would make the config that
+A config file is read strictly (`forcematch.config.file`): what would make the config that
 runs differ from the file as written (a key written twice, YAML anchors and aliases, merge
 keys, keys YAML does not read as strings), and files that would exhaust memory or the parser,
 are refused naming the line. A config that expands to something absurd (`forcematch.config.

@@ -21,7 +21,7 @@ from precision import float32_atol
 
 from forcematch.calculators.ase import ForcematchCalculator
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.potential import Potential, load_model
 from forcematch.units import (
     ARGON_EPSILON_KJ_MOL,

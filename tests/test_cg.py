@@ -104,7 +104,7 @@ def test_the_mean_force_on_decimated_argon_has_no_net_force(tiny_data):
     the sites' mean forces sum to zero within their errors; the frame's own mapped forces (one
     sample) scatter about the mean by the sampled spread."""
     from forcematch.config import load_config
-    from forcematch.h5md import read_h5md
+    from forcematch.io.h5md import read_h5md
     from forcematch.reference.system import build_system, lj_system_from_config
 
     lj = lj_system_from_config(load_config(tiny_data.config))

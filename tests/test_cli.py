@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from forcematch import cli, commands
-from forcematch.atomic import OutputError
+from forcematch.io.atomic import OutputError
 
 
 @pytest.fixture(autouse=True)

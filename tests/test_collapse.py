@@ -13,15 +13,15 @@ from invariance import BOX, CUTOFF, N, liquid_like
 
 from forcematch.config import load_config, schema
 from forcematch.data.stats import statistics
-from forcematch.diagnose import RUNS, relabel
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.metrics import accuracy
 from forcematch.model_factory import build_model
 from forcematch.models import cast_params
 from forcematch.potential import load_model
 from forcematch.training import train
 from forcematch.training.run import check_training
+from forcematch.validation.diagnose import RUNS, relabel
 
 # JAX MD's neural_networks.ipynb recipe (config/config.yaml, train_by_model.graph_network).
 NOTEBOOK = {"model": "graph_network", "batch_size": 128, "learning_rate": 1e-3,

@@ -100,7 +100,7 @@ def test_cli_reports_config_error_and_exits_2(tmp_path):
 
 
 def test_sweep_runs_and_run_overrides():
-    from forcematch.sweep import run_config, sweep_runs
+    from forcematch.config.sweep import run_config, sweep_runs
 
     config = validate_config({"sweep": {"models": ["pair"], "losses": ["energy", "force"],
                                         "n_train": [60, "all"]}})
@@ -120,7 +120,7 @@ def test_sweep_runs_and_run_overrides():
 
 
 def test_a_step_budget_is_not_scaled_for_subsets():
-    from forcematch.sweep import run_config
+    from forcematch.config.sweep import run_config
 
     # 6,000 simulated training frames; steps do not depend on the size, so no epoch scaling
     config = validate_config({"train": {"steps": 6000, "epochs": 8},
@@ -139,7 +139,7 @@ def test_a_step_budget_is_not_scaled_for_subsets():
 
 
 def test_settings_by_model_then_by_run():
-    from forcematch.sweep import run_config
+    from forcematch.config.sweep import run_config
 
     config = validate_config({
         "train": {"learning_rate": 0.01, "batch_size": 8},
@@ -324,7 +324,7 @@ def test_billion_laughs_is_refused_before_it_expands(tmp_path):
 
 
 def test_config_file_size_text_and_kind(tmp_path):
-    from forcematch.config_file import MAX_CONFIG_BYTES
+    from forcematch.config.file import MAX_CONFIG_BYTES
 
     big = tmp_path / "big.yaml"
     big.write_text("# x\n" * (MAX_CONFIG_BYTES // 4 + 1))
@@ -376,7 +376,7 @@ def _variant_of_the_default(name: str, changed: str) -> tuple[dict, dict]:
     """(default, variant) configs, asserting that the variant config/`name` shares every stage
     slice but `changed`, and every training run's slice, with config/config.yaml: after a
     default run it reruns only that stage (and the figures)."""
-    from forcematch.sweep import run_slice, sweep_runs
+    from forcematch.config.sweep import run_slice, sweep_runs
 
     default = load_config(ROOT / "config" / "config.yaml")
     variant = load_config(ROOT / "config" / name)
@@ -405,7 +405,7 @@ def test_the_100ps_md_config_changes_only_md():
 def test_the_sizes_config_adds_only_100_frame_runs():
     """config/sizes.yaml is the default experiment plus every model x loss at 100 frames: the
     default's runs and stage slices unchanged, so after a default run only the new runs train."""
-    from forcematch.sweep import run_slice, sweep_runs
+    from forcematch.config.sweep import run_slice, sweep_runs
 
     default = load_config(ROOT / "config" / "config.yaml")
     sizes = load_config(ROOT / "config" / "sizes.yaml")

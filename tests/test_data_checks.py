@@ -31,7 +31,7 @@ from forcematch.data.repeats import (
 )
 from forcematch.dataset import build_dataset
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, write_h5md
+from forcematch.io.h5md import read_h5md, write_h5md
 from forcematch.reference import energy_and_forces, lj_system_from_config
 
 

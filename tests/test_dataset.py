@@ -10,7 +10,7 @@ from forcematch.config import box_length_nm, validate_config
 from forcematch.data.frames import Frames
 from forcematch.dataset import build_dataset, split_replicas
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, read_parameters, write_h5md
+from forcematch.io.h5md import read_h5md, read_parameters, write_h5md
 from forcematch.md.run import training_closest_pairs_nm
 
 N_ATOMS = 32

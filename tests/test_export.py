@@ -28,7 +28,7 @@ from engines import lmp_env
 from openmm import unit
 
 from forcematch import cli
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.units import KJ_MOL_PER_KCAL_MOL, NM_TO_A
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from forcematch import figures
 from forcematch.errors import ForcematchError
+from forcematch.figures import plots as figures
 from forcematch.training.checkpoint import METRICS_COLUMNS
 
 

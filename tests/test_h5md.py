@@ -9,7 +9,7 @@ import pytest
 from forcematch import __version__
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.h5md import n_frames, read_h5md, read_parameters, write_h5md
+from forcematch.io.h5md import n_frames, read_h5md, read_parameters, write_h5md
 
 T, N = 6, 5
 PARAMS = {
@@ -280,8 +280,8 @@ def test_failed_write_leaves_nothing(tmp_path):
 
 
 def test_low_level_readers_stay_importable_from_h5md():
-    """`forcematch.data.sources` uses these through `forcematch.h5md`."""
-    from forcematch import h5md, h5md_readers
+    """`forcematch.data.sources` uses these through `forcematch.io.h5md`."""
+    from forcematch.io import h5md, h5md_readers
 
     for name in ("open_checked", "particle_group", "read_box", "FrameSelection", "frame_runs",
                  "PARTICLE_GROUP"):

@@ -21,8 +21,8 @@ from engines import lammps_lj_md
 from forcematch import cli
 from forcematch.config import config_hash, stage_config, validate_config
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, read_parameters
 from forcematch.imports import block_slices, read_parts
+from forcematch.io.h5md import read_h5md, read_parameters
 from forcematch.units import BOHR_NM, KJ_MOL_PER_EV_SI, KJ_MOL_PER_HARTREE
 
 BOX_A = 14.792  # 64 atoms at 1.3137 g/cm3

@@ -15,8 +15,8 @@ import pytest
 
 from forcematch.config import validate_config
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md
 from forcematch.imports import import_trajectories, read_parts
+from forcematch.io.h5md import read_h5md
 from forcematch.units import KJ_MOL_PER_EV_SI, KJ_MOL_PER_KCAL_MOL
 
 EV = KJ_MOL_PER_EV_SI  # kJ/mol

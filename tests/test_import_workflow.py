@@ -16,7 +16,7 @@ import yaml
 from engines import ase_lj_md, lammps_lj_md
 from test_workflow import snakemake
 
-from forcematch.h5md import read_h5md, read_parameters
+from forcematch.io.h5md import read_h5md, read_parameters
 
 # A minute of work on 2 cores: one pair model, about a second of MD per run.
 SETTINGS = {

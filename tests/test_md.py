@@ -16,7 +16,7 @@ from precision import float32_atol
 from forcematch.cli import main
 from forcematch.config import load_config
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.md import checks
 from forcematch.md.engine import ModelEngine
 from forcematch.md.pair_table import PairTable

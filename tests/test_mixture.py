@@ -20,7 +20,7 @@ from precision import float32_atol
 
 from forcematch.config import validate_config
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, read_parameters
+from forcematch.io.h5md import read_h5md, read_parameters
 from forcematch.md.record import StabilityLimits
 from forcematch.md.reference import (
     OpenMMEngine,
@@ -364,7 +364,11 @@ def test_reference_validation_has_no_argon_value_for_a_mixture():
     """The argon U/N applies to one species only: a mixture at the argon state gets none (with
     the reason), and U/N is in units of species 0's ε."""
     from forcematch.data.frames import Frames
-    from forcematch.validate import MIXTURE_NO_REFERENCE, has_u_reference, u_per_atom_metrics
+    from forcematch.validation.validate import (
+        MIXTURE_NO_REFERENCE,
+        has_u_reference,
+        u_per_atom_metrics,
+    )
 
     argon = validate_config({"system": {"n_atoms": 100}, "simulate": {"replicas": 3}})["system"]
     assert has_u_reference(argon)

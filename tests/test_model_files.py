@@ -20,7 +20,7 @@ import pytest
 from test_train import CUTOFF, MODEL_CFG, lj_frames
 
 from forcematch.errors import ForcematchError
-from forcematch.model_files import read_json_object, read_regular_file
+from forcematch.io.model_files import read_json_object, read_regular_file
 from forcematch.potential import load_model
 from forcematch.training import train
 

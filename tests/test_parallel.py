@@ -36,7 +36,7 @@ CHILD = textwrap.dedent("""
     import jax
     from forcematch.data.sources import H5MDSource
     from forcematch.errors import ForcematchError
-    from forcematch.h5md import read_h5md
+    from forcematch.io.h5md import read_h5md
     from forcematch.training import train
 
     dataset, out = sys.argv[1], sys.argv[2]

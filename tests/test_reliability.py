@@ -23,7 +23,7 @@ import pytest
 from conftest import tiny_config
 from test_workflow import ROOT, TINY, snakemake
 
-from forcematch.h5md import read_h5md, read_parameters
+from forcematch.io.h5md import read_h5md, read_parameters
 
 ARRAYS = ("positions_nm", "forces_kJ_mol_nm", "potential_energy_kJ_mol", "box_nm", "step")
 # Keys of final_metrics.json that measure the run rather than the model.

@@ -9,7 +9,9 @@ import numpy as np
 import openmm
 import pytest
 
-from forcematch.atomic import (
+from forcematch.config import validate_config
+from forcematch.errors import ForcematchError
+from forcematch.io.atomic import (
     atomic_directory,
     atomic_open,
     atomic_path,
@@ -17,9 +19,7 @@ from forcematch.atomic import (
     atomic_write_text,
     write_json,
 )
-from forcematch.config import validate_config
-from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, read_parameters
+from forcematch.io.h5md import read_h5md, read_parameters
 from forcematch.reference import (
     LJSystem,
     build_system,
@@ -274,7 +274,7 @@ def test_blow_up_names_replica_and_step(tmp_path, platform):
     assert list(tmp_path.iterdir()) == []
 
 
-# Atomic writes (forcematch.provenance), which the checkpoint and every output on this side use.
+# Atomic writes (forcematch.io.provenance), which the checkpoint and every output on this side use.
 
 
 def test_atomic_writes_replace_whole_files_and_leave_no_temporaries(tmp_path):

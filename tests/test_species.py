@@ -15,7 +15,7 @@ from conftest import TINY
 
 from forcematch import cli
 from forcematch.calculators.ase import EV_PER_KJ_MOL, ForcematchCalculator
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.units import ARGON_MASS_AMU, ARGON_SIGMA_NM, AVOGADRO_PER_MOL
 

@@ -20,9 +20,9 @@ from forcematch import cli
 from forcematch.calculators.tables import PairFunctions
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.figure_inputs import read_csv
+from forcematch.figures.inputs import read_csv
 from forcematch.fit import fit as train
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.potential import load_model
 from forcematch.reference import run_replica
 from forcematch.training import train as training_train

@@ -24,7 +24,7 @@ from forcematch.data.pairs import closest_by_species_pair
 from forcematch.data.sources import H5MDSource, as_source
 from forcematch.data.stats import scan, statistics
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.training import train
 from forcematch.training.batches import Prefetcher
 

@@ -9,11 +9,11 @@ import dataclasses
 import numpy as np
 import pytest
 
+from forcematch.config.sweep import run_config
 from forcematch.errors import ForcematchError
 from forcematch.fit import fit
-from forcematch.h5md import read_h5md
+from forcematch.io.h5md import read_h5md
 from forcematch.potential import load_model
-from forcematch.sweep import run_config
 from forcematch.training import train
 
 CUTOFF_NM = 0.55  # tests/config/tiny.yaml

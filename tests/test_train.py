@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from precision import float32_atol
 
-from forcematch import atomic
-from forcematch.atomic import OutputError
 from forcematch.config import schema, train_settings
 from forcematch.data.frames import Frames
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
+from forcematch.io import atomic
+from forcematch.io.atomic import OutputError
 from forcematch.potential import load_model
 from forcematch.training import train
 from forcematch.training.optim import make_optimizer, make_schedule

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from conftest import TINY
 
-from forcematch import atomic
-from forcematch.atomic import OutputError, write_json
 from forcematch.config import load_config, schema
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
+from forcematch.io import atomic
+from forcematch.io.atomic import OutputError, write_json
 from forcematch.metrics import accuracy
-from forcematch.validate import (
+from forcematch.validation.validate import (
     U_PER_ATOM_EPS_EXPECTED,
     U_REFERENCE_STATE,
     _write_outputs,

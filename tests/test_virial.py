@@ -17,7 +17,7 @@ from forcematch.data.frames import Frames
 from forcematch.data.sources import ArraySource, H5MDSource
 from forcematch.data.stats import scan, statistics
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, write_h5md
+from forcematch.io.h5md import read_h5md, write_h5md
 from forcematch.md.reference import strain_derivative_kJ_mol
 from forcematch.metrics import virial_accuracy
 from forcematch.reference.system import (

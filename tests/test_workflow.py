@@ -260,7 +260,13 @@ def test_editing_one_run_reruns_only_that_run(tiny_run, tmp_path, train_by_run, 
 
 def test_run_slice_gives_the_run_config_of_the_whole_config(tmp_path):
     from forcematch.config import load_config, stage_config, write_if_changed
-    from forcematch.sweep import DIAGNOSE_RUNS, parse_run_name, run_config, run_slice, sweep_runs
+    from forcematch.config.sweep import (
+        DIAGNOSE_RUNS,
+        parse_run_name,
+        run_config,
+        run_slice,
+        sweep_runs,
+    )
 
     config = load_config(ROOT / "config" / "config.yaml")  # four families, per-run settings
     runs = sweep_runs(config)
@@ -381,7 +387,7 @@ def test_check_config_shows_what_snakemake_runs(tmp_path, sweep):
     assert runs == (["pair-joint-nall"] if sweep is None else ["pair-force-n16", "pair-joint-n16"])
     # every config slice the jobs would read is a slice of what check-config printed
     from forcematch.config import config_hash, stage_config
-    from forcematch.sweep import parse_run_name, run_slice
+    from forcematch.config.sweep import parse_run_name, run_slice
 
     expected = {f"{stage}-{config_hash(stage_config(config, stage))}.json"
                 for stage in ("simulate", "dataset", "validate", "md", "diagnose")}
@@ -470,8 +476,8 @@ def test_dry_run_with_another_config_leaves_the_slices_alone(tmp_path):
 @pytest.mark.slow
 def test_a_second_run_cannot_switch_the_config_of_a_running_one(tmp_path):
     from forcematch.config import config_hash, load_config, stage_config, validate_config
-    from forcematch.h5md import read_parameters
-    from forcematch.sweep import run_config, run_slice
+    from forcematch.config.sweep import run_config, run_slice
+    from forcematch.io.h5md import read_parameters
 
     one_run = {"models": ["pair"], "losses": ["joint"], "n_train": ["all"]}
     first = tiny_variant(tmp_path / "first.yaml", sweep=one_run)

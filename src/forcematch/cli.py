@@ -15,11 +15,11 @@ import sys
 from contextlib import nullcontext, redirect_stdout
 
 from forcematch import commands
-from forcematch.atomic import OUTPUT_ERRNOS
 from forcematch.commands import limit_threads, use_compilation_cache  # noqa: F401 (limit_threads: re-exported)
+from forcematch.config.sweep import LOSSES
 from forcematch.errors import ForcematchError
+from forcematch.io.atomic import OUTPUT_ERRNOS
 from forcematch.progress import set_quiet
-from forcematch.sweep import LOSSES
 
 
 def _flag(text: str) -> bool:

@@ -12,8 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from forcematch.config.sweep import run_config
 from forcematch.errors import ForcematchError
-from forcematch.sweep import run_config
 
 # Thread pools of the numerical libraries: set to the rule's `threads`, overriding the
 # environment (an exported OMP_NUM_THREADS=8 must not break a rule's promise of 1 thread).
@@ -118,7 +118,7 @@ def cmd_check_config(args) -> None:
     import json
 
     from forcematch.config import load_config
-    from forcematch.sweep import summary
+    from forcematch.config.sweep import summary
 
     config = load_config(args.config)
     print(json.dumps(config, indent=2))
@@ -158,8 +158,8 @@ def cmd_dataset(args) -> None:
 
 def _dataset_stats(dataset_dir: Path, expected_hash: str | None) -> dict:
     """The training split's statistics from the dataset stage's stats.json."""
-    from forcematch.model_files import read_json_object
-    from forcematch.provenance import require_same_origin
+    from forcematch.io.model_files import read_json_object
+    from forcematch.io.provenance import require_same_origin
 
     path = _existing_file(dataset_dir / "stats.json", "dataset statistics")
     stats = read_json_object(path)
@@ -173,8 +173,8 @@ def _training_inputs(args) -> tuple[dict, list[Path], dict, str]:
     """(the run's config, the train and val split paths, their statistics, the dataset's
     config hash) for `train` and `check-training`: the splits must come from this config."""
     from forcematch.config import config_hash, load_config, stage_config
-    from forcematch.h5md import read_parameters
-    from forcematch.provenance import require_same_origin
+    from forcematch.io.h5md import read_parameters
+    from forcematch.io.provenance import require_same_origin
 
     config = run_config(load_config(args.config), args.model, args.loss, args.n_train)
     paths = _existing_splits(args.dataset_dir, ("train", "val"))
@@ -189,11 +189,11 @@ def cmd_train(args) -> None:
     from contextlib import ExitStack
 
     from forcematch.config import config_hash, stage_config
-    from forcematch.config_derived import species_names
+    from forcematch.config.derived import species_names
     from forcematch.data.sources import H5MDSource
     from forcematch.fit import fit
-    from forcematch.h5md import read_h5md
-    from forcematch.provenance import provenance
+    from forcematch.io.h5md import read_h5md
+    from forcematch.io.provenance import provenance
 
     config, paths, stats, dataset_hash = _training_inputs(args)
     model_name = config["train"]["model"]
@@ -217,7 +217,7 @@ def cmd_check_training(args) -> None:
     limit_threads(args.threads)
     import json
 
-    from forcematch.h5md import read_h5md
+    from forcematch.io.h5md import read_h5md
     from forcematch.training.run import check_training
 
     config, paths, stats, _ = _training_inputs(args)
@@ -234,7 +234,7 @@ def cmd_check_training(args) -> None:
 def cmd_validate(args) -> None:
     limit_threads(args.threads)
     from forcematch.config import load_config
-    from forcematch.validate import validate_model, validate_reference
+    from forcematch.validation.validate import validate_model, validate_reference
 
     config = load_config(args.config)
     splits = _existing_splits(args.dataset_dir, ("train", "val", "test"))
@@ -290,7 +290,7 @@ def cmd_export(args) -> None:
 def cmd_diagnose_collapse(args) -> None:
     limit_threads(args.threads)
     from forcematch.config import load_config, validate_config
-    from forcematch.diagnose import collapse_study
+    from forcematch.validation.diagnose import collapse_study
 
     config = load_config(args.config)
     if args.n_train is not None:
@@ -301,7 +301,7 @@ def cmd_diagnose_collapse(args) -> None:
 
 
 def cmd_figures(args) -> None:
-    from forcematch.figures import make_figures
+    from forcematch.figures.plots import make_figures
 
     make_figures(args.validate_dirs, args.train_dirs, args.out_dir,
                  diagnose_dir=args.diagnose_dir, md_dirs=args.md_dirs,

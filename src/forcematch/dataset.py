@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from forcematch.atomic import atomic_directory, check_replaceable, write_json
 from forcematch.config import box_length_nm, config_hash, data_parts, source_stage, stage_config
 from forcematch.data.checks import (
     check_labels,
@@ -30,9 +29,10 @@ from forcematch.data.repeats import check_repeated_forces, check_repeats
 from forcematch.data.sources import as_source
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, read_parameters, write_h5md
+from forcematch.io.atomic import atomic_directory, check_replaceable, write_json
+from forcematch.io.h5md import read_h5md, read_parameters, write_h5md
+from forcematch.io.provenance import provenance, require_same_origin
 from forcematch.progress import bar as progress_bar
-from forcematch.provenance import provenance, require_same_origin
 
 SPLITS = ("train", "val", "test")
 OUTPUTS = tuple(f"{name}.h5" for name in SPLITS) + ("stats.json",)
@@ -184,7 +184,7 @@ def build_dataset(
     """Check every replica, write `{train,val,test}.h5` and `stats.json` into `out_dir`.
 
     `replica_paths[k]` must hold replica k. All files are checked before anything is written,
-    and `out_dir` is replaced whole (`forcematch.atomic.atomic_directory`): a failure leaves
+    and `out_dir` is replaced whole (`forcematch.io.atomic.atomic_directory`): a failure leaves
     the previous complete dataset or none, never a mix. An `out_dir` holding other files is
     refused. Returns the statistics written to `stats.json`: per split, those of
     `forcematch.data.stats.statistics` (what training normalises by) and the replicas.

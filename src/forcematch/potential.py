@@ -25,7 +25,7 @@ import numpy as np
 
 from forcematch.config import model_settings, train_settings
 from forcematch.errors import ForcematchError
-from forcematch.model_files import (
+from forcematch.io.model_files import (
     check_model_info,
     check_params,
     read_json_object,

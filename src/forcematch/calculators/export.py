@@ -208,8 +208,8 @@ def training_inputs(potential, dataset_dir: Path) -> dict:
     species pair [P] (nm). Refuses a dataset of another config or other atoms."""
     from forcematch.data.pairs import closest_pairs_nm
     from forcematch.data.sources import H5MDSource
-    from forcematch.h5md import read_h5md, read_parameters
-    from forcematch.provenance import require_same_origin
+    from forcematch.io.h5md import read_h5md, read_parameters
+    from forcematch.io.provenance import require_same_origin
 
     path = Path(dataset_dir) / "train.h5"
     trained_on = ((potential.info.get("provenance") or {}).get("inputs") or {}).get(
@@ -257,7 +257,7 @@ def choose_r_min(potential, closest: np.ndarray, r_min_nm: float | None):
 # -- the stage ---------------------------------------------------------------------------------
 def _summary(potential, tables, points, errors, data, options) -> dict:
     """export.json: what was written and how well the tables follow the model."""
-    from forcematch.provenance import provenance
+    from forcematch.io.provenance import provenance
 
     energy, name = LAMMPS_UNITS[options["lammps_units"]]
     record = potential.info.get("provenance") or {}
@@ -306,7 +306,7 @@ def export_model(model_dir, dataset_dir, out_dir, *, lammps_units: str = "real",
     """Write OUTPUT_FILES for the pair model in `model_dir` into `out_dir` (replaced whole),
     masses, box and closest pairs from `dataset_dir` (its training data); returns export.json.
     `dr_nm`/`lammps_points` None: refined until the force error is below 1e-4 of its scale."""
-    from forcematch.atomic import atomic_directory, check_replaceable, output_errors, write_json
+    from forcematch.io.atomic import atomic_directory, check_replaceable, output_errors, write_json
     from forcematch.potential import load_model
 
     if lammps_units not in LAMMPS_UNITS or lammps_style not in LAMMPS_STYLES:

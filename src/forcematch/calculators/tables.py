@@ -309,7 +309,7 @@ def write_pair_table(model_dir, path) -> None:
     r = PAIR_TABLE_START·cutoff, ... cutoff (PAIR_TABLE_DR_NM), per species pair (float64
     autodiff, `PairFunctions`), written atomically to the CSV `path`: what the figures plot,
     so that they never load a model."""
-    from forcematch.atomic import write_csv
+    from forcematch.io.atomic import write_csv
     from forcematch.potential import load_model
 
     functions = PairFunctions(load_model(model_dir))

@@ -22,9 +22,9 @@ from typing import Protocol
 import h5py
 import numpy as np
 
-from forcematch import h5md
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
+from forcematch.io import h5md
 
 FIELDS = ("positions_nm", "forces_kJ_mol_nm")  # the per-atom arrays a file source streams
 # Frames per HDF5 read: HDF5 holds a few KiB per chunk it reads in one call, and files are

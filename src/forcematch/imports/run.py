@@ -1,8 +1,8 @@
 """`forcematch import`: read, convert, check, cut into parts, write the parts whole.
 
 Every file is read and checked before anything is written; the parts go to `out_dir` as
-`part_<k>.h5` in the layout the simulate stage writes (`forcematch.h5md`), the directory
-replaced whole (`forcematch.atomic.atomic_directory`).
+`part_<k>.h5` in the layout the simulate stage writes (`forcematch.io.h5md`), the directory
+replaced whole (`forcematch.io.atomic.atomic_directory`).
 """
 
 from __future__ import annotations
@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from forcematch.atomic import atomic_directory, check_replaceable
 from forcematch.data.checks import check_labels, check_not_empty
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.h5md import write_h5md
 from forcematch.imports.checks import (
     check_frame_times,
     check_positions,
@@ -29,6 +27,8 @@ from forcematch.imports.checks import (
 from forcematch.imports.common import ImportSettings, RawTrajectory, match_energies, to_frames
 from forcematch.imports.extxyz import read_extxyz
 from forcematch.imports.mda import read_lammps_dump, read_mdanalysis
+from forcematch.io.atomic import atomic_directory, check_replaceable
+from forcematch.io.h5md import write_h5md
 from forcematch.progress import bar as progress_bar
 
 Progress = Callable[[str], None]
@@ -197,7 +197,7 @@ def write_parts(parts: list[tuple[Frames, dict]], out_dir: Path, config: dict,
                 progress: Progress | None = print) -> list[Path]:
     """`out_dir`/part_<k>.h5 for every part, the directory replaced whole."""
     from forcematch.config import config_hash, stage_config
-    from forcematch.provenance import provenance
+    from forcematch.io.provenance import provenance
 
     section = stage_config(config, "import")
     stage_hash = config_hash(section)

@@ -22,12 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from forcematch import __version__
-from forcematch.atomic import write_csv, write_json
 from forcematch.config import model_settings
 from forcematch.data.pairs import closest_pairs_nm
 from forcematch.data.sources import FrameSource, as_source
 from forcematch.data.stats import DensestFrame, check_normalisation, scan
 from forcematch.errors import ForcematchError
+from forcematch.io.atomic import write_csv, write_json
+from forcematch.io.model_files import model_info
 from forcematch.linear.design import SplineDesign, accumulate
 from forcematch.linear.fit import (
     Weights,
@@ -36,7 +37,6 @@ from forcematch.linear.fit import (
     smoothness_penalty,
     solve,
 )
-from forcematch.model_files import model_info
 from forcematch.models import (
     Normalisation,
     build,

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import NullFormatter
 
-from forcematch.run_styles import legend_outside, style_of
+from forcematch.figures.styles import legend_outside, style_of
 
 MD_FIGURES = ("md_drift", "md_rdf", "md_summary")
 

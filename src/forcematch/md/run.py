@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from forcematch.atomic import write_json
 from forcematch.config import config_hash, stage_config
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, write_h5md
+from forcematch.io.atomic import write_json
+from forcematch.io.h5md import read_h5md, write_h5md
+from forcematch.io.provenance import provenance
 from forcematch.md import checks
 from forcematch.md.protocol import Protocol, compare, limits_from_data, run_protocol, summarise
 from forcematch.md.record import Segment
-from forcematch.provenance import provenance
 from forcematch.units import UNIT
 
 
@@ -227,8 +227,8 @@ def data_reference(config: dict, dataset_dir, out_dir) -> dict:
 
 def run_model_md(config: dict, model_dir, dataset_dir, reference_dir, out_dir) -> dict:
     """The protocol with a trained model, compared with the reference's md.json."""
+    from forcematch.io.model_files import read_json_object
     from forcematch.md.engine import ModelEngine
-    from forcematch.model_files import read_json_object
     from forcematch.potential import load_model
 
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)

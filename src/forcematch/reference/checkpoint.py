@@ -1,7 +1,7 @@
 """The resumable state of one replica: frames sampled so far and OpenMM's own checkpoint.
 
 Frames are stored in OpenMM units: positions nm, forces kJ/mol/nm, potential energies kJ/mol.
-Every file is written atomically (`forcematch.provenance` helpers).
+Every file is written atomically (`forcematch.io.provenance` helpers).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import openmm
 
-from forcematch.atomic import atomic_open, atomic_write_bytes, write_json
 from forcematch.errors import ForcematchError
+from forcematch.io.atomic import atomic_open, atomic_write_bytes, write_json
 from forcematch.reference.progress import Progress, emit
 
 

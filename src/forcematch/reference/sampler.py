@@ -20,9 +20,9 @@ from openmm import unit
 
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.h5md import write_h5md
+from forcematch.io.h5md import write_h5md
+from forcematch.io.provenance import provenance
 from forcematch.progress import bar as progress_bar
-from forcematch.provenance import provenance
 from forcematch.reference.checkpoint import ReplicaCheckpoint
 from forcematch.reference.progress import Progress, emit
 from forcematch.reference.system import (

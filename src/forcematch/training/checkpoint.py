@@ -8,7 +8,7 @@
 
 No pickle: arrays through `flax.serialization` (msgpack), metadata through JSON; every file
 written to a temporary name and renamed. A checkpoint is read as untrusted input
-(`forcematch.model_files`): a damaged one is refused, naming the file, never half-restored.
+(`forcematch.io.model_files`): a damaged one is refused, naming the file, never half-restored.
 
 metrics.csv: a row per evaluated epoch, keyed by `epoch` (every epoch, or every k-th of a run
 of over 50 epochs and the last: `evaluate.evaluation_interval`). Columns: `learning_rate` is the
@@ -31,9 +31,9 @@ import flax.serialization
 import jax
 import numpy as np
 
-from forcematch.atomic import atomic_directory, atomic_write_bytes, output_errors, write_json
 from forcematch.errors import ForcematchError
-from forcematch.model_files import (
+from forcematch.io.atomic import atomic_directory, atomic_write_bytes, output_errors, write_json
+from forcematch.io.model_files import (
     read_json_object,
     read_regular_file,
     restore_msgpack,

@@ -21,8 +21,8 @@ import socket
 import stat
 from pathlib import Path
 
-from forcematch.atomic import output_errors
 from forcematch.errors import ForcematchError
+from forcematch.io.atomic import output_errors
 
 LOCK_NAME = "lock"
 

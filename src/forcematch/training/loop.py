@@ -38,13 +38,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from forcematch import __version__, losses, preflight
-from forcematch.atomic import atomic_write_bytes, write_json
+from forcematch import __version__, losses
 from forcematch.config import model_settings
 from forcematch.data.sources import ArraySource, FrameSource, in_memory
 from forcematch.data.stats import DensestFrame, check_normalisation, scan, stress_scale
 from forcematch.errors import ForcematchError
-from forcematch.model_files import model_info
+from forcematch.io.atomic import atomic_write_bytes, write_json
+from forcematch.io.model_files import model_info
 from forcematch.models import (
     Normalisation,
     build,
@@ -61,6 +61,7 @@ from forcematch.training import checkpoint, parallel
 from forcematch.training import evaluate as ev
 from forcematch.training.batches import Prefetcher, batch_indices, seeded_subset
 from forcematch.training.optim import make_optimizer, make_schedule
+from forcematch.validation import preflight
 
 _PREFETCH_BATCHES = 3  # batches read ahead by the background thread
 
@@ -247,7 +248,7 @@ class Trainer:
                                       in_axes=(None, 0, 0, None)))
 
     def preflight(self, mode: str = "refuse") -> dict:
-        """The checks of `forcematch.preflight` on this run's data, model and loss at
+        """The checks of `forcematch.validation.preflight` on this run's data, model and loss at
         initialisation; `mode` "refuse" raises on a refusal, "warn" only reports it."""
         self._prepare_functions()
         cfg = self.cfg

@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from forcematch.atomic import OutputError, output_errors
 from forcematch.config import train_settings
 from forcematch.data.frames import Frames
 from forcematch.data.sources import FrameSource, as_source
 from forcematch.data.stats import statistics
 from forcematch.errors import ForcematchError
+from forcematch.io.atomic import OutputError, output_errors
 from forcematch.training.lock import CheckpointLock
 from forcematch.training.loop import Trainer
 
@@ -88,10 +88,10 @@ def train(
         devices: data-parallel over the first `devices` local JAX devices (None or 0: all).
         restart_stale: a checkpoint of another run in out_dir is moved to checkpoint.stale
             and training starts afresh, instead of raising.
-        provenance: where the run came from (`forcematch.provenance.provenance`), stored with
+        provenance: where the run came from (`forcematch.io.provenance.provenance`), stored with
             the checkpoint, model and final metrics (not part of the resume check).
         progress: called with one line per event (start, epoch, end).
-        preflight: the checks before training (`forcematch.preflight`, report in
+        preflight: the checks before training (`forcematch.validation.preflight`, report in
             out_dir/preflight.json): "refuse" stops on a refusal, "warn" (for deliberately
             broken diagnostic runs) only reports it.
         species_names: names of species 0..S−1 (`config_derived.species_names`), stored
@@ -127,7 +127,7 @@ def _resume_hint(err: OutputError, trainer: Trainer, ckpt: Path) -> str:
 def check_training(train_data: Frames | FrameSource, val_data: Frames | FrameSource,
                    settings: Mapping | None, model_config: dict | None, cutoff_nm: float, *,
                    stats: dict, progress: Callable[[str], object] = print) -> dict:
-    """The checks `train()` runs before its first step (`forcematch.preflight`), without
+    """The checks `train()` runs before its first step (`forcematch.validation.preflight`), without
     training or writing anything; returns the report (a refusal is reported, not raised)."""
     settings = train_settings(dict(settings or {}))
     check_seed(settings)

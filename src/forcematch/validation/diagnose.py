@@ -7,8 +7,9 @@ after global-norm clipping at 1, batch 128, 20 epochs).
 Under a mean-squared force loss the best rescaling of predicted forces that correlate with the
 labels only by ρ is ρ times the label spread, so every run logs, per epoch, the spread ratio
 std(F̂)/std(F) and the correlation (metrics.csv): a collapse shows as both ≪ 1. Each run also
-keeps the checks before training (`forcematch.preflight`: neighbours within the cutoff, the
-labels' sign against the energies, the energy and force gradient norms at initialisation).
+keeps the checks before training (`forcematch.validation.preflight`: neighbours within the
+cutoff, the labels' sign against the energies, the energy and force gradient norms at
+initialisation).
 
 Runs (`RUNS`), all on the same training frames and budget (`diagnose` in the config):
 - the graph network with the notebook's joint loss, force-only, and three ablations of the
@@ -35,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from forcematch.atomic import write_json
 from forcematch.config import config_hash, stage_config
+from forcematch.config.sweep import run_config
 from forcematch.data.frames import Frames
 from forcematch.data.stats import statistics
-from forcematch.h5md import read_h5md
+from forcematch.io.atomic import write_json
+from forcematch.io.h5md import read_h5md
+from forcematch.io.provenance import provenance
 from forcematch.metrics import accuracy
-from forcematch.provenance import provenance
-from forcematch.sweep import run_config
 
 
 @dataclasses.dataclass(frozen=True)

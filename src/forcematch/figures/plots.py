@@ -22,20 +22,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from forcematch.atomic import (  # noqa: E402
+from forcematch.config import config_hash  # noqa: E402
+from forcematch.figures.captions import HEADLINE_SUFFIX, headline  # noqa: E402
+from forcematch.figures.inputs import Inputs, load_inputs, read_csv  # noqa: E402
+from forcematch.figures.pair import PAIR_FIGURE, pair_potential_figure, pair_runs  # noqa: E402
+from forcematch.figures.styles import legend_outside, run_style, style_of  # noqa: E402
+from forcematch.io.atomic import (  # noqa: E402
     atomic_directory,
     check_replaceable,
     output_errors,
     write_csv,
     write_json,
 )
-from forcematch.config import config_hash  # noqa: E402
-from forcematch.figure_captions import HEADLINE_SUFFIX, headline  # noqa: E402
-from forcematch.figure_inputs import Inputs, load_inputs, read_csv  # noqa: E402
+from forcematch.io.provenance import provenance  # noqa: E402
 from forcematch.md import figures as md_figures  # noqa: E402
-from forcematch.pair_figure import PAIR_FIGURE, pair_potential_figure, pair_runs  # noqa: E402
-from forcematch.provenance import provenance  # noqa: E402
-from forcematch.run_styles import legend_outside, run_style, style_of  # noqa: E402
 
 FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
            "net_force")
@@ -245,7 +245,7 @@ def make_figures(
     Per-run panels (parity, learning curves, FD, net force) show the runs trained on all frames;
     the accuracy-vs-size figure shows every run. Every input is checked before anything is
     drawn; `out_dir` is replaced whole when every figure is drawn. Each figure also gets
-    `<name>.headline.rst` (`forcematch.figure_captions`: `config_label`, the config it came
+    `<name>.headline.rst` (`forcematch.figures.captions`: `config_label`, the config it came
     from, and its numbers), which its report caption includes.
     """
     out_dir = Path(out_dir)

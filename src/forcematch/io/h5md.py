@@ -26,7 +26,7 @@ read (`h5md_readers.MAX_READ_GIB`, 8 GiB as float64, or FORCEMATCH_MAX_READ_GIB)
 anything is allocated.
 
 The low-level readers (opening, unit checks, frame selections, box edges) live in
-`forcematch.h5md_readers`; those other modules use are re-exported here.
+`forcematch.io.h5md_readers`; those other modules use are re-exported here.
 """
 
 from __future__ import annotations
@@ -40,10 +40,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from forcematch.atomic import atomic_path
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
-from forcematch.h5md_readers import (
+from forcematch.io.atomic import atomic_path
+from forcematch.io.h5md_readers import (
     PARTICLE_GROUP,
     FrameSelection,
     attr_str,
@@ -183,7 +183,7 @@ def write_h5md(
     """Write `frames` and `parameters` (JSON-serializable) to the H5MD file `path`, atomically.
 
     The file is written under a temporary name in the same directory and renamed to `path`
-    when complete (`forcematch.atomic`), so an interrupted write never leaves a file at `path`.
+    when complete (`forcematch.io.atomic`), so an interrupted write never leaves a file at `path`.
     Parent directories are created. `observables`: more /observables, name -> (values [T],
     unit), e.g. an MD run's kinetic and total energy.
     """

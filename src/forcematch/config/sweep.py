@@ -117,8 +117,9 @@ def summary(config: dict[str, Any]) -> str:
             f"training run{'' if len(runs) == 1 else 's'}: {', '.join(runs)}")
 
 
-# The (model family, loss) pairs that `forcematch diagnose-collapse` trains (forcematch.diagnose):
-# its config slice keeps only their train_by_model, train_by_run and model entries.
+# The (model family, loss) pairs that `forcematch diagnose-collapse` trains
+# (forcematch.validation.diagnose): its config slice keeps only their train_by_model,
+# train_by_run and model entries.
 DIAGNOSE_RUNS = (("graph_network", "joint"), ("graph_network", "force"), ("pair", "force"),
                  ("pair", "joint"))
 

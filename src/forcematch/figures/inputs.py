@@ -20,7 +20,7 @@ import numpy as np
 
 from forcematch.calculators.tables import PAIR_FAMILIES
 from forcematch.errors import ForcematchError
-from forcematch.model_files import read_json_object, read_regular_file
+from forcematch.io.model_files import read_json_object, read_regular_file
 
 MAX_INPUT_BYTES = 1024 * 2**20  # a CSV or JSON written by validation or training
 

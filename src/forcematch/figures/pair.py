@@ -20,7 +20,7 @@ import numpy as np
 
 from forcematch.calculators.tables import PAIR_FAMILIES, PAIR_TABLE
 from forcematch.errors import ForcematchError
-from forcematch.figure_inputs import Inputs, read_csv
+from forcematch.figures.inputs import Inputs, read_csv
 
 PAIR_FIGURE = "pair_potential"
 LOSS_PREFERENCE = ("force", "joint", "energy")  # one run per family: the first loss found
@@ -44,7 +44,7 @@ def exact_pair(dataset_dir: Path | None):
     if dataset_dir is None:
         return None
     from forcematch.config import validate_config
-    from forcematch.h5md import read_parameters
+    from forcematch.io.h5md import read_parameters
     from forcematch.reference.system import lj_system_from_config, switched_lj_pair
 
     config = read_parameters(Path(dataset_dir) / "train.h5").get("config") or {}

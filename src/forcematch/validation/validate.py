@@ -26,10 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from forcematch.atomic import atomic_directory, check_replaceable, output_errors, write_json
 from forcematch.config import config_hash, species_names, stage_config
+from forcematch.config.sweep import loss_label
 from forcematch.data.frames import Frames
-from forcematch.equation_of_state import (  # noqa: F401 (re-exported)
+from forcematch.errors import ForcematchError
+from forcematch.io.atomic import atomic_directory, check_replaceable, output_errors, write_json
+from forcematch.io.h5md import read_h5md, read_parameters
+from forcematch.io.provenance import provenance, require_same_origin
+from forcematch.metrics import UNITS as METRIC_UNITS
+from forcematch.metrics import accuracy, force_accuracy_by_species, virial_accuracy
+from forcematch.validation.equation_of_state import (  # noqa: F401 (re-exported)
     MIXTURE_NO_REFERENCE,
     NO_REFERENCE,
     U_PER_ATOM_EPS_EXPECTED,
@@ -39,12 +45,6 @@ from forcematch.equation_of_state import (  # noqa: F401 (re-exported)
     u_per_atom_eps,
     u_per_atom_metrics,
 )
-from forcematch.errors import ForcematchError
-from forcematch.h5md import read_h5md, read_parameters
-from forcematch.metrics import UNITS as METRIC_UNITS
-from forcematch.metrics import accuracy, force_accuracy_by_species, virial_accuracy
-from forcematch.provenance import provenance, require_same_origin
-from forcematch.sweep import loss_label
 
 # Every file validation writes: the output directory may hold these and nothing else.
 OUTPUT_FILES = ("metrics.json", "fd.csv", "net_force.csv", "parity_energy.csv",

@@ -5,7 +5,7 @@ Every output of the pipeline carries a `provenance` record (a JSON object; in HD
 config_hash` of the stage's config slice); `require_same_origin` refuses to combine outputs
 whose records disagree, e.g. replicas simulated under different configs.
 
-Outputs are written through `forcematch.atomic`.
+Outputs are written through `forcematch.io.atomic`.
 """
 
 from __future__ import annotations

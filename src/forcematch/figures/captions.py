@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from forcematch.figure_inputs import Inputs
+from forcematch.figures.inputs import Inputs
 
 HEADLINE_SUFFIX = ".headline.rst"
 

@@ -23,7 +23,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from forcematch.config_derived import (  # noqa: F401 (re-exported: what a config implies)
+from forcematch.config.derived import (  # noqa: F401 (re-exported: what a config implies)
     MAX_MD_ATOM_STEPS,
     MAX_REFERENCE_BYTES,
     MAX_REPLICAS,
@@ -36,14 +36,15 @@ from forcematch.config_derived import (  # noqa: F401 (re-exported: what a confi
     source_stage,
     species_names,
 )
-from forcematch.config_file import read_config_file
+from forcematch.config.file import read_config_file
 from forcematch.errors import ForcematchError
 
 # Which config sections each stage depends on: a stage reruns only when these change.
 # Validation depends on the model through its input (the trained model directory), not on the
 # train sections. The workflow narrows further: each training run gets its own slice
-# (`forcematch.sweep.run_slice`), and `stage_config(config, "diagnose")` keeps only the entries
-# of the model families and losses the diagnostic trains (`forcematch.sweep.DIAGNOSE_RUNS`).
+# (`forcematch.config.sweep.run_slice`), and `stage_config(config, "diagnose")` keeps only the
+# entries of the model families and losses the diagnostic trains
+# (`forcematch.config.sweep.DIAGNOSE_RUNS`).
 # The data come from `simulate`, or from `import` (your own trajectories) when that is set.
 STAGE_SECTIONS = {
     "simulate": ("system", "simulate"),
@@ -197,7 +198,7 @@ def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> di
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) config file strictly (`forcematch.config_file`) and validate it."""
+    """Read a YAML (or JSON) config file strictly (`forcematch.config.file`) and validate it."""
     return validate_config(read_config_file(path), source=str(path))
 
 
@@ -205,12 +206,15 @@ def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
     """The sections of `config` that `stage` depends on.
 
     For "diagnose", train_by_model, train_by_run and model keep only the entries of the runs
-    it trains (`forcematch.sweep.DIAGNOSE_RUNS`). The same function makes the slice the workflow
-    writes and the hash a stage records, so the two agree.
+    it trains (`forcematch.config.sweep.DIAGNOSE_RUNS`). The same function makes the slice the
+    workflow writes and the hash a stage records, so the two agree.
     """
     sliced = {key: config[key] for key in STAGE_SECTIONS[stage]}
     if stage == "diagnose":
-        from forcematch.sweep import DIAGNOSE_RUNS, restrict_runs  # sweep imports this module
+        from forcematch.config.sweep import (  # sweep imports this module
+            DIAGNOSE_RUNS,
+            restrict_runs,
+        )
 
         sliced = restrict_runs(sliced, DIAGNOSE_RUNS)
     return sliced

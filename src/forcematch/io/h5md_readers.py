@@ -1,7 +1,7 @@
 """Low-level H5MD readers: opening and checking files, units, frame selections, box edges.
 
-The building blocks of `forcematch.h5md.read_h5md` (and of `forcematch.data.sources`, which
-imports them from `forcematch.h5md`). Every failure raises ForcematchError naming the file
+The building blocks of `forcematch.io.h5md.read_h5md` (and of `forcematch.data.sources`, which
+imports them from `forcematch.io.h5md`). Every failure raises ForcematchError naming the file
 (`where`) and the HDF5 item. Units are checked strictly against `forcematch.units.UNIT`.
 """
 

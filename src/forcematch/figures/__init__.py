@@ -1,0 +1,1 @@
+"""Paper figures from the metrics and CSVs that earlier stages wrote."""

@@ -1,0 +1,1 @@
+"""Files: H5MD datasets, atomic writes, provenance, model directories."""
