@@ -199,3 +199,26 @@ def test_a_pair_family_run_without_its_model_is_refused(inputs, tmp_path):
                                               "pair-joint-nall"):
         figures.make_figures(validate, train, tmp_path / "figures", progress=lambda _: None)
     assert not (tmp_path / "figures").exists()
+
+
+@pytest.mark.parametrize("sizes", [[6000], [100, 6000]], ids=["one-size", "two-sizes"])
+def test_accuracy_figure_axis_follows_the_sizes(tmp_path, monkeypatch, sizes):
+    """One training-set size: families on the x axis (losses side by side); several: the
+    size on a log axis. Every run is one row of the CSV either way."""
+    metrics = {f"{model}-{loss}-{n}": {"model": model, "loss": loss, "n_train": n,
+                                       "force_rmse_rel": 0.01, "energy_mae_per_atom_meV": 0.1}
+               for model in ("spline", "pair", "mpnn") for loss in ("energy", "force")
+               for n in sizes}
+    drawn = {}
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name, columns: drawn.update(
+        axis=fig.axes[0], columns=columns))
+    figures.accuracy_vs_size_figure(metrics, tmp_path)
+    axis = drawn["axis"]
+    assert len(drawn["columns"]["series"]) == len(metrics)
+    if len(sizes) == 1:
+        assert [t.get_text() for t in axis.get_xticklabels()] == ["spline", "pair", "mpnn"]
+        assert axis.get_xscale() == "linear" and "6,000 training frames" in axis.get_xlabel()
+        xs = sorted(float(line.get_xdata()[0]) for line in axis.get_lines())
+        assert len(set(np.round(xs, 6))) == 6  # no two runs drawn on one spot
+    else:
+        assert axis.get_xscale() == "log" and axis.get_xlabel() == "training frames"

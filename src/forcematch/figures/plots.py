@@ -120,27 +120,55 @@ def learning_curve_figure(train_dirs: dict[str, Path], out_dir: Path) -> None:
 
 
 def accuracy_vs_size_figure(metrics: dict[str, dict], out_dir: Path) -> None:
-    """Test force RMSE (% of the force std) against training-set size, per model and loss."""
+    """Test force RMSE (% of the force std) and energy MAE against training-set size, per model
+    and loss; with one training-set size, against the model family (one marker per loss)."""
     groups: dict[str, list[tuple[int, float, float]]] = {}
     for m in metrics.values():
         groups.setdefault(f"{m['model']} {m['loss']}", []).append(
             (int(m["n_train"]), 100 * m["force_rmse_rel"], m["energy_mae_per_atom_meV"]))
+    sizes = sorted({n for points in groups.values() for n, _, _ in points})
+    families = list(dict.fromkeys(label.split(" ")[0] for label in sorted(
+        groups, key=lambda label: _family_order(label.split(" ")[0]))))
+    losses = list(dict.fromkeys(label.split(" ")[1] for label in groups))
     fig, (ax_f, ax_e) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     columns: dict[str, list] = {"series": [], "n_train": [], "force_rmse_percent_of_std": [],
                                 "energy_mae_meV_per_atom": []}
     for label, points in sorted(groups.items()):
         n, f, e = (np.array(v) for v in zip(*sorted(points), strict=True))
-        style = run_style(*label.split(" "))
-        ax_f.loglog(n, f, label=label, **style)
-        ax_e.loglog(n, e, label=label, **style)
+        family, loss = label.split(" ")
+        style = run_style(family, loss)
+        if len(sizes) == 1:  # one size: the family on the x axis, the losses side by side
+            x = families.index(family) + 0.15 * (losses.index(loss) - (len(losses) - 1) / 2)
+            x = np.full(len(n), x)
+            style["linestyle"] = "none"
+        else:
+            x = n
+        ax_f.plot(x, f, label=label, **style)
+        ax_e.plot(x, e, label=label, **style)
         columns["series"] += [label] * len(n)
         columns["n_train"] += n.tolist()
         columns["force_rmse_percent_of_std"] += f.tolist()
         columns["energy_mae_meV_per_atom"] += e.tolist()
-    ax_f.set(xlabel="training frames", ylabel="test force RMSE (% of force std)")
-    ax_e.set(xlabel="training frames", ylabel="test energy MAE (meV/atom)")
+    for ax in (ax_f, ax_e):
+        ax.set_yscale("log")
+        if len(sizes) == 1:
+            ax.set_xticks(range(len(families)), families)
+            ax.set_xlim(-0.5, len(families) - 0.5)
+            ax.set_xlabel(f"model family ({sizes[0]:,} training frames)")
+            ax.grid(axis="y", which="major", alpha=0.3)
+        else:
+            ax.set_xscale("log")
+            ax.set_xlabel("training frames")
+    ax_f.set(ylabel="test force RMSE (% of force std)")
+    ax_e.set(ylabel="test energy MAE (meV/atom)")
     legend_outside(fig, ax_f)
     _save(fig, out_dir, "accuracy_vs_size", columns)
+
+
+def _family_order(family: str) -> tuple[int, str]:
+    """The sweep's order of families (the MS-CG baseline first), unknown ones after."""
+    order = ("spline", "pair", "atomic", "mpnn", "graph_network")
+    return (order.index(family) if family in order else len(order), family)
 
 
 def fd_figure(runs: dict[str, Path], out_dir: Path) -> None:
