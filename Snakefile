@@ -12,6 +12,7 @@ from snakemake.utils import min_version
 from forcematch.config import (
     STAGE_SECTIONS,
     data_parts,
+    has_reference_engine,
     load_config,
     write_slice,
     write_stage_slices,
@@ -91,9 +92,14 @@ if IMPORTED:
     DATA_FILES = expand("results/import/part_{part}.h5", part=PARTS)
 else:
     DATA_FILES = expand("results/simulate/replica_{replica}.h5", replica=REPLICAS)
-# Imported data have no reference potential to validate against (the MD reference is the
-# data's own liquid); the collapse study is optional (diagnose.enabled).
-VALIDATED = RUNS if IMPORTED else ["reference", *RUNS]
+# Coarse-grained data (config `cg`): the dataset stage maps the replicas to CG sites, and the
+# test frames' exact mean force is sampled once (rule cg_mean_force) for every validation.
+CG = CONFIG["cg"] is not None
+MEAN_FORCE = ["results/cg/mean_force.h5"] if CG else []
+# Imported and CG data have no reference potential to validate against (the MD reference is
+# the data's own liquid); the collapse study is optional (diagnose.enabled).
+REFERENCE_ENGINE = has_reference_engine(CONFIG)
+VALIDATED = ["reference", *RUNS] if REFERENCE_ENGINE else RUNS
 DIAGNOSE = CONFIG["diagnose"]["enabled"]
 # Training runs of a pair family also write model/pair_table.csv (φ and F, for the figures).
 PAIR_RUNS = [run for run in RUNS if run.split("-")[0] in PAIR_FAMILIES]
@@ -109,7 +115,8 @@ STAGE_CONFIG = {
     stage: str(path)
     for stage, path in write_stage_slices(
         CONFIG, "results/config",
-        [stage for stage in STAGE_SECTIONS if stage not in ("train", UNUSED_SOURCE)],
+        [stage for stage in STAGE_SECTIONS
+         if stage not in ("train", UNUSED_SOURCE) and (CG or stage != "cg_mean_force")],
     ).items()
 }
 
@@ -130,6 +137,11 @@ else:
     include: "workflow/rules/simulate.smk"
 
 include: "workflow/rules/dataset.smk"
+
+if CG:
+
+    include: "workflow/rules/cg.smk"
+
 include: "workflow/rules/train.smk"
 include: "workflow/rules/validate.smk"
 include: "workflow/rules/md.smk"

@@ -436,7 +436,8 @@ def test_slices_are_written_once_under_their_hash(tmp_path):
     assert json.loads(write_slice(tmp_path, "simulate", stage_config(base, "simulate"))
                       .read_text()) == stage_config(base, "simulate")
     paths = write_stage_slices(base, tmp_path / "stages")
-    assert set(paths) == {"simulate", "import", "dataset", "train", "validate", "md", "diagnose"}
+    assert set(paths) == {"simulate", "import", "dataset", "train", "cg_mean_force", "validate",
+                          "md", "diagnose"}
     assert sorted(p.name for p in (tmp_path / "stages").iterdir()) == sorted(
         p.name for p in paths.values())  # no temporary files left
 

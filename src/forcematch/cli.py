@@ -182,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", nargs="+", required=True, help="replica files, replica 0 first")
     p.add_argument("--out-dir", required=True)
 
+    p = _stage_parser(sub, "cg-mean-force", commands.cmd_cg_mean_force,
+                      "the exact mean force on CG test frames, sampled with OpenMM (config "
+                      "`cg`): the ground truth of coarse-grained force matching", dataset=False)
+    p.add_argument("--inputs", nargs="+", required=True,
+                   help="the simulated replica files, replica 0 first (their test replicas "
+                        "are the CG test split's atomistic states)")
+    p.add_argument("--dataset-dir", required=True, help="the CG dataset (its test.h5)")
+    p.add_argument("--out", required=True, help="mean-force file to write (HDF5)")
+
     _add_train_parser(sub)
     p = _stage_parser(sub, "check-training", commands.cmd_check_training,
                       "the checks train runs before its first step (neighbours, label sign, "
@@ -191,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _stage_parser(sub, "validate", commands.cmd_validate,
                       "validate the reference data or a trained model")
     p.add_argument("--model", help="trained model directory; omit to validate the reference")
+    p.add_argument("--mean-force", help="CG data: the test frames' exact mean force "
+                   "(cg-mean-force), to split the model's loss into noise floor and error")
     p = _stage_parser(sub, "md", commands.cmd_md,
                       "MD with a trained model or the OpenMM reference: momentum, energy "
                       "drift, stability, RDF and pressure")

@@ -156,6 +156,20 @@ def cmd_dataset(args) -> None:
     build_dataset(config, inputs, _out_dir(args.out_dir))
 
 
+def cmd_cg_mean_force(args) -> None:
+    limit_threads(args.threads)
+    from forcematch.cg.run import sample_test_mean_force
+    from forcematch.config import load_config
+
+    config = load_config(args.config)
+    inputs = [_existing_file(path, "replica file") for path in args.inputs]
+    if len(inputs) != config["simulate"]["replicas"]:
+        raise ForcematchError(f"got {len(inputs)} replica files but simulate.replicas is "
+                              f"{config['simulate']['replicas']}")
+    test = _existing_splits(args.dataset_dir, ("test",))[0]
+    sample_test_mean_force(config, inputs, test, _out_file(args.out), threads=args.threads)
+
+
 def _dataset_stats(dataset_dir: Path, expected_hash: str | None) -> dict:
     """The training split's statistics from the dataset stage's stats.json."""
     from forcematch.io.model_files import read_json_object
@@ -246,12 +260,15 @@ def cmd_validate(args) -> None:
             raise ForcematchError(f"model directory not found: {args.model}")
         if not model_dir.is_dir():
             raise ForcematchError(f"model {args.model} is not a directory")
-        validate_model(config, model_dir, splits[-1], _out_dir(args.out_dir))
+        mean_force = None if args.mean_force is None else _existing_file(
+            args.mean_force, "mean-force file")
+        validate_model(config, model_dir, splits[-1], _out_dir(args.out_dir),
+                       mean_force=mean_force)
 
 
 def cmd_md(args) -> None:
     limit_threads(args.threads)
-    from forcematch.config import load_config
+    from forcematch.config import has_reference_engine, load_config
 
     config = load_config(args.config)
     if config["md"]["float64"]:
@@ -261,7 +278,7 @@ def cmd_md(args) -> None:
     from forcematch.md.run import data_reference, run_model_md, run_reference_md
 
     dataset_dir = _existing_splits(args.dataset_dir, ("train", "val", "test"))[0].parent
-    if args.model is None and config["import"] is not None:  # no engine to rerun the data
+    if args.model is None and not has_reference_engine(config):  # imported or CG data
         data_reference(config, dataset_dir, _out_dir(args.out_dir))
     elif args.model is None:
         run_reference_md(config, dataset_dir, _out_dir(args.out_dir))

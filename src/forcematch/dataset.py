@@ -6,6 +6,9 @@ written every replica is checked (`forcematch.data.checks`: labels, position rou
 coordinates wrapped into the box) and so are all of them together (`forcematch.data.repeats`:
 frames repeated within or across replicas, a leak first; stale force labels). The output
 directory is replaced whole, so it holds either the previous complete dataset or the new one.
+With `cg` set, every split is written as coarse-grained frames (`forcematch.cg.mapping`): the
+checks run on the atomistic replicas, the map is applied as each split is written, and each
+file's parameters and stats.json record it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from forcematch.cg.mapping import LinearMap, map_frames, mapping_from_config
 from forcematch.config import box_length_nm, config_hash, data_parts, source_stage, stage_config
 from forcematch.data.checks import (
     check_labels,
@@ -148,17 +152,19 @@ def _check_across(replicas: list[Frames], paths: Sequence[str | Path],
 
 
 def _write_outputs(out_dir: Path, replicas: list[Frames], assignment: dict[str, list[int]],
-                   stats: dict, parameters: dict[str, dict],
+                   stats: dict, parameters: dict[str, dict], mapping: LinearMap | None,
                    progress: Callable[[str], None]) -> None:
     """Each split's file (its statistics into `stats`) and stats.json, written into a new
     directory that replaces `out_dir` whole once complete; a failure leaves `out_dir` as it
-    was."""
+    was. With a `mapping`, each split's frames are mapped to CG sites first."""
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         with atomic_directory(out_dir) as tmp:
             try:
                 for name, members in assignment.items():
                     frames = Frames.concatenate([replicas[k] for k in members])
+                    if mapping is not None:
+                        frames = map_frames(mapping, frames)
                     write_h5md(tmp / f"{name}.h5", frames, parameters[name])
                     stats[name] = statistics(frames) | {
                         "replicas": members,
@@ -205,5 +211,15 @@ def build_dataset(
                "split": name, "replicas": members,
                "sources": [sources[k] for k in members], "provenance": record}
         for name, members in assignment.items()}
-    _write_outputs(out_dir, replicas, assignment, stats, parameters, progress)
+    mapping = None
+    if config["cg"] is not None:
+        mapping = mapping_from_config(config["cg"], replicas[0].n_atoms, replicas[0].species)
+        stats["cg"] = {"map": config["cg"]["map"], "n_atoms": replicas[0].n_atoms,
+                       "n_sites": mapping.n_sites,
+                       "force_map": "each site's atoms' forces, summed with the force weights"}
+        for name in parameters:
+            parameters[name]["cg_map"] = mapping.record()
+        progress(f"coarse-graining: {config['cg']['map']} of {replicas[0].n_atoms} atoms to "
+                 f"{mapping.n_sites} sites")
+    _write_outputs(out_dir, replicas, assignment, stats, parameters, mapping, progress)
     return stats

@@ -2,7 +2,8 @@
 PAIR_FIGURE = bool(PAIR_RUNS)
 FIGURE_NAMES = ["parity_force", "parity_energy", "learning_curve", "accuracy_vs_size", "fd_error",
                 "net_force", *(["collapse"] if DIAGNOSE else []), "md_drift", "md_rdf",
-                "md_summary", *(["pair_potential"] if PAIR_FIGURE else [])]
+                "md_summary", *(["pair_potential"] if PAIR_FIGURE else []),
+                *(["cg_split"] if CG else [])]
 
 
 rule figures:

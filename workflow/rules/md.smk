@@ -2,16 +2,17 @@ MD_OUTPUTS = ["md.json", "nvt.h5"]
 
 
 rule md_reference:
-    """The MD protocol with OpenMM's reference system (imported data: the test split's own
-    liquid): what every model's MD is held against."""
+    """The MD protocol with OpenMM's reference system (imported or CG data: the test split's
+    own liquid): what every model's MD is held against."""
     input:
         config=STAGE_CONFIG["md"],
         train=rules.dataset.output.train,
         val=rules.dataset.output.val,
         test=rules.dataset.output.test,
     output:
-        # imported data: md.json of the data's own liquid (no engine reruns them)
-        [f"results/md/reference/{name}" for name in (["md.json"] if IMPORTED else MD_OUTPUTS)],
+        # imported or CG data: md.json of the data's own liquid (no engine reruns them)
+        [f"results/md/reference/{name}"
+         for name in (MD_OUTPUTS if REFERENCE_ENGINE else ["md.json"])],
     params:
         dataset_dir=lambda wildcards, input: str(Path(input.train).parent),
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),

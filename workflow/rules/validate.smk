@@ -38,11 +38,14 @@ rule validate_model:
         test=rules.dataset.output.test,
         stats=rules.dataset.output.stats,
         model="results/train/{run}/model",
+        mean_force=MEAN_FORCE,  # CG data only
     output:
         [f"results/validate/{{run}}/{name}" for name in VALIDATE_OUTPUTS],
     params:
         dataset_dir=lambda wildcards, input: str(Path(input.train).parent),
         out_dir=lambda wildcards, output: str(Path(output[0]).parent),
+        mean_force=lambda wildcards, input: (f"--mean-force {input.mean_force}"
+                                             if input.mean_force else ""),
     log:
         "results/logs/validate/{run}.log",
     benchmark:
@@ -55,5 +58,5 @@ rule validate_model:
         runtime=30,
     shell:
         "forcematch validate --config {input.config} --dataset-dir {params.dataset_dir}"
-        " --model {input.model} --out-dir {params.out_dir}"
+        " --model {input.model} --out-dir {params.out_dir} {params.mean_force}"
         " --threads {threads} > {log} 2>&1"

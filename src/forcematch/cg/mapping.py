@@ -57,10 +57,22 @@ class LinearMap:
         return np.flatnonzero((self.position_weights != 0).any(axis=0))
 
     def record(self) -> dict:
-        """The map as plain data (provenance of the CG files)."""
-        return {"position_weights": self.position_weights.tolist(),
-                "force_weights": self.force_weights.tolist(),
-                "site_species": self.site_species.tolist()}
+        """The map as plain data (provenance of the CG files), sparse: per site, its atoms with
+        their position and force weights."""
+        c, d = self.position_weights, self.force_weights
+        return {"n_atoms": int(c.shape[1]), "site_species": self.site_species.tolist(),
+                "sites": [[[int(a), float(c[i, a]), float(d[i, a])] for a in np.flatnonzero(c[i])]
+                          for i in range(self.n_sites)]}
+
+    @classmethod
+    def from_record(cls, record: dict) -> LinearMap:
+        """The map that `record` wrote."""
+        c = np.zeros((len(record["sites"]), record["n_atoms"]))
+        d = np.zeros_like(c)
+        for i, site in enumerate(record["sites"]):
+            for atom, position_weight, force_weight in site:
+                c[i, atom], d[i, atom] = position_weight, force_weight
+        return cls(c, d, np.asarray(record["site_species"], np.int32))
 
 
 def decimation(n_atoms: int, kept: np.ndarray | list[int], species: np.ndarray | None = None
@@ -75,6 +87,14 @@ def decimation(n_atoms: int, kept: np.ndarray | list[int], species: np.ndarray |
     weights[np.arange(kept.size), kept] = 1.0
     site_species = np.zeros(kept.size, np.int32) if species is None else np.asarray(species)[kept]
     return LinearMap(weights, weights.copy(), site_species)
+
+
+def mapping_from_config(cg: dict, n_atoms: int, species: np.ndarray | None = None) -> LinearMap:
+    """The map of the config's `cg` section for `n_atoms` atoms (decimation: atoms 0, k, 2k,
+    ... with k = cg.keep_every)."""
+    if cg["map"] != "decimation":
+        raise ForcematchError(f"cg.map: unknown map {cg['map']!r}")
+    return decimation(n_atoms, np.arange(0, n_atoms, cg["keep_every"]), species)
 
 
 def map_frames(mapping: LinearMap, frames: Frames) -> Frames:

@@ -31,3 +31,20 @@ def split(labels, mean_force, mean_force_se, predicted) -> dict[str, float]:
     variance = float(labels.var())
     return result | {f"{k}_rel": v / variance for k, v in result.items()} | {
         "label_variance": variance}
+
+
+def split_over_frames(labels, mean_force, mean_force_se, predicted) -> dict[str, float]:
+    """`split` of [T,S,3] arrays, with each quantity's standard error over the T frames
+    (`<key>_se`, from the per-frame values: the frames are far enough apart to be treated as
+    independent) and T; every key also relative to the labels' variance."""
+    labels, mean, se, predicted = (np.asarray(a, np.float64) for a in (
+        labels, mean_force, mean_force_se, predicted))
+    total = split(labels, mean, se, predicted)
+    variance = total["label_variance"]
+    per_frame = [split(labels[t], mean[t], se[t], predicted[t]) for t in range(len(labels))]
+    out = dict(total) | {"frames": len(labels)}
+    for key in ("loss", "noise_floor", "model_error", "closure"):
+        values = np.array([frame[key] for frame in per_frame])
+        out[f"{key}_se"] = float(values.std(ddof=1) / np.sqrt(len(values)))
+        out[f"{key}_rel_se"] = out[f"{key}_se"] / variance
+    return out

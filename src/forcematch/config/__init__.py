@@ -32,6 +32,7 @@ from forcematch.config.derived import (  # noqa: F401 (re-exported: what a confi
     check_derived,
     check_size,
     data_parts,
+    has_reference_engine,
     mean_mass_amu,
     source_stage,
     species_names,
@@ -45,16 +46,18 @@ from forcematch.errors import ForcematchError
 # (`forcematch.config.sweep.run_slice`), and `stage_config(config, "diagnose")` keeps only the
 # entries of the model families and losses the diagnostic trains
 # (`forcematch.config.sweep.DIAGNOSE_RUNS`).
-# The data come from `simulate`, or from `import` (your own trajectories) when that is set.
+# The data come from `simulate`, or from `import` (your own trajectories) when that is set;
+# `cg` maps them to coarse-grained sites in the dataset stage.
 STAGE_SECTIONS = {
     "simulate": ("system", "simulate"),
     "import": ("system", "import"),
-    "dataset": ("system", "simulate", "import", "split"),
-    "train": ("system", "simulate", "import", "split", "train", "train_by_model",
+    "dataset": ("system", "simulate", "import", "split", "cg"),
+    "train": ("system", "simulate", "import", "split", "cg", "train", "train_by_model",
               "train_by_run", "model"),
-    "validate": ("system", "simulate", "import", "split", "validate"),
-    "md": ("system", "simulate", "import", "split", "md"),
-    "diagnose": ("system", "simulate", "import", "split", "train", "train_by_model",
+    "cg_mean_force": ("system", "simulate", "split", "cg"),
+    "validate": ("system", "simulate", "import", "split", "cg", "validate"),
+    "md": ("system", "simulate", "import", "split", "cg", "md"),
+    "diagnose": ("system", "simulate", "import", "split", "cg", "train", "train_by_model",
                  "train_by_run", "model", "validate", "diagnose"),
 }
 

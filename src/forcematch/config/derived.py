@@ -28,6 +28,8 @@ def check_derived(config: dict[str, Any], *, source: str = "config") -> None:
             f"system.cutoff_nm = {system['cutoff_nm']} nm"
         )
     _check_loss_weights(config["train"], source)
+    if config["cg"] is not None:
+        check_cg(config, source=source)
     if config["import"] is not None:  # the box and frame counts are in the files
         check_import(config, source=source)
         return
@@ -124,6 +126,44 @@ def species_names(config: dict[str, Any]) -> list[str] | None:
         return config["import"]["species"]
     species = config["system"]["species"]
     return None if species is None else [entry["name"] for entry in species]
+
+
+def has_reference_engine(config: dict[str, Any]) -> bool:
+    """Whether OpenMM can rerun the system the data describe: simulated, atomistic data. For
+    imported or coarse-grained data the test split's own liquid is the MD reference, and no
+    reference potential exists to validate the data against."""
+    return config["import"] is None and config["cg"] is None
+
+
+def check_cg(config: dict[str, Any], *, source: str = "config") -> None:
+    """Coarse-graining needs the simulated system (the mean force is sampled with OpenMM), more
+    atoms than one site, enough test frames, and no collapse study (which maps data itself)."""
+    cg, system = config["cg"], config["system"]
+    if config["import"] is not None:
+        raise ForcematchError(f"{source}: cg needs simulated data (the exact mean force is "
+                              "sampled with OpenMM); remove import or cg")
+    if config["diagnose"]["enabled"]:
+        raise ForcematchError(f"{source}: cg and diagnose.enabled: the collapse study trains on "
+                              "atomistic labels; set diagnose.enabled: false for a CG run")
+    if cg["keep_every"] >= system["n_atoms"]:
+        raise ForcematchError(f"{source}: cg.keep_every = {cg['keep_every']} leaves one site of "
+                              f"system.n_atoms = {system['n_atoms']}")
+    mean_force = cg["mean_force"]
+    test_frames = config["split"]["test_replicas"] * config["simulate"]["frames_per_replica"]
+    if mean_force["frames"] > test_frames:
+        raise ForcematchError(f"{source}: cg.mean_force.frames = {mean_force['frames']} exceeds "
+                              f"the {test_frames} test frames")
+    if mean_force["samples"] % mean_force["blocks"]:
+        raise ForcematchError(f"{source}: cg.mean_force.samples = {mean_force['samples']} do not "
+                              f"split into cg.mean_force.blocks = {mean_force['blocks']}")
+    if mean_force["seed"] + mean_force["frames"] - 1 > 2**31 - 1:  # OpenMM's 32-bit seeds
+        raise ForcematchError(f"{source}: cg.mean_force.seed + frames exceeds 2**31 - 1")
+    steps = mean_force["sample_ps"] * 1e3 / mean_force["timestep_fs"]
+    if steps < mean_force["samples"]:
+        raise ForcematchError(
+            f"{source}: cg.mean_force.sample_ps = {mean_force['sample_ps']} at timestep_fs = "
+            f"{mean_force['timestep_fs']} is {steps:.0f} steps, fewer than samples = "
+            f"{mean_force['samples']}")
 
 
 def source_stage(config: dict[str, Any]) -> str:

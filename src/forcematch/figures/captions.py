@@ -120,12 +120,22 @@ def _pair_potential(inputs: Inputs) -> str:
             f"{inputs.drawn.get('pair_potential', 'none')}.")
 
 
+def _cg_split(inputs: Inputs) -> str:
+    parts = [f"{name} loss {c['loss_rel']:.3f} = floor {c['noise_floor_rel']:.3f} + error "
+             f"{c['model_error_rel']:.4f} ± {c['model_error_rel_se']:.4f} (closure "
+             f"{c['closure_rel']:+.4f})"
+             for name, m in inputs.metrics.items() if isinstance(c := m.get("cg"), dict)]
+    return ("Held-out loss of each CG model against the labels, split into the noise floor and "
+            "its error against the exact mean force (fractions of the label variance): "
+            + _join(parts) + ".")
+
+
 HEADLINES: dict[str, Callable[[Inputs], str]] = {
     "parity_force": _parity_force, "parity_energy": _parity_energy,
     "learning_curve": _learning_curve, "accuracy_vs_size": _accuracy_vs_size,
     "fd_error": _fd_error, "net_force": _net_force, "collapse": _collapse,
     "md_drift": _md_drift, "md_rdf": _md_rdf, "md_summary": _md_summary,
-    "pair_potential": _pair_potential,
+    "pair_potential": _pair_potential, "cg_split": _cg_split,
 }
 
 

@@ -40,7 +40,8 @@ def pair_runs(inputs: Inputs) -> dict[str, Path]:
 
 def exact_pair(dataset_dir: Path | None):
     """f(a, b, r) -> (φ, F) of the switched LJ the dataset was simulated with, or None
-    (no dataset given, or imported data)."""
+    (no dataset given, imported data, or CG data, whose pair potential of mean force is not
+    the atoms' LJ)."""
     if dataset_dir is None:
         return None
     from forcematch.config import validate_config
@@ -48,7 +49,8 @@ def exact_pair(dataset_dir: Path | None):
     from forcematch.reference.system import lj_system_from_config, switched_lj_pair
 
     config = read_parameters(Path(dataset_dir) / "train.h5").get("config") or {}
-    if config.get("import") is not None or "system" not in config:
+    if config.get("import") is not None or config.get("cg") is not None \
+            or "system" not in config:
         return None
     lj = lj_system_from_config(validate_config({"system": config["system"]},
                                                source=f"{dataset_dir}/train.h5"))

@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 from forcematch.config import config_hash  # noqa: E402
 from forcematch.figures.captions import HEADLINE_SUFFIX, headline  # noqa: E402
+from forcematch.figures.cg import CG_FIGURE, cg_split_figure  # noqa: E402
 from forcematch.figures.inputs import Inputs, load_inputs, read_csv  # noqa: E402
 from forcematch.figures.pair import PAIR_FIGURE, pair_potential_figure, pair_runs  # noqa: E402
 from forcematch.figures.styles import legend_outside, run_style, style_of  # noqa: E402
@@ -43,7 +44,7 @@ FIGURES = ("parity_force", "parity_energy", "learning_curve", "accuracy_vs_size"
 
 def output_names() -> list[str]:
     """Every file `make_figures` may write (the output directory holds these and no other)."""
-    names = (*FIGURES, "collapse", *md_figures.MD_FIGURES, PAIR_FIGURE)
+    names = (*FIGURES, "collapse", *md_figures.MD_FIGURES, PAIR_FIGURE, CG_FIGURE)
     return ([f"{name}.{ext}" for name in names for ext in ("png", "pdf", "csv")]
             + [f"{name}{HEADLINE_SUFFIX}" for name in names] + ["provenance.json"])
 
@@ -311,11 +312,11 @@ def _draw(inputs: Inputs, out_dir: Path, dataset_dir: Path | None) -> list[str]:
                       else {}) | full
     fd_figure(with_reference, out_dir)
     # Net force: the reference, the per-atom energy model trained on energies only (the user's
-    # question) and every joint model.
+    # question) and every joint model; every run where the sweep has none of them.
     net_runs = {name: d for name, d in with_reference.items() if name == "reference"
                 or metrics[name]["loss"] == "joint"
                 or (metrics[name]["model"], metrics[name]["loss"]) == ("atomic", "energy")}
-    net_force_figure(net_runs, out_dir)
+    net_force_figure(net_runs or with_reference, out_dir)
     names = list(FIGURES)
 
     def save(fig, name, columns):
@@ -323,8 +324,11 @@ def _draw(inputs: Inputs, out_dir: Path, dataset_dir: Path | None) -> list[str]:
 
     pair_numbers = pair_potential_figure(inputs, dataset_dir, save)
     if pair_numbers is not None or pair_runs(inputs):
-        inputs.drawn[PAIR_FIGURE] = pair_numbers or "no exact pair potential (imported data)"
+        inputs.drawn[PAIR_FIGURE] = pair_numbers or ("no exact pair potential (imported or "
+                                                     "coarse-grained data)")
         names.append(PAIR_FIGURE)
+    if cg_split_figure(metrics, save) is not None:
+        names.append(CG_FIGURE)
     if inputs.diagnose_dir is not None:
         collapse_figure(inputs.diagnose_dir, inputs.summary, out_dir)
         names.append("collapse")

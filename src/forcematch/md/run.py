@@ -194,9 +194,11 @@ def run_reference_md(config: dict, dataset_dir, out_dir) -> dict:
 
 
 def data_reference(config: dict, dataset_dir, out_dir) -> dict:
-    """The reference of imported data, where no engine can rerun the system: the liquid of
-    the test split itself (U/N, RDF and its noise floor across the splits; no pressure, as
-    the files hold no virial), in the md.json layout `compare` reads. Writes md.json only."""
+    """The reference of imported or coarse-grained data, where no engine can rerun the system:
+    the liquid of the test split itself (U/N, RDF and its noise floor across the splits; no
+    pressure, as the files hold no virial; for CG data no U/N either, as the potential of mean
+    force is a free energy, not the atomistic energy the labels carry), in the md.json layout
+    `compare` reads. Writes md.json only."""
     dataset_dir, out_dir = Path(dataset_dir), Path(out_dir)
     protocol = Protocol.from_config(config)
     test = read_h5md(dataset_dir / "test.h5")
@@ -207,19 +209,23 @@ def data_reference(config: dict, dataset_dir, out_dir) -> dict:
     r_A, g = checks.rdf(test.positions_nm, box)
     peak_r, peak_g = checks.first_peak(r_A, g)
     energy = test.potential_energy_kJ_mol / test.n_atoms / _epsilon_kJ_mol(config)
+    what = "imported" if config["cg"] is None else "coarse-grained"
     summary = {
         "protocol": _finite_or_none(protocol.__dict__), "engine": "data", "stable": True,
-        "note": "imported data: the test split's own liquid; no reference MD was run",
+        "note": f"{what} data: the test split's own liquid; no reference MD was run",
         "liquid": {"n_frames": int(test.n_frames),
-                   "potential_eps_per_atom": checks.block_mean(energy),
+                   "potential_eps_per_atom": (checks.block_mean(energy) if config["cg"] is None
+                                              else None),
                    "pressure_bar": None, "rdf_first_peak_A": peak_r,
                    "rdf_first_peak_g": peak_g, "rdf": {"r_A": r_A.tolist(), "g": g.tolist()}},
         "rdf_noise_floor": reference_noise_floor(
             [dataset_dir / f"{split}.h5" for split in ("train", "val", "test")], None, box),
         "provenance": provenance("md", config_hash(stage_config(config, "md")),
                                  {"md": config["md"]["seed"]})}
-    _log(f"data reference: U/N {summary['liquid']['potential_eps_per_atom']['mean']:.4f} eps, "
-         f"RDF peak {peak_r:.3f} A, noise floor {summary['rdf_noise_floor']:.3f}")
+    u = summary["liquid"]["potential_eps_per_atom"]
+    said_u = f"U/N {u['mean']:.4f} eps, " if u else ""
+    _log(f"data reference: {said_u}RDF peak {peak_r:.3f} A, noise floor "
+         f"{summary['rdf_noise_floor']:.3f}")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "md.json", _finite_or_none(summary))
     return summary

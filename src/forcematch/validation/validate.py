@@ -61,6 +61,8 @@ UNITS = METRIC_UNITS | {
     "u_per_atom_eps_tolerance": "epsilon per atom",
     "n_test_frames": "1",
     "by_species": "one row per species: the force keys above over that species' atoms",
+    "cg": "CG data: loss, noise_floor, model_error, closure, sampling_variance in "
+          "(kJ mol-1 nm-1)^2, *_rel over label_variance, *_se over the sampled frames",
 }
 
 
@@ -254,9 +256,11 @@ def validate_model(
     test_path: str | Path,
     out_dir: str | Path,
     *,
+    mean_force: str | Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Validate a trained model on the test split: accuracy, FD in float64, net force.
+    """Validate a trained model on the test split: accuracy, FD in float64, net force; with a
+    `mean_force` file (CG data), the split of its loss into noise floor and error (`cg`).
 
     Runs with 64-bit JAX enabled (finite differences need float64 energies; predictions stay
     float32) and restores the caller's setting afterwards.
@@ -264,7 +268,8 @@ def validate_model(
     import jax
 
     with jax.enable_x64(True):
-        return _validate_model(config, Path(model_dir), test_path, Path(out_dir), progress)
+        return _validate_model(config, Path(model_dir), test_path, Path(out_dir), mean_force,
+                               progress)
 
 
 def _model_description(model, model_dir: Path) -> dict:
@@ -319,7 +324,28 @@ def _virial_metrics(model, test: Frames, rng, n_frames: int, progress) -> dict[s
     return result
 
 
-def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
+def _cg_split(mean_force_path, test, test_path, forces_pred, progress) -> dict[str, Any]:
+    """The loss on the sampled CG test frames split into noise floor and the model's error
+    against the exact mean force (`forcematch.cg.split`), each with its standard error."""
+    from forcematch.cg.run import read_mean_force
+    from forcematch.cg.split import split_over_frames
+
+    sampled = read_mean_force(mean_force_path, test.n_atoms, test.n_frames)
+    expected = read_parameters(test_path).get("config_hash")
+    if sampled.parameters.get("test_parameters_hash") != expected:
+        raise ForcematchError(f"{mean_force_path} was sampled on another dataset than "
+                              f"{test_path}: rerun cg-mean-force")
+    ids = sampled.frame_index
+    result = split_over_frames(test.forces_kJ_mol_nm[ids], sampled.mean,
+                               sampled.standard_error, forces_pred[ids])
+    progress(f"CG split on {len(ids)} frames (of the label variance): loss "
+             f"{result['loss_rel']:.4f} = noise floor {result['noise_floor_rel']:.4f} "
+             f"+ error {result['model_error_rel']:.4f} ± {result['model_error_rel_se']:.4f} "
+             f"+ closure {result['closure_rel']:+.4f}")
+    return {"cg": result}
+
+
+def _validate_model(config, model_dir: Path, test_path, out_dir: Path, mean_force,
                     progress) -> dict[str, Any]:
     import jax
 
@@ -338,6 +364,8 @@ def _validate_model(config, model_dir: Path, test_path, out_dir: Path,
         test.forces_kJ_mol_nm, forces_pred, test.species, species_names(config))
     metrics |= _virial_metrics(model, test, np.random.default_rng([vcfg["seed"], 2]),
                                vcfg["virial_frames"], progress)
+    if mean_force is not None:
+        metrics |= _cg_split(mean_force, test, test_path, forces_pred, progress)
     progress(f"test force RMSE {metrics['force_rmse']:.4f} kJ/mol/nm "
              f"({100 * metrics['force_rmse_rel']:.3f} % of the force std), energy MAE "
              f"{metrics['energy_mae_per_atom_meV']:.4f} meV/atom")
