@@ -23,15 +23,17 @@ from forcematch.errors import ForcematchError
 from forcematch.io.h5md import read_h5md, read_parameters
 
 # Enough to exercise every part, not to converge: 3 test frames, 1 ps of sampling each.
-TINY_CG = {"keep_every": 2, "mean_force": {"frames": 3, "equilibration_ps": 0.2,
-                                           "sample_ps": 1.0, "samples": 20, "blocks": 4}}
+TINY_CG = {"keep_every": 2}
+TINY_MEAN_FORCE = {"frames": 3, "equilibration_ps": 0.2, "sample_ps": 1.0, "samples": 20,
+                   "blocks": 4}
 
 
 @pytest.fixture(scope="module")
 def cg_data(tiny_data, tmp_path_factory):
     """The tiny replicas split into a CG dataset, and the mean force on 3 of its test frames."""
     root = tmp_path_factory.mktemp("cg")
-    config_path = tiny_config(root, cg=TINY_CG, diagnose={"enabled": False})
+    config_path = tiny_config(root, cg=TINY_CG, cg_mean_force=TINY_MEAN_FORCE,
+                              diagnose={"enabled": False})
     config = load_config(config_path)
     stats = build_dataset(config, tiny_data.replicas, root / "dataset", progress=lambda _: None)
     sampled = sample_test_mean_force(config, tiny_data.replicas, root / "dataset" / "test.h5",
@@ -120,12 +122,12 @@ def test_validation_splits_a_cg_models_loss(cg_data, tmp_path):
     ({"cg": TINY_CG}, "cg and diagnose.enabled"),
     ({"cg": TINY_CG | {"keep_every": 32}, "diagnose": {"enabled": False}},
      "leaves one site"),
-    ({"cg": TINY_CG | {"mean_force": {"frames": 41}}, "diagnose": {"enabled": False}},
+    ({"cg": TINY_CG, "cg_mean_force": {"frames": 41}, "diagnose": {"enabled": False}},
      "exceeds the 40 test frames"),
-    ({"cg": TINY_CG | {"mean_force": {"samples": 10, "blocks": 4}},
+    ({"cg": TINY_CG, "cg_mean_force": {"samples": 10, "blocks": 4},
       "diagnose": {"enabled": False}}, "do not split into"),
-    ({"cg": {"mean_force": {"sample_ps": 0.1, "samples": 400}}, "diagnose": {"enabled": False}},
-     "fewer than samples"),
+    ({"cg": TINY_CG, "cg_mean_force": {"sample_ps": 0.1, "samples": 400},
+      "diagnose": {"enabled": False}}, "fewer than samples"),
 ], ids=["with-diagnose", "one-site", "too-many-frames", "blocks", "too-short"])
 def test_bad_cg_settings_are_refused_by_key(change, message):
     raw = yaml.safe_load(TINY.read_text())
@@ -146,7 +148,8 @@ def test_cg_needs_simulated_data():
 def test_the_cg_workflow_end_to_end(tmp_path):
     """Snakemake on the tiny config with `cg`: mapping, mean force, spline and pair fitted to
     CG labels, validation with the split, CG MD against the test split's own liquid, figures."""
-    config = tiny_config(tmp_path, "cg.yaml", cg=TINY_CG, diagnose={"enabled": False},
+    config = tiny_config(tmp_path, "cg.yaml", cg=TINY_CG, cg_mean_force=TINY_MEAN_FORCE,
+                         diagnose={"enabled": False},
                          sweep={"models": ["spline", "pair"], "losses": ["force"],
                                 "n_train": ["all"]})
     result = snakemake(tmp_path, "--cores", "2", configfile=config)

@@ -1,5 +1,5 @@
 rule cg_mean_force:
-    """The exact mean force on the CG test frames (config `cg.mean_force`): the mapped atoms of
+    """The exact mean force on the CG test frames (config `cg_mean_force`): the mapped atoms of
     each frame held fixed in OpenMM, the rest sampled at the run's temperature."""
     input:
         config=STAGE_CONFIG["cg_mean_force"],

@@ -3,9 +3,9 @@ splits every CG model's loss into the noise floor and its own error (`forcematch
 
 The CG test split (written by the dataset stage with `cg` set) holds the mapped frames; their
 atomistic states are the test replicas' frames, read again here, mapped and checked against
-the split before any sampling starts. For `cg.mean_force.frames` evenly spaced test frames the
+the split before any sampling starts. For `cg_mean_force.frames` evenly spaced test frames the
 mapped atoms are held fixed and the rest sampled (`forcematch.cg.mean_force`), each frame with
-its own seed (cg.mean_force.seed + k), so the file depends only on the config and the data.
+its own seed (cg_mean_force.seed + k), so the file depends only on the config and the data.
 
 The file (HDF5, written whole or not at all; units in each dataset's `unit` attribute):
 
@@ -57,7 +57,7 @@ class MeanForceSet:
 
 def settings_from_config(config: dict, frame: int) -> MeanForceSettings:
     """The sampling settings of test frame number `frame` (its own seed)."""
-    mf = config["cg"]["mean_force"]
+    mf = config["cg_mean_force"]
     samples = mf["samples"]
     return MeanForceSettings(
         temperature_K=float(config["system"]["temperature_K"]), timestep_fs=mf["timestep_fs"],
@@ -102,7 +102,7 @@ def check_same_frames(mapping: LinearMap, atomistic: Frames, test: Frames, test_
 def sample_test_mean_force(config: dict, replica_paths: Sequence[str | Path], test_path,
                            out_path, *, threads: int = 1,
                            progress: Callable[[str], object] = print) -> MeanForceSet:
-    """Sample the mean force on `cg.mean_force.frames` frames of the CG test split at
+    """Sample the mean force on `cg_mean_force.frames` frames of the CG test split at
     `test_path` and write them to `out_path` (module docstring)."""
     from forcematch.reference.system import build_system, lj_system_from_config
 
@@ -112,9 +112,9 @@ def sample_test_mean_force(config: dict, replica_paths: Sequence[str | Path], te
     atomistic = atomistic_test_frames(config, replica_paths)
     mapping = mapping_from_config(config["cg"], atomistic.n_atoms, atomistic.species)
     check_same_frames(mapping, atomistic, test, test_path)
-    n_frames = config["cg"]["mean_force"]["frames"]
+    n_frames = config["cg_mean_force"]["frames"]
     if n_frames > test.n_frames:
-        raise ForcematchError(f"cg.mean_force.frames = {n_frames} exceeds the {test.n_frames} "
+        raise ForcematchError(f"cg_mean_force.frames = {n_frames} exceeds the {test.n_frames} "
                               f"frames of {test_path}")
     index = np.linspace(0, test.n_frames - 1, n_frames).round().astype(np.int64)
     system = build_system(lj_system_from_config(config))
@@ -137,7 +137,7 @@ def sample_test_mean_force(config: dict, replica_paths: Sequence[str | Path], te
               "test_parameters_hash": read_parameters(test_path).get("config_hash"),
               "provenance": provenance("cg_mean_force",
                                        config_hash(stage_config(config, "cg_mean_force")),
-                                       {"mean_force": config["cg"]["mean_force"]["seed"]})}
+                                       {"mean_force": config["cg_mean_force"]["seed"]})}
     result = MeanForceSet(index, np.stack(means), np.stack(errors), np.asarray(variances),
                           record)
     write_mean_force(out_path, result)

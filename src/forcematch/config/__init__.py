@@ -54,7 +54,7 @@ STAGE_SECTIONS = {
     "dataset": ("system", "simulate", "import", "split", "cg"),
     "train": ("system", "simulate", "import", "split", "cg", "train", "train_by_model",
               "train_by_run", "model"),
-    "cg_mean_force": ("system", "simulate", "split", "cg"),
+    "cg_mean_force": ("system", "simulate", "split", "cg", "cg_mean_force"),
     "validate": ("system", "simulate", "import", "split", "cg", "validate"),
     "md": ("system", "simulate", "import", "split", "cg", "md"),
     "diagnose": ("system", "simulate", "import", "split", "cg", "train", "train_by_model",

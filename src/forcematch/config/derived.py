@@ -148,20 +148,20 @@ def check_cg(config: dict[str, Any], *, source: str = "config") -> None:
     if cg["keep_every"] >= system["n_atoms"]:
         raise ForcematchError(f"{source}: cg.keep_every = {cg['keep_every']} leaves one site of "
                               f"system.n_atoms = {system['n_atoms']}")
-    mean_force = cg["mean_force"]
+    mean_force = config["cg_mean_force"]
     test_frames = config["split"]["test_replicas"] * config["simulate"]["frames_per_replica"]
     if mean_force["frames"] > test_frames:
-        raise ForcematchError(f"{source}: cg.mean_force.frames = {mean_force['frames']} exceeds "
+        raise ForcematchError(f"{source}: cg_mean_force.frames = {mean_force['frames']} exceeds "
                               f"the {test_frames} test frames")
     if mean_force["samples"] % mean_force["blocks"]:
-        raise ForcematchError(f"{source}: cg.mean_force.samples = {mean_force['samples']} do not "
-                              f"split into cg.mean_force.blocks = {mean_force['blocks']}")
+        raise ForcematchError(f"{source}: cg_mean_force.samples = {mean_force['samples']} do not "
+                              f"split into cg_mean_force.blocks = {mean_force['blocks']}")
     if mean_force["seed"] + mean_force["frames"] - 1 > 2**31 - 1:  # OpenMM's 32-bit seeds
-        raise ForcematchError(f"{source}: cg.mean_force.seed + frames exceeds 2**31 - 1")
+        raise ForcematchError(f"{source}: cg_mean_force.seed + frames exceeds 2**31 - 1")
     steps = mean_force["sample_ps"] * 1e3 / mean_force["timestep_fs"]
     if steps < mean_force["samples"]:
         raise ForcematchError(
-            f"{source}: cg.mean_force.sample_ps = {mean_force['sample_ps']} at timestep_fs = "
+            f"{source}: cg_mean_force.sample_ps = {mean_force['sample_ps']} at timestep_fs = "
             f"{mean_force['timestep_fs']} is {steps:.0f} steps, fewer than samples = "
             f"{mean_force['samples']}")
 
