@@ -514,3 +514,39 @@ def test_imported_data_need_no_simulated_box():
                               "import": {"files": ["a.xyz"], "units": "ase", "blocks": 3}})
     assert config["import"]["format"] == "auto"
     assert data_parts(config) == 3
+
+
+def test_extends_merges_mappings_and_replaces_everything_else(tmp_path):
+    from forcematch.config.file import read_config_with_bases
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text(
+        "system: {n_atoms: 64, cutoff_nm: 0.5}\nsweep: {models: [pair, mpnn], n_train: [all]}\n"
+        "train_by_model: {mpnn: {steps: 10, batch_size: 2}}\ncg: {keep_every: 2}\n")
+    (tmp_path / "sub" / "middle.yaml").write_text(
+        "extends: ../base.yaml\nsystem: {n_atoms: 32}\nsweep: {models: [pair]}\n")
+    (tmp_path / "sub" / "top.yaml").write_text(
+        "extends: middle.yaml\ntrain_by_model: {mpnn: {steps: 20}}\ncg: null\n")
+    merged = read_config_with_bases(tmp_path / "sub" / "top.yaml")
+    assert merged == {"system": {"n_atoms": 32, "cutoff_nm": 0.5},
+                      "sweep": {"models": ["pair"], "n_train": ["all"]},   # a list replaced
+                      "train_by_model": {"mpnn": {"steps": 20, "batch_size": 2}},  # merged
+                      "cg": None}                                            # null replaces
+    # the shipped variants are the default with their one change
+    default = load_config(ROOT / "config" / "config.yaml")
+    assert load_config(ROOT / "config" / "sizes.yaml") == default | {
+        "sweep": default["sweep"] | {"n_train": [100, "all"]}}
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "extends makes a cycle"),
+    ({"a.yaml": "extends: missing.yaml\n"}, "missing.yaml is not a file"),
+    ({"a.yaml": "extends: [b.yaml]\n"}, "extends must name a config file"),
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "sweep: {n_trian: [all]}\n"}, "n_trian"),
+], ids=["cycle", "missing", "not-a-name", "bad-key-in-base"])
+def test_a_bad_extends_is_refused_naming_the_file(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ForcematchError, match=message) as info:
+        load_config(tmp_path / "a.yaml")
+    assert "a.yaml" in str(info.value)

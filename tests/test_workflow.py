@@ -371,6 +371,22 @@ def planned_runs(result: subprocess.CompletedProcess) -> list[str]:
     return sorted(runs)
 
 
+def test_a_config_that_extends_another_runs_the_merged_result(tmp_path):
+    """`extends: base.yaml` with one key changed: Snakemake plans what check-config prints,
+    the base's runs with the variant's sweep, and every other slice is the base's."""
+    shutil.copy(TINY, tmp_path / "base.yaml")
+    variant = tmp_path / "variant.yaml"
+    variant.write_text("extends: base.yaml\nsweep:\n  n_train: [16]\n")
+    config, shown = check_config(variant)
+    base, _ = check_config(tmp_path / "base.yaml")
+    assert config == base | {"sweep": base["sweep"] | {"n_train": [16]}}
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = snakemake(workdir, "-n", configfile=variant)
+    assert snakefile_summary(result, variant) == shown
+    assert planned_runs(result) == ["pair-energy-n16", "pair-force-n16", "pair-joint-n16"]
+
+
 @pytest.mark.parametrize("sweep", [
     None,  # before: Snakemake merged config/config.yaml's 18-run sweep under this file
     {"models": ["pair"], "losses": ["force", "joint"], "n_train": [16]},

@@ -37,7 +37,7 @@ from forcematch.config.derived import (  # noqa: F401 (re-exported: what a confi
     source_stage,
     species_names,
 )
-from forcematch.config.file import read_config_file
+from forcematch.config.file import read_config_with_bases
 from forcematch.errors import ForcematchError
 
 # Which config sections each stage depends on: a stage reruns only when these change.
@@ -201,8 +201,9 @@ def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> di
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (or JSON) config file strictly (`forcematch.config.file`) and validate it."""
-    return validate_config(read_config_file(path), source=str(path))
+    """Read a YAML (or JSON) config file strictly, with the files it `extends`
+    (`forcematch.config.file`), and validate it."""
+    return validate_config(read_config_with_bases(path), source=str(path))
 
 
 def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:

@@ -10,6 +10,12 @@ YAML through a strict SafeLoader that refuses, naming the line, before anything 
 - nesting deeper than MAX_NESTING levels (the schema needs 4).
 JSON (`.json`) through Python's parser, refusing duplicate keys in the same way.
 Files over MAX_CONFIG_BYTES and files that are not UTF-8 text are refused before parsing.
+
+A config may name the file it varies (`read_config_with_bases`): `extends: config.yaml`
+(relative to the file that says it) takes that file, itself read the same way, and lays this
+file's keys over it: a mapping merges key by key, at any depth; anything else (a list, a
+number, null) replaces the base's value. What runs is the merged result, which
+`forcematch check-config` prints.
 """
 
 from __future__ import annotations
@@ -158,3 +164,52 @@ def read_config_file(path: str | Path) -> Any:
     except (yaml.YAMLError, json.JSONDecodeError) as err:
         detail = " ".join(str(err).split())  # one line
         raise ForcematchError(f"{path}: not valid YAML or JSON: {detail}") from err
+
+
+MAX_EXTENDS = 8  # files in one chain of `extends`
+
+
+def merge_over(base: Any, override: Any) -> Any:
+    """`override` laid over `base`: mappings merge key by key (recursively); any other value
+    of `override` replaces the base's."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = merge_over(base[key], value) if key in base else value
+    return merged
+
+
+def read_config_with_bases(path: str | Path) -> Any:
+    """`read_config_file(path)` with its `extends` chain resolved (module docstring): the
+    merged mapping, without the `extends` key. A missing base, a cycle or an `extends` that is
+    not a file name is refused naming the file that says it."""
+    chain: list[Path] = []
+    layers = []
+    current = Path(path)
+    while True:
+        resolved = current.resolve()
+        if resolved in chain:
+            names = " -> ".join(str(p) for p in [*chain, resolved])
+            raise ForcematchError(f"{current}: extends makes a cycle: {names}")
+        if len(chain) >= MAX_EXTENDS:
+            raise ForcematchError(f"{path}: more than {MAX_EXTENDS} files in its chain of "
+                                  "extends")
+        chain.append(resolved)
+        content = read_config_file(current)
+        if not isinstance(content, dict) or "extends" not in content:
+            layers.append(content)
+            break
+        base = content.pop("extends")
+        if not isinstance(base, str) or not base.strip():
+            raise ForcematchError(f"{current}: extends must name a config file (a path "
+                                  f"relative to {current.parent}), got {base!r}")
+        layers.append(content)
+        named = current.parent / base
+        if not named.is_file():
+            raise ForcematchError(f"{current}: extends {base!r}, but {named} is not a file")
+        current = named
+    merged = layers.pop()
+    for layer in reversed(layers):
+        merged = merge_over(merged, layer)
+    return merged
