@@ -24,8 +24,8 @@ from forcematch.io.h5md import read_h5md, read_parameters
 
 # Enough to exercise every part, not to converge: 3 test frames, 1 ps of sampling each.
 TINY_CG = {"keep_every": 2}
-TINY_MEAN_FORCE = {"frames": 3, "equilibration_ps": 0.2, "sample_ps": 1.0, "samples": 20,
-                   "blocks": 4}
+TINY_MEAN_FORCE = {"frames": 3, "equilibration_ps": 0.2, "sample_ps": 1.0, "samples": 24,
+                   "runs": 2, "blocks": 4}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,9 @@ def test_the_mean_force_file_reads_back_with_units(cg_data):
     np.testing.assert_array_equal(again.mean, sampled.mean)
     np.testing.assert_array_equal(again.frame_index, [0, 20, 39])
     assert again.mean.shape == again.standard_error.shape == (3, 16, 3)
+    np.testing.assert_array_equal(again.block_standard_error, sampled.block_standard_error)
     assert (again.standard_error > 0).all() and (again.label_variance > 0).all()
+    assert (again.block_standard_error > 0).all()
     with h5py.File(root / "mean_force.h5") as f:
         assert f["mean_force"].attrs["unit"] == "kJ mol-1 nm-1"
     # The free atoms are in equilibrium: their mean force vanishes, so by Newton's third law
@@ -167,3 +169,25 @@ def test_the_cg_workflow_end_to_end(tmp_path):
     assert (results / "figures" / "cg_split.png").stat().st_size > 0
     headline = (results / "figures" / "cg_split.headline.rst").read_text()
     assert "spline-force-nall loss" in headline and "pair-force-nall loss" in headline
+
+
+def test_the_standard_error_comes_from_independent_runs(tiny_data, cg_data):
+    """Each frame is sampled in cg_mean_force.runs runs of their own seeds: the file's mean is
+    their mean, its standard error their spread over sqrt(runs) (a frame sampled again run by
+    run gives the same numbers)."""
+    from forcematch.cg.mapping import mapping_from_config
+    from forcematch.cg.mean_force import sample_mean_force
+    from forcematch.cg.run import atomistic_test_frames, settings_from_config
+    from forcematch.reference.system import build_system, lj_system_from_config
+
+    config, _, _, sampled = cg_data
+    atoms = atomistic_test_frames(config, tiny_data.replicas)
+    mapping = mapping_from_config(config["cg"], atoms.n_atoms, atoms.species)
+    system = build_system(lj_system_from_config(config))
+    frame = int(sampled.frame_index[1])
+    runs = [sample_mean_force(system, atoms.positions_nm[frame], atoms.box_nm[frame], mapping,
+                              settings_from_config(config, 1, r)).mean for r in range(2)]
+    np.testing.assert_allclose(sampled.mean[1], np.mean(runs, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sampled.standard_error[1],
+                               np.std(runs, axis=0, ddof=1) / np.sqrt(2), rtol=1e-12)
+    assert settings_from_config(config, 1, 0).seed != settings_from_config(config, 1, 1).seed

@@ -153,13 +153,15 @@ def check_cg(config: dict[str, Any], *, source: str = "config") -> None:
     if mean_force["frames"] > test_frames:
         raise ForcematchError(f"{source}: cg_mean_force.frames = {mean_force['frames']} exceeds "
                               f"the {test_frames} test frames")
-    if mean_force["samples"] % mean_force["blocks"]:
-        raise ForcematchError(f"{source}: cg_mean_force.samples = {mean_force['samples']} do not "
-                              f"split into cg_mean_force.blocks = {mean_force['blocks']}")
-    if mean_force["seed"] + mean_force["frames"] - 1 > 2**31 - 1:  # OpenMM's 32-bit seeds
-        raise ForcematchError(f"{source}: cg_mean_force.seed + frames exceeds 2**31 - 1")
+    runs, blocks = mean_force["runs"], mean_force["blocks"]
+    if mean_force["samples"] % (runs * blocks):
+        raise ForcematchError(
+            f"{source}: cg_mean_force.samples = {mean_force['samples']} do not split into "
+            f"cg_mean_force.runs x blocks = {runs} x {blocks}")
+    if mean_force["seed"] + mean_force["frames"] * runs - 1 > 2**31 - 1:  # OpenMM's seeds
+        raise ForcematchError(f"{source}: cg_mean_force.seed + frames x runs exceeds 2**31 - 1")
     steps = mean_force["sample_ps"] * 1e3 / mean_force["timestep_fs"]
-    if steps < mean_force["samples"]:
+    if steps < mean_force["samples"]:  # every sample at least one step after the last
         raise ForcematchError(
             f"{source}: cg_mean_force.sample_ps = {mean_force['sample_ps']} at timestep_fs = "
             f"{mean_force['timestep_fs']} is {steps:.0f} steps, fewer than samples = "
