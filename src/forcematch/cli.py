@@ -108,6 +108,17 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="override train.n_train ('all' or a frame count)")
 
 
+def _add_cg_mean_force_parser(sub) -> None:
+    p = _stage_parser(sub, "cg-mean-force", commands.cmd_cg_mean_force,
+                      "the exact mean force on CG test frames, sampled with OpenMM (config "
+                      "`cg`): the ground truth of coarse-grained force matching", dataset=False)
+    p.add_argument("--inputs", nargs="+", required=True,
+                   help="the simulated replica files, replica 0 first (their test replicas "
+                        "are the CG test split's atomistic states)")
+    p.add_argument("--dataset-dir", required=True, help="the CG dataset (its test.h5)")
+    p.add_argument("--out", required=True, help="mean-force file to write (HDF5)")
+
+
 def _add_train_parser(sub) -> None:
     p = _stage_parser(sub, "train", commands.cmd_train, "force-match a model on a dataset")
     _add_run_arguments(p)
@@ -182,15 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", nargs="+", required=True, help="replica files, replica 0 first")
     p.add_argument("--out-dir", required=True)
 
-    p = _stage_parser(sub, "cg-mean-force", commands.cmd_cg_mean_force,
-                      "the exact mean force on CG test frames, sampled with OpenMM (config "
-                      "`cg`): the ground truth of coarse-grained force matching", dataset=False)
-    p.add_argument("--inputs", nargs="+", required=True,
-                   help="the simulated replica files, replica 0 first (their test replicas "
-                        "are the CG test split's atomistic states)")
-    p.add_argument("--dataset-dir", required=True, help="the CG dataset (its test.h5)")
-    p.add_argument("--out", required=True, help="mean-force file to write (HDF5)")
-
+    _add_cg_mean_force_parser(sub)
     _add_train_parser(sub)
     p = _stage_parser(sub, "check-training", commands.cmd_check_training,
                       "the checks train runs before its first step (neighbours, label sign, "

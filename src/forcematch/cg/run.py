@@ -161,12 +161,11 @@ def sample_test_mean_force(config: dict, replica_paths: Sequence[str | Path], te
     progress(f"sampled the mean force on {n_frames} test frames in "
              f"{time.perf_counter() - start:.0f} s; squared standard error from the runs "
              f"{runs_var:.4g}, from blocks {blocks_var:.4g} (kJ/mol/nm)^2")
-    record = {"config": stage_config(config, "cg_mean_force"),
-              "config_hash": config_hash(stage_config(config, "cg_mean_force")),
+    sliced = stage_config(config, "cg_mean_force")
+    record = {"config": sliced, "config_hash": config_hash(sliced),
               "cg_map": mapping.record(), "test_file": str(test_path),
               "test_parameters_hash": read_parameters(test_path).get("config_hash"),
-              "provenance": provenance("cg_mean_force",
-                                       config_hash(stage_config(config, "cg_mean_force")),
+              "provenance": provenance("cg_mean_force", config_hash(sliced),
                                        {"mean_force": config["cg_mean_force"]["seed"]})}
     result = MeanForceSet(index, np.stack(means), np.stack(errors), np.asarray(variances),
                           record, np.stack(block_errors))

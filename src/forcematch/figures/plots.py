@@ -134,7 +134,8 @@ def accuracy_vs_size_figure(metrics: dict[str, dict], out_dir: Path) -> None:
     fig, (ax_f, ax_e) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     columns: dict[str, list] = {"series": [], "n_train": [], "force_rmse_percent_of_std": [],
                                 "energy_mae_meV_per_atom": []}
-    for label, points in sorted(groups.items()):
+    for label, points in sorted(groups.items(), key=lambda item: (
+            _family_order(item[0].split(" ")[0]), item[0])):
         n, f, e = (np.array(v) for v in zip(*sorted(points), strict=True))
         family, loss = label.split(" ")
         style = run_style(family, loss)
@@ -150,8 +151,10 @@ def accuracy_vs_size_figure(metrics: dict[str, dict], out_dir: Path) -> None:
         columns["n_train"] += n.tolist()
         columns["force_rmse_percent_of_std"] += f.tolist()
         columns["energy_mae_meV_per_atom"] += e.tolist()
-    for ax in (ax_f, ax_e):
-        ax.set_yscale("log")
+    for ax, values in ((ax_f, columns["force_rmse_percent_of_std"]),
+                       (ax_e, columns["energy_mae_meV_per_atom"])):
+        if max(values) > 10 * min(values) > 0:  # log only where the values span a decade
+            ax.set_yscale("log")
         if len(sizes) == 1:
             ax.set_xticks(range(len(families)), families)
             ax.set_xlim(-0.5, len(families) - 0.5)
