@@ -191,3 +191,15 @@ def test_the_standard_error_comes_from_independent_runs(tiny_data, cg_data):
     np.testing.assert_allclose(sampled.standard_error[1],
                                np.std(runs, axis=0, ddof=1) / np.sqrt(2), rtol=1e-12)
     assert settings_from_config(config, 1, 0).seed != settings_from_config(config, 1, 1).seed
+
+
+def test_cg_data_have_no_reference_to_validate_against(cg_data, tmp_path, capsys,
+                                                        keep_environment):
+    from forcematch.cli import main
+
+    _, root, _, _ = cg_data
+    config = root / "config.yaml"
+    code = main(["validate", "--config", str(config), "--dataset-dir", str(root / "dataset"),
+                 "--out-dir", str(tmp_path / "out")])
+    assert code != 0 and not (tmp_path / "out").exists()
+    assert "coarse-grained data have none: give --model" in capsys.readouterr().err

@@ -247,12 +247,16 @@ def cmd_check_training(args) -> None:
 
 def cmd_validate(args) -> None:
     limit_threads(args.threads)
-    from forcematch.config import load_config
+    from forcematch.config import has_reference_engine, load_config
     from forcematch.validation.validate import validate_model, validate_reference
 
     config = load_config(args.config)
     splits = _existing_splits(args.dataset_dir, ("train", "val", "test"))
     if args.model is None:
+        if not has_reference_engine(config):
+            raise ForcematchError("validate without --model checks the data against their "
+                                  "reference potential; imported and coarse-grained data have "
+                                  "none: give --model")
         validate_reference(config, splits, _out_dir(args.out_dir))
     else:
         model_dir = Path(args.model).expanduser().resolve()
