@@ -19,7 +19,7 @@ from forcematch.config import (
 )
 from forcematch.calculators.tables import PAIR_FAMILIES
 from forcematch.errors import ForcematchError
-from forcematch.config.sweep import run_slice, summary, sweep_runs
+from forcematch.config.sweep import parse_run_name, run_slice, summary, sweep_runs
 
 
 min_version("9.0")
@@ -121,10 +121,23 @@ STAGE_CONFIG = {
 }
 
 
+# results/config/train/<model>-<loss>-<hash>.json: the slice one training run reads, written for
+# every run of the sweep here, before Snakemake plans: a file written by an input function while
+# it plans is invisible to the existence cache of a directory it has already listed.
+TRAIN_CONFIG = {
+    (model, loss): str(write_slice("results/config/train", f"{model}-{loss}",
+                                   run_slice(CONFIG, model, loss)))
+    for model, loss, _ in map(parse_run_name, RUNS)
+}
+
+
 def train_run_config(wildcards):
-    """results/config/train/<model>-<loss>-<hash>.json: the slice one training run reads."""
-    return str(write_slice("results/config/train", f"{wildcards.model}-{wildcards.loss}",
-                           run_slice(CONFIG, wildcards.model, wildcards.loss)))
+    """The training slice of run <model>-<loss>-n<n_train> (TRAIN_CONFIG)."""
+    run = f"{wildcards.model}-{wildcards.loss}-n{wildcards.n_train}"
+    if run not in RUNS:
+        raise WorkflowError(f"no training run {run} in {CONFIG_FILE}: its sweep runs "
+                            f"{', '.join(RUNS)}")
+    return TRAIN_CONFIG[(wildcards.model, wildcards.loss)]
 
 
 # The data come from OpenMM (simulate) or from your files (import), never both.

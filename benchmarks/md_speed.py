@@ -310,7 +310,7 @@ def scan_size(n, base, specs, args, config, cache) -> list[dict]:
     t0 = time.perf_counter()
     min_pair_distance_nm(start[0][None], np.full(3, lj.box_nm))
     check_ms = (time.perf_counter() - t0) * 1e3
-    list_kind = "cell" if lj.box_nm / 3 > lj.cutoff_nm + md["skin_nm"] else "dense"
+    list_kind = "cells" if lj.box_nm / 3 >= lj.cutoff_nm + md["skin_nm"] else "all pairs"
     rows = [{"name": name, "n": n, "skipped": why} for name, why in skipped.items()]
     steps = steps_for(n, args, config)
     for name, engine in engines.items():

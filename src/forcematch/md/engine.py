@@ -5,11 +5,12 @@
     segment = engine.run("nve", positions_nm, None, 100.0, 5.0, n_steps=20_000,
                          record_every=20, seed=0, friction_per_ps=1.0, limits=limits)
 
-JAX MD is used as it is, not re-written: `simulate.nve` (velocity Verlet) and
-`simulate.nvt_langevin` (the BAOAB splitting of Leimkuhler & Matthews), and
-`partition.neighbor_list` in the `OrderedSparse` format (each pair once, padding = N) with a skin:
-the list holds pairs within cutoff + skin and is rebuilt inside the compiled loop when any atom
-has moved half the skin since the last build. The model masks its pairs to the cutoff
+JAX MD's integrators are used as they are, not re-written: `simulate.nve` (velocity Verlet)
+and `simulate.nvt_langevin` (the BAOAB splitting of Leimkuhler & Matthews). The pair list is
+`md.neighbours.HalfShellPairs` (JAX MD's `OrderedSparse` format, each pair once, padding = N,
+built from half the candidates JAX MD's `partition.neighbor_list` computes): it holds the pairs
+within cutoff + skin and is rebuilt inside the compiled loop when any atom has moved half the
+skin since the last build. The model masks its pairs to the cutoff
 (`models.base.pairs_within`), so the skin never changes the energy.
 
 Steps run compiled: a `fori_loop` over `record_every` steps inside a `lax.scan` over the
@@ -36,6 +37,7 @@ import numpy as np
 
 from forcematch import jax_md_modules, space
 from forcematch.errors import ForcematchError
+from forcematch.md.neighbours import HalfShellPairs
 from forcematch.md.record import Segment, StabilityLimits, find_failure, remove_net_momentum
 from forcematch.progress import bar as progress_bar
 from forcematch.units import BOLTZMANN_KJ_MOL_K
@@ -44,7 +46,7 @@ RECORDS_PER_CHUNK = 50  # records between overflow and stability checks (host ro
 CAPACITY_MULTIPLIER = 1.25  # neighbour-list slots per pair found at allocation
 MAX_REALLOCATIONS = 8  # larger lists tried for one chunk before giving up
 
-jax_md_space, partition, simulate = jax_md_modules.load("space", "partition", "simulate")
+jax_md_space, simulate = jax_md_modules.load("space", "simulate")
 
 
 def _records_per_chunk(n_records: int, largest: int = RECORDS_PER_CHUNK) -> int:
@@ -83,9 +85,9 @@ class ModelEngine:
 
         self._energy = energy
         self._box = box
-        self._displacement, self._shift = jax_md_space.periodic(box)
+        _, self._shift = jax_md_space.periodic(box)
         self._capacity_multiplier = float(capacity_multiplier)
-        self._neighbour_fn = self._neighbour_list_fn()
+        self._pair_lists = HalfShellPairs(self.box_nm, potential.cutoff_nm, self.skin_nm)
         self._nbrs = None  # the list of the last run: later runs keep its capacity (shape)
         self._mass = jnp.asarray(self.masses_amu, self.dtype)[:, None]
         self._integrators = {
@@ -94,18 +96,11 @@ class ModelEngine:
                                          gamma=self.friction_per_ps),
         }
         self._chunks: dict = {}
-        self._update = jax.jit(self._neighbour_fn.update)
+        self._update = jax.jit(self._pair_lists.update)
         self._observe = jax.jit(lambda state, nbrs, params: observe(
             state, nbrs, energy, params, box))
 
     # -- compiled pieces -------------------------------------------------------------------
-    def _neighbour_list_fn(self):
-        """JAX MD's list: pairs within cutoff + skin, each once, padding N; slots (and the cell
-        list's) at `_capacity_multiplier` × those found at allocation."""
-        return partition.neighbor_list(
-            self._displacement, self._box, self.potential.cutoff_nm, dr_threshold=self.skin_nm,
-            capacity_multiplier=self._capacity_multiplier, format=partition.OrderedSparse)
-
     def _chunk_fn(self, ensemble: str, n_records: int):
         """Jitted (state, nbrs, dt, kT, record_every, params) -> (state, nbrs, records) over
         n_records records; record_every is traced (a while loop), so it costs no compile."""
@@ -113,13 +108,13 @@ class ModelEngine:
         if key in self._chunks:
             return self._chunks[key]
         _, step_fn = self._integrators[ensemble]
-        energy, box = self._energy, self._box
+        energy, box, pair_lists = self._energy, self._box, self._pair_lists
 
         def chunk(state, nbrs, dt, kT, record_every, params):
             def one_step(_, carry):
                 state, nbrs = carry
                 state = step_fn(state, neighbor=nbrs, dt=dt, kT=kT, params=params)
-                return state, nbrs.update(state.position)
+                return state, pair_lists.update(state.position, nbrs)
 
             def one_record(carry, _):
                 carry = jax.lax.fori_loop(0, record_every, one_step, carry)
@@ -137,17 +132,15 @@ class ModelEngine:
         no new compilation) unless it is too small, then a new allocation."""
         if self._nbrs is not None:
             nbrs = self._update(positions, self._nbrs)
-            if not bool(nbrs.did_buffer_overflow):
+            if not bool(nbrs.overflow):
                 return nbrs
-        return self._neighbour_fn.allocate(positions)
+        return self._pair_lists.allocate(positions, self._capacity_multiplier)
 
     def _grow_list(self, positions):
         """A list with 1.5× the capacity multiplier (pairs and cells), allocated at
         `positions`: after an overflow."""
         self._capacity_multiplier *= 1.5
-        self._neighbour_fn = self._neighbour_list_fn()
-        self._update = jax.jit(self._neighbour_fn.update)
-        return self._neighbour_fn.allocate(positions)
+        return self._pair_lists.allocate(positions, self._capacity_multiplier)
 
     def _start(self, ensemble, positions_nm, velocities_nm_ps, temperature_K, seed):
         """(state, nbrs) at the given positions (wrapped into the box) and velocities."""
@@ -217,7 +210,7 @@ class ModelEngine:
             new_state, new_nbrs, records = fn(state, nbrs, dt, kT, every, self._params)
             records = _to_numpy(records)
             # A run gone non-finite overflows any list: the stability check reports it.
-            if not bool(new_nbrs.did_buffer_overflow) or not np.isfinite(
+            if not bool(new_nbrs.overflow) or not np.isfinite(
                     records["potential"]).all():
                 return new_state, new_nbrs, records
             slots = nbrs.idx.shape[-1]
