@@ -426,6 +426,19 @@ def test_default_config_without_configfile(tmp_path):
     assert len(planned_runs(result)) == 12
 
 
+def test_two_train_targets_in_a_fresh_directory(tmp_path):
+    # Each run's config slice exists before Snakemake plans: one written while it plans is
+    # invisible to the existence cache of a directory it has listed ("Missing input files").
+    targets = [f"results/train/{run}/final_metrics.json"
+               for run in ("pair-joint-nall", "pair-force-n16")]
+    jobs = planned_jobs(snakemake(tmp_path, "-n", *targets))
+    assert {("train", "model=pair, loss=joint, n_train=all"),
+            ("train", "model=pair, loss=force, n_train=16")} <= jobs
+    result = snakemake(tmp_path, "-n", "results/train/pair-joint-n7/final_metrics.json")
+    assert result.returncode != 0
+    assert "no training run pair-joint-n7 in" in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("given", [
     lambda a, b: ["--configfile", a, b],
     lambda a, b: ["--configfile", a, "--configfile", b],  # argparse would keep only b

@@ -11,8 +11,8 @@ engine used `partition.neighbor_list` in that format until the cost of its rebui
 measured at 10,000 atoms: JAX MD gathers every atom's candidates from all 27 cells around it
 and keeps half of them, so it computes each candidate pair twice. This builder takes the
 atom's own cell (partners of larger index) and the 13 cells of one half shell, half the
-candidates: the rebuild measured 2.1× faster at 10,000 argon atoms (12 against 26 µs per
-atom, `benchmarks/md_speed.py`), with the identical pair set (tests/test_md_neighbours.py).
+candidates: a rebuild at 10,000 atoms of liquid argon measured 26.9 against JAX MD's 57.0 µs
+per atom on one core (BENCHMARKS.md), with the identical pair set (tests/test_md_neighbours.py).
 
 Cells are at least cutoff + skin wide, so every pair in range lies in one cell or two
 adjacent ones; with fewer than 3 cells along an edge the list takes all pairs (a small box).
