@@ -18,6 +18,7 @@ from forcematch.config import (
     write_stage_slices,
 )
 from forcematch.calculators.tables import PAIR_FAMILIES
+from forcematch.config.overrides import describe
 from forcematch.errors import ForcematchError
 from forcematch.config.sweep import parse_run_name, run_slice, summary, sweep_runs
 
@@ -31,7 +32,9 @@ report: "workflow/report/workflow.rst"
 # The config that runs is the one file the user wrote, read by forcematch itself: there is no
 # `configfile:` directive (Snakemake would merge the default config under --configfile, so a
 # config without `sweep` would silently get the default sweep), and Snakemake's merged `config`
-# is not used. `forcematch check-config FILE` prints what `snakemake --configfile FILE` runs.
+# is not used; `--config` settings are laid over the file explicitly and printed at the start.
+# `forcematch check-config FILE [--config ...]` prints what `snakemake --configfile FILE
+# [--config ...]` runs.
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 _CONFIGFILE_OPTION = re.compile(r"--configf(?:i(?:l(?:es?)?)?)?")  # argparse accepts prefixes
 
@@ -62,12 +65,6 @@ def config_file():
             f"{len(given)} config files given ({', '.join(given)}): forcematch runs exactly "
             "one config file; merge them into one and check it with `forcematch check-config "
             "FILE`")
-    if workflow.config_settings.config:
-        keys = ", ".join(sorted(workflow.config_settings.config))
-        raise WorkflowError(
-            f"snakemake --config ({keys}) is refused: forcematch runs the config file as "
-            "written; put the setting in the file and check it with `forcematch check-config "
-            "FILE`")
     return Path(given[0]) if given else DEFAULT_CONFIG
 
 
@@ -75,11 +72,16 @@ def config_file():
 # bounds on what the config expands to run here, so `snakemake -n` reports a bad config.
 try:
     CONFIG_FILE = config_file()
-    CONFIG = load_config(CONFIG_FILE)
+    # snakemake --config SECTION='{KEY: VALUE}': laid over the file (forcematch.config.overrides),
+    # as `forcematch check-config FILE --config ...` shows the result.
+    OVERRIDES = dict(workflow.config_settings.config or {})
+    CONFIG = load_config(CONFIG_FILE, OVERRIDES)
     RUNS = sweep_runs(CONFIG)
 except ForcematchError as err:
     raise WorkflowError(str(err)) from None
-print(f"forcematch: {CONFIG_FILE}: {summary(CONFIG)}", file=sys.stderr)
+print(f"forcematch: {CONFIG_FILE}"
+      f"{' with --config ' + describe(OVERRIDES) if OVERRIDES else ''}: {summary(CONFIG)}",
+      file=sys.stderr)
 REPLICAS = list(range(CONFIG["simulate"]["replicas"]))
 # The data: simulated replicas, or the parts of your own trajectories (config `import`).
 IMPORTED = CONFIG["import"] is not None

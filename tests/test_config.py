@@ -550,3 +550,15 @@ def test_a_bad_extends_is_refused_naming_the_file(tmp_path, files, message):
     with pytest.raises(ForcematchError, match=message) as info:
         load_config(tmp_path / "a.yaml")
     assert "a.yaml" in str(info.value)
+
+
+def test_command_line_settings_are_typed_as_snakemake_types_top_level_values():
+    from forcematch.config.overrides import parse_entries
+
+    parsed = parse_entries(["train={seed: 7, learning_rate: 1e-3, loss_form: mse}",
+                            "sweep={models: [pair, spline]}", "cg=null"])
+    assert parsed == {"train": {"seed": 7, "learning_rate": 1e-3, "loss_form": "mse"},
+                      "sweep": {"models": ["pair", "spline"]}, "cg": None}
+    for bad in ("train.seed=1", "seed", "train={seed: [1}"):
+        with pytest.raises(ForcematchError, match=r"--config"):
+            parse_entries([bad])

@@ -346,10 +346,11 @@ def tiny_variant(path: Path, **sections) -> Path:
     return path
 
 
-def check_config(path: Path) -> tuple[dict, str]:
+def check_config(path: Path, *overrides: str) -> tuple[dict, str]:
     """(the config `forcematch check-config` prints, its summary line without '# ')."""
-    result = subprocess.run([sys.executable, "-m", "forcematch.cli", "check-config", str(path)],
-                            capture_output=True, text=True, check=False, timeout=120)
+    given = ["--config", *overrides] if overrides else []
+    result = subprocess.run([sys.executable, "-m", "forcematch.cli", "check-config", str(path),
+                             *given], capture_output=True, text=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), result.stderr.strip().removeprefix("# ")
 
@@ -454,12 +455,31 @@ def test_two_config_files_are_refused(tmp_path, given):
     assert not (tmp_path / "results").exists()
 
 
-def test_config_on_the_command_line_is_refused(tmp_path):
-    result = snakemake(tmp_path, "-n", "--config", "sweep=1", "train=2")
-    out = result.stdout + result.stderr
+def test_config_on_the_command_line_is_laid_over_the_file(tmp_path):
+    # `snakemake --config SECTION='{KEY: VALUE}'` resolves what `forcematch check-config FILE
+    # --config ...` prints (same hash); a key the schema does not know is refused naming it.
+    result = snakemake(tmp_path, "-n", "--config", "train={epochs: 3, seed: 7}")
+    line = [x for x in result.stderr.splitlines() if x.startswith("forcematch: ")]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert line == [f"forcematch: {TINY} with --config train={{epochs: 3, seed: 7}}: "
+                    + check_config(TINY, "train={epochs: 3, seed: 7}")[1]]
+    printed = check_config(TINY, "train={epochs: 3, seed: 7}")[0]
+    assert (printed["train"]["epochs"], printed["train"]["seed"]) == (3, 7)
+    assert printed["train"]["learning_rate"] == check_config(TINY)[0]["train"]["learning_rate"]
+    result = snakemake(tmp_path, "-n", "--config", "train={sead: 1}")
     assert result.returncode != 0
-    assert "snakemake --config (sweep, train) is refused: forcematch runs the config file as " \
-           "written" in out, out[-2000:]
+    assert f"{TINY} with --config train={{sead: 1}}: unknown config key 'sead' in 'train'" in (
+        result.stdout + result.stderr)
+
+
+@pytest.mark.slow
+def test_a_command_line_setting_reruns_only_what_it_changes(tiny_run, tmp_path):
+    # As editing the file would (test_editing_one_run_reruns_only_that_run): that run's two
+    # training-set sizes, their validations and MD, the figures.
+    workdir = copy_run(tiny_run, tmp_path / "work")
+    result = snakemake(workdir, "--cores", "2", "-n", "--config",
+                       "train_by_run={pair-energy: {learning_rate: 0.005}}")
+    assert planned_jobs(result) == TRAIN_AND_VALIDATE | {("figures", ""), ("all", "")}
 
 
 @pytest.mark.parametrize(("text", "message"), [

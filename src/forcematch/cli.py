@@ -163,6 +163,9 @@ def _add_config_parsers(sub) -> None:
     p.set_defaults(func=commands.cmd_info)
     p = sub.add_parser("check-config", help="validate a config and print it with defaults filled")
     p.add_argument("config")
+    p.add_argument("--config", dest="overrides", nargs="+", metavar="SECTION=VALUE",
+                   help="settings laid over the file, as `snakemake --config` takes them: "
+                        "'train={seed: 1}'")
     p.set_defaults(func=commands.cmd_check_config)
     p = sub.add_parser("stage-configs", help="write each stage's slice of the config as JSON")
     p.add_argument("config")

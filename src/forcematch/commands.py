@@ -118,9 +118,10 @@ def cmd_check_config(args) -> None:
     import json
 
     from forcematch.config import load_config
+    from forcematch.config.overrides import parse_entries
     from forcematch.config.sweep import summary
 
-    config = load_config(args.config)
+    config = load_config(args.config, parse_entries(args.overrides or []))
     print(json.dumps(config, indent=2))
     # The line the Snakefile prints when it loads this file: what `snakemake` runs.
     print(f"# {summary(config)}", file=sys.stderr)

@@ -200,10 +200,16 @@ def validate_config(raw: dict[str, Any] | None, *, source: str = "config") -> di
     return config
 
 
-def load_config(path: str | Path) -> dict[str, Any]:
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Read a YAML (or JSON) config file strictly, with the files it `extends`
-    (`forcematch.config.file`), and validate it."""
-    return validate_config(read_config_with_bases(path), source=str(path))
+    (`forcematch.config.file`) and the command line's `--config` overrides
+    (`forcematch.config.overrides`), and validate it."""
+    from forcematch.config.overrides import apply_overrides, describe
+
+    raw, source = read_config_with_bases(path), str(path)
+    if overrides:
+        raw, source = apply_overrides(raw, overrides), f"{path} with --config {describe(overrides)}"
+    return validate_config(raw, source=source)
 
 
 def stage_config(config: dict[str, Any], stage: str) -> dict[str, Any]:
