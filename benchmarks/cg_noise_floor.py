@@ -2,11 +2,12 @@
 mean force (issue: CG mean force; the numbers the issue measured independently).
 
 Keep every second atom of the default data; the labels are the kept atoms' full forces. For
-held-out test frames the exact mean force is sampled (`forcematch.cg.mean_force`: the kept
-atoms massless, the other 50 by Langevin at 100 K), the MS-CG spline is fitted to the decimated
+held-out test frames the exact mean force is sampled by the CG stage's sampler
+(`forcematch.cg.run.sample_frame`: the kept atoms massless, the other 50 by Langevin at 100 K,
+in independent runs), the MS-CG spline is fitted to the decimated
 training split (force loss), and its loss splits into noise floor and error (`cg.split`).
 
-    python benchmarks/cg_noise_floor.py results/dataset --frames 40 --sample-ps 20
+    python benchmarks/cg_noise_floor.py results/dataset --frames 40 --runs 2 --sample-ps 20
 
 Needs a dataset of the default config (`snakemake --cores 2 results/dataset/stats.json`).
 """
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from forcematch.cg.mapping import decimation, map_frames
-from forcematch.cg.mean_force import MeanForceSettings, sample_mean_force
+from forcematch.cg.run import sample_frame
 from forcematch.cg.split import split
 from forcematch.config import load_config
 from forcematch.data.stats import statistics
@@ -37,10 +38,12 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--config", default="config/config.yaml")
     parser.add_argument("--frames", type=int, default=40)
+    parser.add_argument("--runs", type=int, default=2,
+                        help="independent runs per frame (cg_mean_force.runs)")
     parser.add_argument("--sample-ps", type=float, default=20.0,
-                        help="sampling per frame (BENCHMARKS: 20 ps is not converged)")
-    parser.add_argument("--equilibration-ps", type=float, default=2.0,
-                        help="relaxation of the free atoms about the fixed ones before sampling")
+                        help="sampling per frame, all runs together (cg_mean_force.sample_ps)")
+    parser.add_argument("--equilibration-ps", type=float, default=10.0,
+                        help="relaxation of the free atoms about the fixed ones, per run")
     parser.add_argument("--cutoff-nm", type=float, default=0.85)
     parser.add_argument("--knot-spacing-nm", type=float, default=0.005)
     parser.add_argument("--models", nargs="+", default=["spline"],
@@ -48,31 +51,22 @@ def main() -> None:
                              "networks with the default experiment's train_by_model steps)")
     args = parser.parse_args()
 
-    config = load_config(args.config)
+    # The CG stage's own sampler (`cg.run.sample_frame`) with these settings laid over the
+    # config's cg_mean_force section, as `--config` would lay them.
+    config = load_config(args.config, {"cg_mean_force": {
+        "runs": args.runs, "sample_ps": args.sample_ps, "equilibration_ps": args.equilibration_ps}})
     lj = lj_system_from_config(config)
     mapping = decimation(lj.n_atoms, np.arange(0, lj.n_atoms, 2))
     test = read_h5md(args.dataset / "test.h5")
     ids = np.linspace(0, test.n_frames - 1, args.frames).round().astype(int)
     frames = test.select(ids)
-    dt_fs = 5.0
-    samples = 400
-    settings = MeanForceSettings(temperature_K=lj_system_temperature(config), timestep_fs=dt_fs,
-                                 equilibration_steps=round(args.equilibration_ps * 1e3 / dt_fs),
-                                 samples=samples,
-                                 steps_between_samples=round(args.sample_ps * 1e3 / dt_fs
-                                                             / samples),
-                                 blocks=10, seed=11)
     system = build_system(lj)
     t0 = time.perf_counter()
-    means, errors = [], []
-    for k in range(frames.n_frames):
-        result = sample_mean_force(system, frames.positions_nm[k], frames.box_nm[k], mapping,
-                                   settings)
-        means.append(result.mean)
-        errors.append(result.standard_error)
+    sampled = [sample_frame(system, frames.positions_nm[k], frames.box_nm[k], mapping, config,
+                            frame=k, threads=1) for k in range(frames.n_frames)]
     sample_s = time.perf_counter() - t0
     labels = map_frames(mapping, frames)
-    mean_force, mean_se = np.stack(means), np.stack(errors)
+    mean_force, mean_se = (np.stack([frame[k] for frame in sampled]) for k in (0, 1))
 
     train = map_frames(mapping, read_h5md(args.dataset / "train.h5"))
     val = map_frames(mapping, read_h5md(args.dataset / "val.h5"))
@@ -80,8 +74,8 @@ def main() -> None:
     print(json.dumps({
         "mean_force_variance_rel": float(mean_force.var()) / variance,
         "label_std_kJ_mol_nm": float(np.sqrt(variance)), "frames": int(frames.n_frames),
-        "sample_ps": args.sample_ps, "steps_per_frame": settings.equilibration_steps
-        + settings.samples * settings.steps_between_samples, "sample_s": sample_s}, indent=2))
+        "runs": args.runs, "sample_ps": args.sample_ps,
+        "equilibration_ps_per_run": args.equilibration_ps, "sample_s": sample_s}, indent=2))
     for family in args.models:
         t0 = time.perf_counter()
         predicted = _fitted_forces(family, config, train, val, labels, args)
@@ -102,10 +96,6 @@ def _fitted_forces(family: str, config: dict, train, val, labels, args) -> np.nd
         fit(train, val, settings, options, args.cutoff_nm, Path(out),
             stats=statistics(train), progress=lambda _: None)
         return load_model(Path(out) / "model").predict(labels.positions_nm, labels.box_nm)[1]
-
-
-def lj_system_temperature(config: dict) -> float:
-    return float(config["system"]["temperature_K"])
 
 
 if __name__ == "__main__":
