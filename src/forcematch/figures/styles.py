@@ -8,8 +8,10 @@ that a joint run lying on its force-only twin still shows.
 
 from __future__ import annotations
 
-FAMILY_COLOURS = {"spline": "tab:gray", "pair": "tab:blue", "atomic": "tab:green",
-                  "mpnn": "tab:red", "graph_network": "tab:purple"}
+# Okabe & Ito's colour-blind-safe palette (blue, bluish green, vermillion, reddish purple; grey
+# for the baseline), so that no family pair is told apart by red against green alone.
+FAMILY_COLOURS = {"spline": "#999999", "pair": "#0072B2", "atomic": "#009E73",
+                  "mpnn": "#D55E00", "graph_network": "#CC79A7"}
 LOSS_STYLES = {"energy": (":", "s"), "force": ("-", "o"), "joint": ("--", "^")}
 SUBSET_ALPHA = 0.45  # runs on fewer than all training frames ('-n100')
 REFERENCE = {"color": "k", "lw": 2, "marker": "o"}

@@ -106,52 +106,65 @@ def _summary_columns(md: dict[str, dict], metrics: dict[str, dict]) -> dict[str,
     return cols
 
 
-def _log_x(ax) -> None:
-    """A log x axis labelled at decades only (minor labels overlap on a narrow range)."""
-    ax.set_xscale("log")
-    ax.xaxis.set_minor_formatter(NullFormatter())
-
-
-def _log_scatter(ax, x, y, empty: str) -> None:
-    """Points (x, y) on log-log axes; only finite positive ones (log axes with none fail)."""
-    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if ok.any():
-        ax.loglog(x[ok], y[ok], "o")
+def _x_scale(ax, x) -> None:
+    """A log x axis labelled at decades where the errors span more than a decade, else linear
+    (a narrow log range shows no labelled tick)."""
+    x = x[np.isfinite(x) & (x > 0)]
+    if x.size and x.max() > 10 * x.min():
+        ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
-    else:
-        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+
+
+def _each_run(ax, names, x, y, yerr=None) -> None:
+    """One point per run in its style (`figures.styles`: family colour, loss marker), labelled
+    by the run's name for the figure's legend; NaN points are left out."""
+    for k, name in enumerate(names):
+        if not (np.isfinite(x[k]) and np.isfinite(y[k])):
+            continue
+        style = {key: v for key, v in style_of(name).items() if key not in ("linestyle",)}
+        ax.errorbar(x[k], y[k], yerr=None if yerr is None else yerr[k], label=name,
+                    linestyle="none", **style)
 
 
 def summary_figure(md: dict[str, dict], metrics: dict[str, dict], save) -> None:
-    """Four panels against the test force error: time to failure (full run length where
-    stable), |drift| at the production step, and the pressure error with its error bar."""
+    """Four panels against the test force error, one point per run (legend): time to failure
+    (the run's length where stable; failures crossed), |drift| at the production step, and the
+    pressure error with its error bar."""
     cols = _summary_columns(md, metrics)
+    names = cols["series"]
     x = np.array(cols["test_force_rmse_percent_of_std"], float)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8), layout="constrained")
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), layout="constrained")
     dur = np.array(cols["duration_ps"], float)
     for ax, key, label in ((axes[0, 0], "time_to_failure_T_ps", "NVT at T"),
                            (axes[0, 1], "time_to_failure_stress_ps", "NVT at stress T")):
         ttf = np.array(cols[key], float)
-        stable = np.isnan(ttf)
-        ax.scatter(x[stable], dur[stable], marker="^", label="stable for the whole run")
-        ax.scatter(x[~stable], ttf[~stable], marker="x", color="C3", label="failed at")
-        _log_x(ax)
-        ax.set(xlabel="test force RMSE (% of std)", ylabel=f"time to failure, {label} (ps)")
-        ax.legend(fontsize=7)
+        failed = np.isfinite(ttf)
+        _each_run(ax, names, x, np.where(failed, ttf, dur))
+        ax.scatter(x[failed], ttf[failed], marker="x", s=90, color="k", zorder=3,
+                   label="failed at" if key == "time_to_failure_T_ps" and failed.any() else None)
+        _x_scale(ax, x)
+        ax.set(xlabel="test force RMSE (% of std)",
+               ylabel=f"time to failure, {label} (ps; run length if stable)")
     drift = np.array(cols["abs_drift_eps_per_atom_per_ns"], float)
-    _log_scatter(axes[1, 0], x, drift, "no run stable in NVE")
+    if np.isfinite(drift).any():
+        _each_run(axes[1, 0], names, x, drift)
+        axes[1, 0].set_yscale("log")
+    else:
+        axes[1, 0].text(0.5, 0.5, "no run stable in NVE", ha="center", va="center",
+                        transform=axes[1, 0].transAxes)
+    _x_scale(axes[1, 0], x)
     axes[1, 0].set(xlabel="test force RMSE (% of std)",
                    ylabel="|NVE drift| at the production step (ε/atom/ns)")
     dp = np.array(cols["pressure_error_bar"], float)
-    ok = np.isfinite(dp)
-    if ok.any():
-        axes[1, 1].errorbar(x[ok], dp[ok], fmt="o",
-                            yerr=2 * np.array(cols["pressure_combined_error_bar"], float)[ok])
-        _log_x(axes[1, 1])
+    if np.isfinite(dp).any():
+        _each_run(axes[1, 1], names, x, dp,
+                  yerr=2 * np.array(cols["pressure_combined_error_bar"], float))
     else:
         axes[1, 1].text(0.5, 0.5, "no run stable in NVT at T", ha="center", va="center",
                         transform=axes[1, 1].transAxes)
+    _x_scale(axes[1, 1], x)
     axes[1, 1].axhline(0.0, color="0.6", lw=1)
     axes[1, 1].set(xlabel="test force RMSE (% of std)",
                    ylabel="pressure − reference (bar, ±2 combined errors)")
+    legend_outside(fig, axes[0, 0])
     save(fig, "md_summary", cols)
