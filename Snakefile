@@ -1,7 +1,7 @@
 # forcematch: reference LJ argon (OpenMM) -> H5MD datasets -> force-matched JAX model ->
 # validation -> figures. Each rule calls one `forcematch <stage>` subcommand; all logic lives in
 # src/forcematch. Run: snakemake --cores 8   (config/config.yaml), or with --configfile FILE
-# (exactly one file, run as written: README "Configuration").
+# (exactly one file, run as written: docs/howto/configuration.md).
 import re
 import sys
 from pathlib import Path

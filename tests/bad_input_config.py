@@ -1,5 +1,5 @@
-"""Catalogue cases: the config that runs is the one the user wrote (README: "What forcematch
-refuses", "### The config that runs is the one you wrote").
+"""Catalogue cases: the config that runs is the one the user wrote (docs/explanation/
+refusals.md, "The config that runs is the one you wrote").
 
 A config file is read strictly (`forcematch.config.file`): what would make the config that
 runs differ from the file as written (a key written twice, YAML anchors and aliases, merge

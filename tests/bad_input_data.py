@@ -1,4 +1,4 @@
-"""Catalogue cases: data files, datasets and the OpenMM side (README: "What forcematch refuses").
+"""Catalogue cases: data files, datasets and the OpenMM side (docs/explanation/refusals.md).
 
 Each case breaks one thing in copies of the tiny run's real replica files (or in a real partial
 replica) and runs the real subcommand. Warnings that do not stop a stage (coordinates wrapped

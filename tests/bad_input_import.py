@@ -1,5 +1,5 @@
-"""Catalogue cases: your own trajectories (`forcematch import`, README: "What forcematch
-refuses"). The data are a real ASE run (tests/engines.py: its Lennard-Jones calculator driving
+"""Catalogue cases: your own trajectories (`forcematch import`, docs/explanation/
+refusals.md). The data are a real ASE run (tests/engines.py: its Lennard-Jones calculator driving
 its own MD, written as extended XYZ), broken one way per case."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Catalogue cases: training, models and the command line (README: "What forcematch refuses").
+"""Catalogue cases: training, models and the command line (docs/explanation/refusals.md).
 
 Each case breaks one thing of the tiny run (its dataset, its trained model directory, the
 command line, the output directory) and returns the argv of a real subcommand.

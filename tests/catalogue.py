@@ -1,7 +1,7 @@
 """The pieces every catalogue case uses: the tiny run's files, a case, running a subcommand.
 
 The cases live in `test_bad_input.py` (the first rows) and in `bad_input_*.py`, one module per
-area; `test_bad_input.py` runs them all in the README's order.
+area; `test_bad_input.py` runs them all in the documented order.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Tiny:
 @dataclass
 class Case:
     id: str
-    what: str  # the README's "input" column
+    what: str  # the documented catalogue's "input" column
     argv: Callable[[Tiny, Path], list]  # the subcommand's arguments, after breaking one thing
     message: str  # regular expression the one-line message must match
 

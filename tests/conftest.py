@@ -30,7 +30,7 @@ TINY = ROOT / "tests" / "config" / "tiny.yaml"
 
 # The quick tier (`pytest -m quick`, the inner loop: under 2 minutes on 2 cores): each stage's
 # code once, in-process, on the tiny data (MD through the OpenMM engine; the JAX MD engine and
-# the Snakemake runs are left to the full suite), and one refusal of each family of the README's
+# the Snakemake runs are left to the full suite), and one refusal of each family of the documented
 # catalogue (config, data, training and model files, import, MD). A name without brackets takes
 # every parameter of that test.
 QUICK = {

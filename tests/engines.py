@@ -101,7 +101,8 @@ def lammps_lj_md(root: Path, *, n_frames: int, stride: int, seed: int = 4928,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python tests/engines.py ase|lammps OUT_DIR`: the README's example data."""
+    """`python tests/engines.py ase|lammps OUT_DIR`: the example data of
+    docs/tutorials/own-data.md."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,9 +1,10 @@
-"""What forcematch refuses, and what it says: one case per row of the README's catalogue.
+"""What forcematch refuses, and what it says: one case per row of the documented catalogue
+(docs/explanation/refusals.md).
 
 Every case runs a real `forcematch` subcommand (in-process through `forcematch.cli.main`, so
 the exit status is the one the console script returns) on real files made by real runs of the
 tiny config, breaks one thing, and checks the exit status (2) and the one-line message. The
-README table "What forcematch refuses, and what it says" lists the same ids; a test keeps the
+documented table "What forcematch refuses, and what it says" lists the same ids; a test keeps the
 two in step.
 """
 
@@ -307,7 +308,7 @@ CASES = [
          r"training diverged: loss is (nan|inf) at epoch 1, step 3 \(try a lower learning_rate "
          r"or grad_clip_norm\); last good checkpoint: step 2 in .*checkpoint"),
 ]
-# The README's order: these rows, then one table per area.
+# The documented order: these rows, then one table per area.
 CASES += CONFIG_CASES + TRAINING_CASES + DATA_CASES + IMPORT_CASES
 
 
@@ -337,10 +338,9 @@ def test_failures_leave_no_output_that_looks_complete(tiny, tmp_path, capsys):
     assert sorted(p.name for p in train_dir.iterdir()) == ["checkpoint", "preflight.json"]
 
 
-def test_readme_catalogue_matches_the_cases():
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("## What forcematch refuses, and what it says", 1)[1].split("\n## ")[0]
-    ids = re.findall(r"^\| `([a-z0-9-]+)` \|", section, flags=re.M)
+def test_documented_catalogue_matches_the_cases():
+    page = (ROOT / "docs" / "explanation" / "refusals.md").read_text()
+    ids = re.findall(r"^\| `([a-z0-9-]+)` \|", page, flags=re.M)
     assert ids == [c.id for c in CASES]
     assert len(ids) >= 20
 

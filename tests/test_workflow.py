@@ -332,7 +332,7 @@ def test_dry_run_reports_a_bad_model_or_integer_key(tmp_path, bad, named):
 
 
 # ---------------------------------------------------------------------------------------------
-# The config that runs is the config the user wrote (README "Configuration")
+# The config that runs is the config the user wrote (docs/howto/configuration.md)
 
 
 def tiny_variant(path: Path, **sections) -> Path:

@@ -23,8 +23,8 @@ dict (`nnx.split`), merged back (`nnx.merge`) inside the energy function.
 
 With the notebook's recipe (`config/config.yaml`, `train_by_model.graph_network`: raw output
 in eV, loss on raw total energies in eV and per-frame summed squared force errors in (eV/Å)²,
-Adam 10⁻³ after global-norm clipping at 1, batch 128) see README "My force-only training
-collapses to zero forces".
+Adam 10⁻³ after global-norm clipping at 1, batch 128) see docs/tutorials/collapse.md ("My
+force-only training collapses to zero forces").
 """
 
 from __future__ import annotations
