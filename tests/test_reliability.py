@@ -193,18 +193,20 @@ def test_same_config_same_bits(tmp_path):
 
 
 def test_nothing_on_a_load_path_can_run_code():
-    """No pickle, eval or exec in the package; YAML only through safe_load; NumPy files only
-    with allow_pickle=False."""
+    """No pickle, eval or exec in the package; YAML only through safe_load or the BaseLoader
+    (strings, lists and mappings only: how Snakemake reads --config); NumPy files only with
+    allow_pickle=False."""
     source = Path(__file__).resolve().parents[1] / "src" / "forcematch"
     for path in source.rglob("*.py"):
         text = path.read_text()
         for banned in ("import pickle", "pickle.", "cloudpickle", "eval(", "exec(",
-                       "allow_pickle=True", "yaml.load(", "yaml.unsafe_load", "marshal."):
+                       "allow_pickle=True", "yaml.unsafe_load", "marshal."):
             assert banned not in text, f"{path.name}: {banned}"
-        for call in ("np.load(",):
+        for call, required in (("np.load(", "allow_pickle=False"),
+                               ("yaml.load(", "Loader=yaml.BaseLoader")):
             for line in text.splitlines():
                 if call in line:
-                    assert "allow_pickle=False" in line, f"{path.name}: {line.strip()}"
+                    assert required in line, f"{path.name}: {line.strip()}"
 
 
 def test_a_partial_replica_holding_pickled_objects_is_refused(tmp_path):
