@@ -79,6 +79,14 @@ def energy_missing(tiny, tmp):
     return import_args(tmp, files=[str(rewritten(tmp, strip))])
 
 
+def one_frame_overlapping(tiny, tmp):
+    def overlap(frames):  # frame 17 of 30: atom 5 placed 0.001 nm from atom 4
+        positions = frames[17].get_positions()
+        positions[5] = positions[4] + [0.01, 0.0, 0.0]  # Å
+        frames[17].set_positions(positions)
+    return import_args(tmp, files=[str(rewritten(tmp, overlap))])
+
+
 CASES = [
     Case("import-units-missing", "`import` without `units` (never guessed)", units_missing,
          r"config key 'import': 'units' is a required property"),
@@ -97,4 +105,9 @@ CASES = [
          lambda tiny, tmp: energies_and_side_file(tmp, slice(0, 20), 2),
          r"energy.txt \(import.energy_files\[0\]\) has 20 energy rows \(steps 0..19\) for "
          r"30 frames of .*edited.xyz: frame 20 \(step 20\) has no energy"),
+    Case("import-overlapping-atoms", "two atoms 0.001 nm apart in one frame of 30 (every frame "
+         "is checked)", one_frame_overlapping,
+         r"edited.xyz: frame 17: atoms 4 and 5 are 0.001 nm apart, outside 0.05..0.6 nm \(1 of "
+         r"30 frames\), where the other frames' closest pairs lie in 0.3\d+..0.3\d+ nm: "
+         r"overlapping or misplaced atoms; remove the frame"),
 ]

@@ -76,7 +76,6 @@ TEMPERATURE_LIMIT = 2.0
 # gives 0.02 atoms/nm³ and 3 nm, nm declared as Å 2e4 atoms/nm³ and 0.03 nm.
 DENSITY_RANGE = (1.0, 300.0)
 CLOSEST_PAIR_RANGE = (0.05, 0.6)
-CLOSEST_PAIR_FRAMES = 10  # frames sampled, evenly spaced, first and last included
 
 
 @dataclass(frozen=True)
@@ -251,24 +250,26 @@ def check_frame_times(stats: PairStatistics | None, frames: Frames, where: str,
             f"{stats.interval_ps:.4g} ps")
 
 
-def closest_pairs_nm(frames: Frames, frame_ids: np.ndarray) -> np.ndarray:
-    """The closest pair distance (minimum image) of each frame in `frame_ids`."""
+def closest_pair_per_frame(frames: Frames) -> tuple[np.ndarray, np.ndarray]:
+    """(closest pair distance [T] nm, minimum image; the pair's atoms [T, 2]) of every frame."""
     from scipy.spatial import cKDTree
 
     from forcematch.data.pairs import wrap
 
-    out = np.empty(frame_ids.size)
-    for i, k in enumerate(frame_ids):
+    distance, atoms = np.empty(frames.n_frames), np.empty((frames.n_frames, 2), np.int64)
+    for k in range(frames.n_frames):
         box = frames.box_nm[k]
         wrapped = wrap(frames.positions_nm[k], box)
-        distances, _ = cKDTree(wrapped, boxsize=box).query(wrapped, k=2)
-        out[i] = distances[:, 1].min()
-    return out
+        d, j = cKDTree(wrapped, boxsize=box).query(wrapped, k=2)
+        i = int(np.argmin(d[:, 1]))
+        distance[k], atoms[k] = d[i, 1], (i, j[i, 1])
+    return distance, atoms
 
 
 def check_positions(frames: Frames, where: str, units: SourceUnits) -> str:
-    """Refuse a number density or closest pair no condensed matter has (a wrong length unit);
-    the log line."""
+    """Refuse a number density or a closest pair no condensed matter has (a wrong length unit),
+    looking at every frame, and name a frame whose atoms overlap where the others' do not; the
+    log line."""
     density = frames.n_atoms / np.prod(frames.box_nm, axis=1)
     k = int(np.argmax((density < DENSITY_RANGE[0]) | (density > DENSITY_RANGE[1])))
     lo, hi = DENSITY_RANGE
@@ -280,15 +281,22 @@ def check_positions(frames: Frames, where: str, units: SourceUnits) -> str:
             f"in {units.length}? Fix import.units ({units})")
     if frames.n_atoms < 2:
         return f"{where}: number density {density[0]:.4g} atoms/nm³"
-    ids = np.unique(np.linspace(0, frames.n_frames - 1, CLOSEST_PAIR_FRAMES).round().astype(int))
-    closest = closest_pairs_nm(frames, ids)
+    closest, atoms = closest_pair_per_frame(frames)
     lo, hi = CLOSEST_PAIR_RANGE
     bad = (closest < lo) | (closest > hi)
     if bad.any():
-        i = int(np.argmax(bad))
+        k = int(np.argmax(bad))
+        i, j = atoms[k]
+        if bad.sum() > bad.size / 2:  # most frames: a length unit, not a frame
+            raise ForcematchError(
+                f"{where}: frame {k}: the closest pair is {closest[k]:.4g} nm apart, outside "
+                f"{lo:g}..{hi:g} nm (condensed matter): are the lengths in {units.length}? "
+                f"Fix import.units ({units})")
+        good = closest[~bad]
         raise ForcematchError(
-            f"{where}: frame {ids[i]}: the closest pair is {closest[i]:.4g} nm apart, outside "
-            f"{lo:g}..{hi:g} nm (condensed matter): are the lengths in {units.length}? Fix "
-            f"import.units ({units})")
+            f"{where}: frame {k}: atoms {i} and {j} are {closest[k]:.4g} nm apart, outside "
+            f"{lo:g}..{hi:g} nm ({int(bad.sum())} of {bad.size} frames), where the other "
+            f"frames' closest pairs lie in {good.min():.4g}..{good.max():.4g} nm: overlapping "
+            "or misplaced atoms; remove the frame")
     return (f"{where}: number density {np.median(density):.4g} atoms/nm³, closest pair "
             f"{closest.min():.4g}..{closest.max():.4g} nm")
