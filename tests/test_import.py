@@ -256,6 +256,38 @@ def test_lammps_dump_equals_lammps_converted(lammps_data):
                        "used with these data") == 1
 
 
+def _dump_edited(lammps_data, tmp_path, edit) -> Path:
+    """A copy of the real dump with `edit(lines)` applied to its lines."""
+    lines = (lammps_data / "lj.dump").read_text().splitlines(keepends=True)
+    path = tmp_path / "edited.dump"
+    path.write_text("".join(edit(lines)))
+    return path
+
+
+def _frame_starts(lines) -> list[int]:
+    return [i for i, line in enumerate(lines) if line.startswith("ITEM: TIMESTEP")]
+
+
+def test_a_dump_whose_atom_count_changes_is_refused(lammps_data, tmp_path):
+    def drop_an_atom(lines):  # frame 40 of 80 loses its last atom line (63 of 64 atoms)
+        start, end = _frame_starts(lines)[40], _frame_starts(lines)[41]
+        lines[start + 3] = "63\n"
+        return lines[:end - 1] + lines[end:]
+    config = _config([_dump_edited(lammps_data, tmp_path, drop_an_atom)], "lammps_real",
+                     masses_amu={"1": 39.948}, gap_frames=0)
+    assert _refusal(config) == (f"{tmp_path / 'edited.dump'}: frame 40 holds 63 atoms, frame 0 "
+                                "64: forcematch imports a fixed set of atoms")
+
+
+def test_a_dump_cut_short_is_refused_not_shortened(lammps_data, tmp_path):
+    def cut(lines):  # killed while writing: the last frame has 10 of its 64 atom lines
+        return lines[:_frame_starts(lines)[-1] + 9 + 10]
+    config = _config([_dump_edited(lammps_data, tmp_path, cut)], "lammps_real",
+                     masses_amu={"1": 39.948}, gap_frames=0)
+    assert _refusal(config) == (f"{tmp_path / 'edited.dump'}: frame 79 has 10 of its 64 atom "
+                                "lines (a file cut short, or written by two runs at once)")
+
+
 def test_lammps_masses_from_the_data_file(lammps_data):
     config = _config([lammps_data / "lj.dump"], "lammps_real",
                      energy_files=[str(lammps_data / "energy.txt")],

@@ -125,10 +125,50 @@ def lammps_data_masses(path: Path) -> dict[str, float]:
     return masses
 
 
+def check_dump_frames(path: Path) -> int:
+    """The number of frames of a LAMMPS dump, after refusing one whose atom count changes or
+    whose frames (the last included: a run killed while writing) lack atom lines; MDAnalysis
+    would fail with a traceback at the first and silently drop the second."""
+    frame, n_atoms, first_n, in_atoms, rows = -1, None, None, False, 0
+
+    def complete() -> None:
+        if in_atoms and rows != n_atoms:
+            raise ForcematchError(f"{path}: frame {frame} has {rows} of its {n_atoms} atom lines "
+                                  "(a file cut short, or written by two runs at once)")
+
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for number, line in enumerate(lines, start=1):
+            if line.startswith("ITEM:"):
+                if line.startswith("ITEM: TIMESTEP"):
+                    complete()
+                    frame, in_atoms, rows = frame + 1, False, 0
+                elif line.startswith("ITEM: NUMBER OF ATOMS"):
+                    n_atoms = _int_line(next(lines, ""), path, number + 1)
+                    first_n = n_atoms if first_n is None else first_n
+                    if n_atoms != first_n:
+                        raise ForcematchError(
+                            f"{path}: frame {frame} holds {n_atoms} atoms, frame 0 {first_n}: "
+                            "forcematch imports a fixed set of atoms")
+                in_atoms = line.startswith("ITEM: ATOMS")
+            elif in_atoms and line.strip():
+                rows += 1
+    complete()
+    return frame + 1
+
+
+def _int_line(line: str, path: Path, number: int) -> int:
+    try:
+        return int(line)
+    except ValueError:
+        raise ForcematchError(f"{path}: line {number}: expected the number of atoms, got "
+                              f"{line.strip()[:40]!r}") from None
+
+
 def read_lammps_dump(path: Path, settings: ImportSettings) -> RawTrajectory:
     """Every frame of a LAMMPS dump (`dump ... custom N file id type x y z fx fy fz`, or xu
     yu zu): types as species names, masses from a data file where `import.topology` names
     one."""
+    check_dump_frames(path)
     universe = _universe(path, None, format="LAMMPSDUMP")
     out = _read_frames(universe, path, "the dump needs the columns fx fy fz (dump ... custom "
                                        "N file id type xu yu zu fx fy fz)")
