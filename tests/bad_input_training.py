@@ -193,6 +193,11 @@ def md_start_frame_past_end(tiny, tmp):
                    config=config_with(tmp, md={"start_frame": 999}))
 
 
+def export_args(tiny, tmp, *extra):
+    return ["export", "--model", tiny.model, "--dataset-dir", tiny.dataset, "--out-dir",
+            tmp / "export", *extra]
+
+
 CASES: list[Case] = [
     Case("n-train-not-a-number", "`--n-train` that is not a frame count",
          lambda tiny, tmp: train_args(tiny, tmp, "--n-train", "abc"),
@@ -268,4 +273,28 @@ CASES: list[Case] = [
     Case("md-start-frame-past-end", "`md.start_frame` past the test split's last frame",
          md_start_frame_past_end, r"md.start_frame 999 is past the last frame of .*test.h5 "
          r"\(40 frames\)"),
+    Case("export-points-too-few", "`export --lammps-points` below 100 (a table of 1 point)",
+         lambda tiny, tmp: export_args(tiny, tmp, "--lammps-points", 1),
+         r"--lammps-points 1 is fewer than the 100 points a table needs \(.*\): choose "
+         r"--lammps-points in 100..1000000$"),
+    Case("export-points-too-many", "`export --lammps-points` above 1,000,000",
+         lambda tiny, tmp: export_args(tiny, tmp, "--lammps-points", 10**7),
+         r"--lammps-points 10000000 is more than the 1000000 points a table may hold \(memory "
+         r"and time grow with them\): choose --lammps-points in 100..1000000$"),
+    Case("export-grid-too-fine", "`export --dr-nm` giving over 1,000,000 points up to the cutoff",
+         lambda tiny, tmp: export_args(tiny, tmp, "--dr-nm", 1e-8),
+         r"--dr-nm 1e-08 gives 5.5e\+07 points up to the cutoff \(0.55 nm\), more than the "
+         r"1000000 points a table may hold .*: choose --dr-nm in 5.5e-07..0.0055 nm$"),
+    Case("export-grid-too-coarse", "`export --dr-nm` giving under 100 points up to the cutoff",
+         lambda tiny, tmp: export_args(tiny, tmp, "--dr-nm", 0.01),
+         r"--dr-nm 0.01 gives 55 points up to the cutoff \(0.55 nm\), fewer than the 100 "
+         r"points a table needs .*: choose --dr-nm in 5.5e-07..0.0055 nm$"),
+    Case("export-r-min-too-small", "`export --r-min-nm` below 0.05 nm",
+         lambda tiny, tmp: export_args(tiny, tmp, "--r-min-nm", 1e-6),
+         r"--r-min-nm 1e-06 is below 0.05 nm, closer than any two atoms come \(the shortest "
+         r"bond, H-H, is 0.074 nm\): choose --r-min-nm in 0.05..0.495 nm, or omit it"),
+    Case("export-r-min-too-large", "`export --r-min-nm` above 0.9 × the model's cutoff",
+         lambda tiny, tmp: export_args(tiny, tmp, "--r-min-nm", 0.5),
+         r"--r-min-nm 0.5 is above 0.9 x the cutoff \(0.55 nm\): the wall would replace the "
+         r"model over most of its range; choose --r-min-nm in 0.05..0.495 nm, or omit it"),
 ]

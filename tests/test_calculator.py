@@ -282,3 +282,21 @@ def test_atoms_on_top_of_each_other_are_refused_not_given_nan_forces(trained):
     atoms.calc = ForcematchCalculator(potential)
     with pytest.raises(ForcematchError, match=r"forces are not finite on atoms \[3, 5\]"):
         atoms.get_forces()
+
+
+def test_positions_not_finite_are_refused_naming_the_atoms(trained):
+    """NaN or infinite coordinates: refused before the model sees them (wrapped into the cell
+    they would be NaN, and the model's energy NaN), naming the atoms; coordinates 1e20 Å
+    outside the cell are wrapped and evaluated."""
+    test = trained["test"]
+    calc = ForcematchCalculator(trained["one"])
+    for value, atom in ((np.nan, 7), (np.inf, 12)):
+        atoms = atoms_of(test, 0)
+        positions = atoms.get_positions()
+        positions[atom, 1] = value
+        atoms.set_positions(positions)
+        refused(calc, atoms, rf"positions are not finite \(NaN or infinite\) on atoms \[{atom}\]$")
+    far = atoms_of(test, 0)
+    far.positions[3] += 1e20
+    far.calc = calc
+    assert np.isfinite(far.get_forces()).all()

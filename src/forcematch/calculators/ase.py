@@ -14,8 +14,10 @@ What the models accept, the calculator checks and refuses with a ForcematchError
 wrong: a cell periodic in x, y and z, of any shape (orthorhombic or
 triclinic, rows the cell vectors) whose perpendicular widths all exceed twice the model cutoff
 (the minimum image: `space.displacement`); species that map onto the model's indices 0..S−1
-(see `ForcematchCalculator`). Positions are wrapped into the cell before the model sees them
-(energy and forces do not change; ASE's atoms are not modified). An orthorhombic cell goes to
+(see `ForcematchCalculator`); finite positions. Positions are wrapped into the cell before the
+model sees them (energy and forces do not change; ASE's atoms are not modified). Non-finite
+forces or stress at a finite energy (two atoms at one place) are refused by
+`Potential.evaluate`, naming the atoms. An orthorhombic cell goes to
 the model as its edges (the cell list serves large systems), any other as the full cell (the
 dense pair search).
 
@@ -78,6 +80,17 @@ def model_box_nm(atoms, cutoff_nm: float) -> np.ndarray:
     if shear <= ORTHORHOMBIC_TOLERANCE * edges.max():
         return edges * ANGSTROM_NM
     return cell * ANGSTROM_NM
+
+
+def finite_positions_nm(atoms) -> np.ndarray:
+    """Positions [N,3] of `atoms` in nm; ForcematchError naming the atoms whose positions are
+    NaN or infinite (wrapping would turn them into NaN energies)."""
+    positions_nm = np.asarray(atoms.get_positions(), np.float64) * ANGSTROM_NM
+    bad = np.flatnonzero(~np.isfinite(positions_nm).all(axis=1))
+    if bad.size:
+        raise ForcematchError(f"positions are not finite (NaN or infinite) on atoms "
+                              f"{bad[:10].tolist()}{' ...' if bad.size > 10 else ''}")
+    return positions_nm
 
 
 def wrapped_positions_nm(positions_nm: np.ndarray, box_nm: np.ndarray) -> np.ndarray:
@@ -171,7 +184,7 @@ class ForcematchCalculator(Calculator):
         super().calculate(atoms, properties, system_changes)
         box_nm = model_box_nm(self.atoms, self.cutoff_nm)
         species = self.species_of(self.atoms)
-        positions_nm = wrapped_positions_nm(self.atoms.get_positions() * ANGSTROM_NM, box_nm)
+        positions_nm = wrapped_positions_nm(finite_positions_nm(self.atoms), box_nm)
         energy, forces, strain = self.evaluate(positions_nm, box_nm, species)
         stress = strain * EV_PER_KJ_MOL / self.atoms.get_volume()  # [3,3] eV/Å³
         energy_eV = energy * EV_PER_KJ_MOL
