@@ -11,7 +11,8 @@ import os
 
 import h5py
 import numpy as np
-from catalogue import Case, config_with
+from bad_input_training import md_args, reference_md
+from catalogue import Case, config_with, run
 
 from forcematch.config import load_config
 from forcematch.reference import run_replica
@@ -152,6 +153,28 @@ def simulate_with(**simulate):
     return argv
 
 
+def md_out_is_reference(tiny, tmp):
+    """`md` with a model, its --out-dir a symlink to the --reference-dir (a real reference)."""
+    reference = reference_md(tiny, tmp)
+    (tmp / "md-new").symlink_to(reference, target_is_directory=True)
+    return ["md", "--config", tiny.config, "--dataset-dir", tiny.dataset, "--model", tiny.model,
+            "--reference-dir", reference, "--out-dir", tmp / "md-new"]
+
+
+def md_reference_of_other_system(tiny, tmp):
+    """`md` with the tiny model and dataset against the reference MD of a 30-atom system (its
+    own config, replicas and dataset; the same md settings)."""
+    config = config_with(tmp, system={"n_atoms": 30})
+    replicas = [tmp / f"replica_{k}.h5" for k in range(3)]
+    for k, path in enumerate(replicas):
+        assert run(["simulate", "--config", config, "--replica", k, "--out", path]) == 0
+    assert run(["dataset", "--config", config, "--inputs", *replicas, "--out-dir",
+                tmp / "dataset"]) == 0
+    assert run(["md", "--config", config, "--dataset-dir", tmp / "dataset", "--out-dir",
+                tmp / "md-reference"]) == 0
+    return md_args(tiny, tmp, "--reference-dir", tmp / "md-reference")
+
+
 CASES: list[Case] = [
     Case("test-holds-train-frames", "the test replica holds the training replica's frames "
          "(here translated and stored as float32)", test_holds_train_frames,
@@ -217,4 +240,13 @@ CASES: list[Case] = [
     Case("minimiser-fails", "energy minimisation on parameters that overflow (ε = 1e300)",
          simulate_with(system={"epsilon_kJ_mol": 1e300}),
          r"replica 0: energy minimisation failed at MD step 0: .*(NaN|infinite)"),
+    Case("md-out-is-reference", "`md` with an `--out-dir` that is the `--reference-dir` (here "
+         "through a symlink; `..` paths, the `--dataset-dir` and the `--model` directory are "
+         "refused too)", md_out_is_reference,
+         r"--out-dir .*md-new is the --reference-dir directory .*md-reference \(both are "
+         r".*md-reference\): its files would be overwritten; choose another --out-dir"),
+    Case("md-reference-other-system", "a reference MD of another system (another atom count; "
+         "another box or other species are refused too)", md_reference_of_other_system,
+         r"--reference-dir .*md-reference: its md.json is of 30 atoms, this run's system has "
+         r"32$"),
 ]

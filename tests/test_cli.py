@@ -61,26 +61,50 @@ def test_help_still_prints_usage(capsys):
 def test_limit_threads_overrides_the_environment(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "8")
     monkeypatch.setenv("MKL_NUM_THREADS", "16")
-    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2 "
-                                    "--xla_cpu_multi_thread_eigen=true")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     cli.limit_threads(1)
     for var in commands.THREAD_VARIABLES:
         assert os.environ[var] == "1", var
-    assert os.environ["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2",
-                                               "--xla_cpu_multi_thread_eigen=false"]
+    assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                       "--xla_cpu_multi_thread_eigen=false")
     cli.limit_threads(4)
     assert os.environ["OMP_NUM_THREADS"] == "4"
     assert os.environ["XLA_FLAGS"].count("xla_cpu_multi_thread_eigen") == 1
+    monkeypatch.delenv("XLA_FLAGS")
+    cli.limit_threads(2)
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=true"
+
+
+@pytest.mark.parametrize("user, appended", [
+    # several flags, doubled and trailing spaces, a quoted value: kept exactly, flag appended
+    ('--xla_force_host_platform_device_count=2   --xla_dump_to="/tmp/x y"  '
+     "--xla_cpu_enable_fast_math=false  ", "--xla_cpu_multi_thread_eigen=false"),
+    ("  --xla_backend_optimization_level=1\t--xla_cpu_use_thunk_runtime=false",
+     " --xla_cpu_multi_thread_eigen=false"),
+    # the user's own thread flag (as a value or bare, both of which XLA reads) is the user's
+    ("--xla_cpu_use_thunk_runtime=false  --xla_cpu_multi_thread_eigen=true ", ""),
+    ("--xla_cpu_multi_thread_eigen  --xla_cpu_use_thunk_runtime=false", ""),
+    # a longer flag that begins with its name is another flag
+    ("--xla_cpu_multi_thread_eigen_foo=1", " --xla_cpu_multi_thread_eigen=false"),
+])
+def test_limit_threads_keeps_the_users_xla_flags_verbatim(monkeypatch, user, appended):
+    monkeypatch.setenv("XLA_FLAGS", user)
+    cli.limit_threads(1)
+    assert os.environ["XLA_FLAGS"].startswith(user)
+    assert os.environ["XLA_FLAGS"] == user + appended
 
 
 def test_the_console_script_keeps_the_rules_threads(tmp_path):
-    """A real process: OMP_NUM_THREADS exported as 8, `--threads 1`: the stage sees 1."""
+    """A real process: OMP_NUM_THREADS exported as 8, `--threads 1`: the stage sees 1, and
+    JAX starts under the XLA_FLAGS given, forcematch's flag appended."""
+    user = "--xla_force_host_platform_device_count=2   --xla_cpu_enable_fast_math=false "
     code = ("import os, sys; from forcematch import cli; cli.limit_threads(1); "
-            "print(os.environ['OMP_NUM_THREADS'], os.environ['XLA_FLAGS'])")
-    env = os.environ | {"OMP_NUM_THREADS": "8", "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=true"}
+            "import jax; print(os.environ['OMP_NUM_THREADS'], len(jax.devices('cpu'))); "
+            "print(os.environ['XLA_FLAGS'])")
+    env = os.environ | {"OMP_NUM_THREADS": "8", "XLA_FLAGS": user, "JAX_PLATFORMS": "cpu"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, timeout=120).stdout.split()
-    assert out == ["1", "--xla_cpu_multi_thread_eigen=false"]
+                         check=True, timeout=120).stdout.splitlines()
+    assert out == ["1 2", user + "--xla_cpu_multi_thread_eigen=false"]
 
 
 def failing_stage(error):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ from forcematch.md import checks
 from forcematch.md.engine import ModelEngine
 from forcematch.md.pair_table import PairTable
 from forcematch.md.record import StabilityLimits, min_pair_distance_nm
-from forcematch.md.run import run_model_md, run_reference_md
+from forcematch.md.run import require_same_system, run_model_md, run_reference_md, system_record
 from forcematch.potential import Potential, load_model
 from forcematch.training.run import train
 from forcematch.units import BOLTZMANN_KJ_MOL_K, KJ_MOL_NM3_TO_BAR
@@ -68,6 +69,8 @@ def test_an_under_trained_model_is_reported_not_crashed(md_runs):
 def test_model_md_is_compared_with_the_reference(md_runs):
     good, reference = md_runs["good"], md_runs["reference"]
     assert good["protocol"] == reference["protocol"]
+    assert good["system"] == reference["system"] == {
+        "n_atoms": 32, "box_nm": reference["system"]["box_nm"], "species": {"0": 32}}
     against = good["against_reference"]
     assert against["available"] and against["rdf_noise_floor"] == reference["rdf_noise_floor"]
     assert math.isfinite(against["pressure_bar"]["difference"])
@@ -281,6 +284,71 @@ def test_md_refuses_a_reference_of_other_settings(md_runs, tiny_data, tmp_path, 
                  str(tiny_data.dataset), "--model", str(md_runs["root"] / "good" / "model"),
                  "--out-dir", str(tmp_path / "o")])
     assert code == 2 and "--reference-dir" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def reference_and_model(tiny_data, tmp_path_factory):
+    """(the reference's MD directory, a model directory): real and cheap (the tiny protocol,
+    a pair model trained for one epoch on 16 frames)."""
+    root = tmp_path_factory.mktemp("md_inputs")
+    config = load_config(tiny_data.config)
+    train(read_h5md(tiny_data.dataset / "train.h5").select(list(range(16))),
+          read_h5md(tiny_data.dataset / "val.h5"),
+          {"model": "pair", "epochs": 1, "energy_weight": 0.01, "force_weight": 1.0},
+          None, config["system"]["cutoff_nm"], root / "train", progress=lambda _: None)
+    run_reference_md(config, tiny_data.dataset, root / "reference")
+    return root / "reference", root / "train" / "model"
+
+
+@pytest.mark.parametrize("out, option", [
+    ("reference/../reference", "--reference-dir"),  # a `..` path
+    ("link", "--reference-dir"),  # a symlink to the reference
+    ("dataset", "--dataset-dir"),
+    ("model", "--model"),
+])
+def test_md_refuses_an_out_dir_that_is_an_input(reference_and_model, tiny_data, tmp_path,
+                                                capsys, keep_environment, out, option):
+    """Before any MD: the reference, the dataset and the model are left as they were."""
+    reference, model = reference_and_model
+    (tmp_path / "link").symlink_to(reference, target_is_directory=True)
+    where = {"reference/../reference": reference / ".." / "reference",
+             "link": tmp_path / "link", "dataset": tiny_data.dataset, "model": model}[out]
+    before = {p.name: p.read_bytes() for p in reference.iterdir()}
+    code = main(["md", "--config", str(tiny_data.config), "--dataset-dir",
+                 str(tiny_data.dataset), "--model", str(model), "--reference-dir",
+                 str(reference), "--out-dir", str(where)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--out-dir {where} is the {option} directory" in err
+    assert "its files would be overwritten; choose another --out-dir" in err
+    assert {p.name: p.read_bytes() for p in reference.iterdir()} == before
+    assert not (tiny_data.dataset / "md.json").exists() and not (model / "md.json").exists()
+
+
+def test_md_refuses_a_reference_of_another_system(reference_and_model, tiny_data):
+    """The reference's md.json records its system (atoms, box, species); a model's run of
+    the same dataset matches it, one of another system is refused naming both values, and an
+    md.json written before the record existed is still read."""
+    reference_dir, _ = reference_and_model
+    reference = json.loads((reference_dir / "md.json").read_text())
+    test = read_h5md(tiny_data.dataset / "test.h5")
+    start = load_config(tiny_data.config)["md"]["start_frame"]
+    mine = system_record(test.n_atoms, test.box_nm[start], test.species, None)
+    assert reference["system"]["n_atoms"] == 32 and reference["system"]["species"] == {"0": 32}
+    require_same_system(reference, mine, reference_dir)  # the OpenMM box is the dataset's
+    box = reference["system"]["box_nm"][0]
+    for other, message in [
+        ({"n_atoms": 100}, r"is of 100 atoms, this run's system has 32$"),
+        ({"box_nm": [2.0, 2.0, 2.0]},
+         rf"has a box of 2 x 2 x 2 nm, this run's system {box:.6g} x {box:.6g} x {box:.6g} nm"),
+        ({"species": {"A": 24, "B": 8}}, r"has species A 24, B 8, this run's system 0 32$"),
+    ]:
+        edited = reference | {"system": reference["system"] | other}
+        where = re.escape(f"--reference-dir {reference_dir}: its md.json")
+        with pytest.raises(ForcematchError, match=rf"^{where} {message}"):
+            require_same_system(edited, mine, reference_dir)
+    older = {k: v for k, v in reference.items() if k != "system"}
+    require_same_system(older, mine, reference_dir)
 
 
 def test_float64_needs_64_bit_jax(good_engine_start):

@@ -8,6 +8,7 @@ into a one-line message and exit status 2.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -21,23 +22,36 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"
                     "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
+# XLA's CPU backend has no thread-count flag; without Eigen's thread pool it runs each op on
+# one thread. (A bare "intra_op_parallelism_threads=N" token, often suggested, is not an XLA
+# flag: XLA ignores it and every flag after it.)
+XLA_THREAD_FLAG = "--xla_cpu_multi_thread_eigen"
+
+
 def limit_threads(threads: int) -> None:
     """Keep XLA's and BLAS's CPU thread pools within `threads` (a Snakemake rule's promise).
 
-    Must run before JAX is imported. The variables are set, not defaulted: values exported in
-    the environment are replaced, since the rule's `threads` is what the scheduler counted.
+    Must run before JAX is imported. The BLAS variables are set, not defaulted: values
+    exported in the environment are replaced, since the rule's `threads` is what the scheduler
+    counted. XLA_FLAGS is kept verbatim (`xla_flags_with_threads`).
     """
     if threads < 1:
         raise ForcematchError(f"--threads must be at least 1, got {threads}")
-    # XLA's CPU backend has no thread-count flag; without Eigen's thread pool it runs each op
-    # on one thread. (A bare "intra_op_parallelism_threads=N" token, often suggested, is not an
-    # XLA flag: XLA ignores it and every flag after it.) An exported setting is replaced.
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-             if not f.startswith("--xla_cpu_multi_thread_eigen")]
-    flags.append(f"--xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'}")
-    os.environ["XLA_FLAGS"] = " ".join(flags)
+    os.environ["XLA_FLAGS"] = xla_flags_with_threads(os.environ.get("XLA_FLAGS", ""), threads)
     for var in THREAD_VARIABLES:
         os.environ[var] = str(threads)
+
+
+def xla_flags_with_threads(user: str, threads: int) -> str:
+    """`user` (XLA_FLAGS as exported) exactly as given, with XLA_THREAD_FLAG for `threads`
+    appended unless `user` already sets it: XLA parses the string itself (its own quoting and
+    order), so forcematch never re-tokenises it, and a flag the user set is the user's."""
+    if re.search(rf"(^|\s){XLA_THREAD_FLAG}(=|\s|$)", user):
+        return user
+    flag = f"{XLA_THREAD_FLAG}={'true' if threads > 1 else 'false'}"
+    if not user:
+        return flag
+    return user + ("" if user[-1].isspace() else " ") + flag
 
 
 def use_compilation_cache() -> None:
@@ -271,10 +285,33 @@ def cmd_validate(args) -> None:
                        mean_force=mean_force)
 
 
+def _same_dir(a: Path, b: Path) -> bool:
+    """Whether resolved paths `a` and `b` are one directory (by name, or by inode when both
+    exist: a bind mount too)."""
+    return a == b or (a.exists() and b.exists() and os.path.samefile(a, b))
+
+
+def _out_dir_apart(path: str | Path, inputs: dict[str, str | Path | None]) -> Path:
+    """`_out_dir(path)`, refused when it is one of the directories in `inputs` ({option: path
+    given}; None: not given) once symlinks and `..` are resolved: outputs over inputs."""
+    out = _out_dir(path)
+    for option, given in inputs.items():
+        if given is None:
+            continue
+        if _same_dir(out, Path(given).expanduser().resolve()):
+            same = "" if str(path) == str(given) else f" (both are {out})"
+            raise ForcematchError(f"--out-dir {path} is the {option} directory {given}{same}: "
+                                  "its files would be overwritten; choose another --out-dir")
+    return out
+
+
 def cmd_md(args) -> None:
     limit_threads(args.threads)
     from forcematch.config import has_reference_engine, load_config
 
+    out_dir = _out_dir_apart(args.out_dir, {"--reference-dir": args.reference_dir,
+                                            "--dataset-dir": args.dataset_dir,
+                                            "--model": args.model})
     config = load_config(args.config)
     if config["md"]["float64"]:
         import jax
@@ -284,16 +321,15 @@ def cmd_md(args) -> None:
 
     dataset_dir = _existing_splits(args.dataset_dir, ("train", "val", "test"))[0].parent
     if args.model is None and not has_reference_engine(config):  # imported or CG data
-        data_reference(config, dataset_dir, _out_dir(args.out_dir))
+        data_reference(config, dataset_dir, out_dir)
     elif args.model is None:
-        run_reference_md(config, dataset_dir, _out_dir(args.out_dir))
+        run_reference_md(config, dataset_dir, out_dir)
     else:
         if args.reference_dir is None:
             raise ForcematchError("MD with a model needs --reference-dir (the reference's md "
                                   "output, to compare with)")
         run_model_md(config, _existing_dir(args.model, "model directory"), dataset_dir,
-                     _existing_dir(args.reference_dir, "reference MD directory"),
-                     _out_dir(args.out_dir))
+                     _existing_dir(args.reference_dir, "reference MD directory"), out_dir)
 
 
 def cmd_export(args) -> None:

@@ -8,7 +8,9 @@ at T and at the stress temperature, U/N, T, pressure and RDF; every value's unit
 and `<out_dir>/nvt.h5` (the NVT run at T: positions, velocities, forces; potential, kinetic
 and total energy as H5MD observables; Langevin has no thermostat state to store). The
 reference's md.json also holds the RDF noise floor from the dataset's replicas; the model's
-holds `against_reference`. Both files are written whole or not at all.
+holds `against_reference`. Every md.json records the system it simulated (`system_record`); a
+model's run refuses a reference of another system (`require_same_system`). Both files are
+written whole or not at all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from forcematch.config import config_hash, stage_config
+from forcematch.config import config_hash, species_names, stage_config
 from forcematch.data.frames import Frames
 from forcematch.errors import ForcematchError
 from forcematch.io.atomic import write_json
@@ -98,6 +100,47 @@ def _epsilon_kJ_mol(config: dict) -> float:
     from forcematch.reference.system import lj_system_from_config
 
     return lj_system_from_config(config).epsilon_kJ_mol
+
+
+def system_record(n_atoms: int, box_nm, species, names: list[str] | None) -> dict:
+    """What md.json says of the system a run simulates: the atom count, the box edges [3] nm
+    and the atoms of each species present, by name where the config names them (`names`,
+    `config.derived.species_names`), else by index."""
+    indices, counts = np.unique(np.asarray(species), return_counts=True)
+    labels = [names[k] if names is not None and k < len(names) else str(k) for k in indices]
+    return {"n_atoms": int(n_atoms), "box_nm": [float(b) for b in np.asarray(box_nm)],
+            "species": {label: int(c) for label, c in zip(labels, counts, strict=True)}}
+
+
+def _edges(box_nm) -> str:
+    return " x ".join(f"{float(b):.6g}" for b in np.ravel(box_nm))
+
+
+def _counts(species: dict) -> str:
+    return ", ".join(f"{name} {count}" for name, count in species.items())
+
+
+def require_same_system(reference: dict, mine: dict, reference_dir) -> None:
+    """Refuse a reference md.json (`reference`) whose recorded system differs from `mine`
+    (`system_record` of this run) in atom count, box (to 1e-6) or species counts; what it
+    does not record (an md.json written before it did) is not checked."""
+    recorded = reference.get("system")
+    if not isinstance(recorded, dict):
+        return
+    where = f"--reference-dir {reference_dir}: its md.json"
+    n = recorded.get("n_atoms")
+    if n is not None and n != mine["n_atoms"]:
+        raise ForcematchError(f"{where} is of {n} atoms, this run's system has "
+                              f"{mine['n_atoms']}")
+    box = recorded.get("box_nm")
+    if box is not None and (np.shape(box) != (3,)
+                            or not np.allclose(box, mine["box_nm"], rtol=1e-6, atol=0.0)):
+        raise ForcematchError(f"{where} has a box of {_edges(box)} nm, this run's system "
+                              f"{_edges(mine['box_nm'])} nm")
+    species = recorded.get("species")
+    if species is not None and species != mine["species"]:
+        raise ForcematchError(f"{where} has species {_counts(species)}, this run's system "
+                              f"{_counts(mine['species'])}")
 
 
 def _finite_or_none(value):
@@ -183,6 +226,8 @@ def run_reference_md(config: dict, dataset_dir, out_dir) -> dict:
     summary = summarise(segments, protocol, lj.epsilon_kJ_mol,
                         lambda pos: strain_derivative_kJ_mol(lj, pos, engine.box_nm))
     summary["engine"] = "openmm"
+    summary["system"] = system_record(test.n_atoms, engine.box_nm, test.species,
+                                      species_names(config))
     summary["rdf_noise_floor"] = reference_noise_floor(
         [dataset_dir / f"{split}.h5" for split in ("train", "val", "test")], protocol.nvt_ps,
         engine.box_nm)
@@ -212,6 +257,7 @@ def data_reference(config: dict, dataset_dir, out_dir) -> dict:
     what = "imported" if config["cg"] is None else "coarse-grained"
     summary = {
         "protocol": _finite_or_none(protocol.__dict__), "engine": "data", "stable": True,
+        "system": system_record(test.n_atoms, box, test.species, species_names(config)),
         "note": f"{what} data: the test split's own liquid; no reference MD was run",
         "liquid": {"n_frames": int(test.n_frames),
                    "potential_eps_per_atom": (checks.block_mean(energy) if config["cg"] is None
@@ -245,6 +291,9 @@ def run_model_md(config: dict, model_dir, dataset_dir, reference_dir, out_dir) -
         raise ForcematchError(f"{Path(reference_dir) / 'md.json'} was made with other md "
                               "settings: rerun the reference MD with this config")
     test, start, limits, closest_nm = _start_and_limits(config, dataset_dir)
+    system = system_record(test.n_atoms, test.box_nm[md["start_frame"]], test.species,
+                           species_names(config))
+    require_same_system(reference, system, reference_dir)
     potential = load_model(model_dir)
     masses = test.masses_amu
     if not np.isfinite(masses).all():
@@ -260,6 +309,7 @@ def run_model_md(config: dict, model_dir, dataset_dir, reference_dir, out_dir) -
                         lambda pos: np.trace(potential.strain_derivative(
                             pos, box, float64=md["float64"]), axis1=1, axis2=2))
     summary["engine"] = "jax_md, pair table" if (table or {}).get("used") else "jax_md"
+    summary["system"] = system
     summary["pair_table"] = table
     summary["model"] = potential.describe()
     summary["against_reference"] = compare(summary, reference)
