@@ -471,19 +471,46 @@ def test_cli_refusal_is_one_line(ase_data, tmp_path, capsys):
     assert not out.exists()
 
 
-def test_checks_need_close_frames(ase_data):
-    """Frames 100 fs apart cannot tell wrong units: the log says so, nothing is refused."""
+def test_frames_too_far_for_the_work_check_are_judged_by_their_temperature(ase_data):
+    """Frames 100 fs apart cannot test energies against forces, but their temperature estimate
+    (biased high, within ×2) still refuses forces 23.06 times too large (eV declared for kcal/mol);
+    correct units pass, and data with no estimate at all pass only with import.trust_units."""
     from forcematch.imports.checks import check_temperature, check_work, pair_statistics
     from forcematch.units import source_units
 
     frames = read_parts(_config([ase_data[0]] * 3, "ase"), progress=None)[0][0]
     far = frames.select(slice(None, None, 20))
-    far = dataclasses.replace(far, forces_kJ_mol_nm=far.forces_kJ_mol_nm * 23.06)
     stats = pair_statistics(far)
     assert not stats.close
     units = source_units("ase")
     assert "too far apart (or too few)" in check_work(stats, "f", units)
-    assert "too far apart (or too few)" in check_temperature(stats, "f", units, 100.0)
+    kinetic_K = 140.0  # the ASE run's kinetic temperature (module docstring of checks)
+    assert "temperature" in check_temperature(stats, "f", units, kinetic_K)
+    wrong = pair_statistics(dataclasses.replace(far, forces_kJ_mol_nm=far.forces_kJ_mol_nm * 23.06))
+    with pytest.raises(ForcematchError, match=r"f: forces and displacements of consecutive "
+                       r"frames put the data at \d+ K, (2\d|3\d)\.?\d* times"):
+        check_temperature(wrong, "f", units, kinetic_K)
+    none = dataclasses.replace(wrong, temperature_K=float("nan"))
+    with pytest.raises(ForcematchError, match=r"f: no unit check can run on these data: frames "
+                       r"too far apart .*set import.trust_units: true"):
+        check_temperature(none, "f", units, kinetic_K)
+    assert "import.trust_units" in check_temperature(none, "f", units, kinetic_K, True)
+
+
+def test_energies_shifted_by_a_row_are_refused_unless_declared_loose(ase_data):
+    from forcematch.imports.checks import check_work, pair_statistics
+    from forcematch.units import source_units
+
+    frames = read_parts(_config([ase_data[0]] * 3, "ase"), progress=None)[0][0]
+    shifted = dataclasses.replace(frames, potential_energy_kJ_mol=np.roll(
+        frames.potential_energy_kJ_mol, 1))
+    stats = pair_statistics(shifted)
+    assert stats.close and stats.r2 < 0.9
+    with pytest.raises(ForcematchError, match=r"f: the energy changes between consecutive "
+                       r"frames follow the work of the forces only loosely .*not shifted by a "
+                       r"row.*set import.loose_energies: true"):
+        check_work(stats, "f", source_units("ase"))
+    assert "WARNING" in check_work(stats, "f", source_units("ase"), loose_energies=True)
 
 
 def test_frame_times_against_forces(trr_data):

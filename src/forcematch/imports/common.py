@@ -41,6 +41,8 @@ class ImportSettings:
     masses_amu: Mapping[str, float]
     blocks: int
     gap_frames: int
+    loose_energies: bool = False
+    trust_units: bool = False
 
     @classmethod
     def from_config(cls, section: Mapping) -> ImportSettings:
@@ -58,7 +60,9 @@ class ImportSettings:
                    energy_key=section["energy_key"], force_key=section["force_key"],
                    species=None if species is None else tuple(str(s) for s in species),
                    masses_amu={str(k): float(v) for k, v in section["masses_amu"].items()},
-                   blocks=int(section["blocks"]), gap_frames=int(section["gap_frames"]))
+                   blocks=int(section["blocks"]), gap_frames=int(section["gap_frames"]),
+                   loose_energies=bool(section["loose_energies"]),
+                   trust_units=bool(section["trust_units"]))
 
     def file_format(self, path: Path) -> str:
         """The reader for `path`: `format`, or from the file name when it is "auto"."""

@@ -95,8 +95,9 @@ def check_trajectory(frames: Frames, record: dict, settings: ImportSettings,
     lines = [check_positions(frames, where, settings.units)]
     check_labels(frames, where)
     stats = pair_statistics(frames)
-    lines.append(check_work(stats, where, settings.units))
-    lines.append(check_temperature(stats, where, settings.units, temperature_K))
+    lines.append(check_work(stats, where, settings.units, settings.loose_energies))
+    lines.append(check_temperature(stats, where, settings.units, temperature_K,
+                                   settings.trust_units))
     lines.append(check_frame_times(stats, frames, where, settings.units))
     record["checks"] = None if stats is None else stats.as_dict()
     if progress is not None:
