@@ -57,23 +57,41 @@ def drift_figure(md: dict[str, dict], save) -> None:
 
 
 def rdf_figure(md: dict[str, dict], shown: list[str], save) -> None:
-    """g(r) of the reference's NVT run and of the runs in `shown`, with the reference's noise
-    floor stated."""
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    cols: dict[str, list] = {"series": [], "r_A": [], "g": []}
+    """g(r) of the reference's NVT run and of the runs in `shown` (left), and each run's
+    max|Δg| against the reference beside the reference's replica-to-replica noise floor
+    (right): an overlay of many runs is one band, the difference panel says which differ."""
+    fig, (ax, diff) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained",
+                                   width_ratios=(3, 2))
+    cols: dict[str, list] = {"series": [], "r_A": [], "g": [], "max_abs_delta_g": []}
+    runs = []
     for name in ["reference", *shown]:
         liquid = md.get(name, {}).get("liquid")
         if liquid is None:
             continue
         r, g = np.array(liquid["rdf"]["r_A"]), np.array(liquid["rdf"]["g"])
-        style = {k: v for k, v in style_of(name).items() if k != "marker"}
+        style = {"lw": 1.0} | {k: v for k, v in style_of(name).items() if k != "marker"}
         ax.plot(r, g, label=name, **style)
+        delta = md[name].get("against_reference", {}).get("rdf_max_abs_delta_g", np.nan)
         cols["series"] += [name] * len(r)
         cols["r_A"] += r.tolist()
         cols["g"] += g.tolist()
+        cols["max_abs_delta_g"] += [delta] * len(r)
+        if name != "reference":
+            runs.append((name, delta))
     floor = md.get("reference", {}).get("rdf_noise_floor")
-    title = f"NVT at T; reference noise floor max|Δg| = {floor:.3f}" if floor else "NVT at T"
-    ax.set(xlabel="r (Å)", ylabel="g(r)", title=title)
+    ax.set(xlabel="r (Å)", ylabel="g(r)", title="NVT at T")
+    for k, (name, delta) in enumerate(runs):
+        if np.isfinite(delta):
+            style = {key: v for key, v in style_of(name).items() if key != "linestyle"}
+            diff.plot([k], [delta], linestyle="none", **style)
+    if floor:
+        diff.axhline(floor, color="k", lw=1.5, ls="--")
+        diff.axhspan(0, floor, color="0.9", zorder=0)
+        diff.text(0.02, floor, " reference noise floor (replicas)", va="top", fontsize=8,
+                  transform=diff.get_yaxis_transform())
+    diff.set_xticks(range(len(runs)), [name for name, _ in runs], rotation=90, fontsize=7)
+    diff.set(ylabel="max |g(r) − g_reference(r)|", ylim=(0, None),
+             title="difference against the reference")
     legend_outside(fig, ax)
     save(fig, "md_rdf", cols)
 
