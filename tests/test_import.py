@@ -112,6 +112,22 @@ def _refusal(config: dict) -> str:
 # ----------------------------------------------------------------------------------- extxyz
 
 
+def test_decompressed_size_is_bounded(ase_data, monkeypatch):
+    """A compressed file is refused once its text passes the bound (here set to one byte less
+    than the real file's text), before ASE parses any of it."""
+    from forcematch.imports import extxyz
+
+    path, gz, _ = ase_data
+    text_bytes = path.stat().st_size
+    monkeypatch.setattr(extxyz, "MAX_DECOMPRESSED_BYTES", text_bytes - 1)
+    monkeypatch.setattr(extxyz, "_CHUNK_BYTES", 4096)
+    with pytest.raises(ForcematchError, match=rf"{gz}: decompresses to more than 0 MiB "
+                       r"\([\d,]+ bytes compressed\): decompress it yourself"):
+        extxyz._text_source(gz)
+    monkeypatch.setattr(extxyz, "MAX_DECOMPRESSED_BYTES", text_bytes)
+    assert extxyz._text_source(gz).getvalue() == path.read_text()
+
+
 def test_extxyz_equals_ase_converted(ase_data):
     path, gz, frames = ase_data
     lines = []
