@@ -105,6 +105,11 @@ CASES = [
          lambda tiny, tmp: energies_and_side_file(tmp, slice(0, 20), 2),
          r"energy.txt \(import.energy_files\[0\]\) has 20 energy rows \(steps 0..19\) for "
          r"30 frames of .*edited.xyz: frame 20 \(step 20\) has no energy"),
+    Case("import-species-repeated", "a species name given twice in `import.species` (it "
+         "would make an empty species, its untrained table exported)",
+         lambda tiny, tmp: ["check-config", config_with(tmp, **{"import": {
+             "files": [str(ase_file())], "units": "ase", "species": ["Ar", "Ar"]}})],
+         r"bad.yaml: config key 'import.species': \['Ar', 'Ar'\] has non-unique elements"),
     Case("import-overlapping-atoms", "two atoms 0.001 nm apart in one frame of 30 (every frame "
          "is checked)", one_frame_overlapping,
          r"edited.xyz: frame 17: atoms 4 and 5 are 0.001 nm apart, outside 0.05..0.6 nm \(1 of "
