@@ -308,9 +308,18 @@ def test_two_species_tables_select_the_pair_function_of_each_pair(tiny_data):
         assert relative_rms(forces, model_forces) < FORCE_TOLERANCE
         np.testing.assert_allclose(energy + tables.atom_offset_kJ_mol[species].sum(),
                                    model_energy, atol=ENERGY_TOLERANCE_KJ_MOL, rtol=0)
-    commands = lammps_commands(tables, "metal", "linear", points, {1: 39.948, 2: 39.948})
+    commands = lammps_commands(tables, "metal", "linear", points, {0: 39.948, 1: 20.18},
+                               ["Ar", "Ne"])
     for types, keyword in (("1 1", "FM_1_1"), ("1 2", "FM_1_2"), ("2 2", "FM_2_2")):
         assert f"pair_coeff {types} forcematch.table {keyword} 5.5" in commands
+    assert "mass 1 39.948  # Ar" in commands and "mass 2 20.18  # Ne" in commands
+    assert "#   type 2 = 'Ne': " in commands
+    # Species named by LAMMPS type numbers (a dump whose type 2 appeared first) keep them.
+    commands = lammps_commands(tables, "metal", "linear", points, {0: 39.948, 1: 20.18},
+                               ["2", "1"])
+    for types, keyword in (("2 2", "FM_1_1"), ("1 2", "FM_1_2"), ("1 1", "FM_2_2")):
+        assert f"pair_coeff {types} forcematch.table {keyword} 5.5" in commands
+    assert "mass 2 39.948  # 2" in commands and "mass 1 20.18  # 1" in commands
 
 
 def test_below_the_closest_pair_of_the_data_a_repulsive_wall_never_zero(exported):

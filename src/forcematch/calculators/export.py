@@ -17,7 +17,8 @@ as one directory that replaces `out_dir` whole:
                        spacing, N points, Å and kcal/mol (`real`) or eV (`metal`)
     pair_coeff.lammps  pair_style, pair_coeff and mass commands: include after read_data
     export.json        grids, tabulation error bounds, per-atom energy offsets, units
-Atom type in LAMMPS = species + 1. The model's energy = the engine's + Σ_i offset(species_i).
+Atom type in LAMMPS: `lammps_types` (the species' own type numbers where the data came from a
+dump, else species + 1). The model's energy = the engine's + Σ_i offset(species_i).
 """
 
 from __future__ import annotations
@@ -180,25 +181,39 @@ def lammps_table(functions: PairFunctions, tables: PairTables, units: str, point
     return "\n".join(lines) + "\n"
 
 
+def lammps_types(n_species: int, species_names: list[str] | None) -> list[int]:
+    """The LAMMPS atom type of each species: the name itself where every name is a LAMMPS type
+    number (data imported from a dump: the user's own types, in their order), else the
+    species index + 1."""
+    if species_names and all(name.isdigit() and int(name) > 0 for name in species_names):
+        return [int(name) for name in species_names]
+    return [s + 1 for s in range(n_species)]
+
+
 def lammps_commands(tables: PairTables, units: str, style: str, points: int,
-                    masses_by_type: dict[int, float]) -> str:
+                    masses_by_species: dict[int, float],
+                    species_names: list[str] | None = None) -> str:
     """pair_style, pair_coeff (cutoff = the table's last distance, as `linear` needs to use the
-    file's values as they are) and mass commands, with the energy offsets as comments."""
+    file's values as they are) and mass commands, the species' names and energy offsets as
+    comments; atom types from `lammps_types`."""
     energy, name = LAMMPS_UNITS[units]
-    lines = [f"# forcematch export for LAMMPS `units {units}` (Angstrom, {name}); atom type = "
-             "forcematch species + 1.",
+    types = lammps_types(tables.n_species, species_names)
+    names = species_names or [f"species {s}" for s in range(tables.n_species)]
+    lines = [f"# forcematch export for LAMMPS `units {units}` (Angstrom, {name}).",
              f"# Include after read_data (or create_box); {TABLE_FILE} must be in the working "
              "directory. The model's energy",
              "# = pe + the sum over atoms of the offset per atom of its species:"]
-    lines += [f"#   species {s} (type {s + 1}): {o / energy:.12g} {name}"
+    lines += [f"#   type {types[s]} = {names[s]!r}: {o / energy:.12g} {name}"
               for s, o in enumerate(tables.atom_offset_kJ_mol)]
     lines += ["# A pair closer than a table's first distance stops LAMMPS (Pair distance < "
               "table inner cutoff).", f"pair_style table {style} {points}"]
     for t in tables.pairs:
         hi = lammps_grid(t, tables.cutoff_nm, 2)[1]
-        types = "* *" if tables.n_species == 1 else f"{t.a + 1} {t.b + 1}"
-        lines.append(f"pair_coeff {types} {TABLE_FILE} {lammps_keyword(t)} {hi}")
-    lines += [f"mass {ty} {m:.10g}" for ty, m in sorted(masses_by_type.items())]
+        pair = "* *" if tables.n_species == 1 else " ".join(
+            str(ty) for ty in sorted((types[t.a], types[t.b])))
+        lines.append(f"pair_coeff {pair} {TABLE_FILE} {lammps_keyword(t)} {hi}")
+    lines += [f"mass {types[s]} {m:.10g}  # {names[s]}"
+              for s, m in sorted(masses_by_species.items())]
     return "\n".join(lines) + "\n"
 
 
@@ -393,8 +408,8 @@ def export_model(model_dir, dataset_dir, out_dir, *, lammps_units: str = "real",
     tables, points, errors = automatic_grids(functions, r_min, dr_nm, lammps_points,
                                              lammps_style)
     system = openmm_system(tables, data["masses"], data["species"], data["box"])
-    masses_by_type = {int(s) + 1: float(data["masses"][np.argmax(data["species"] == s)])
-                      for s in np.unique(data["species"])}
+    masses_by_species = {int(s): float(data["masses"][np.argmax(data["species"] == s)])
+                         for s in np.unique(data["species"])}
     forces = [system.getForce(i) for i in range(system.getNumForces())]
     summary = _summary(potential, tables, points, errors, data, {
         "lammps_units": lammps_units, "lammps_style": lammps_style, "r_min_source": source,
@@ -407,7 +422,8 @@ def export_model(model_dir, dataset_dir, out_dir, *, lammps_units: str = "real",
         (tmp / "system.xml").write_text(openmm.XmlSerializer.serialize(system))
         (tmp / TABLE_FILE).write_text(lammps_table(functions, tables, lammps_units, points))
         (tmp / "pair_coeff.lammps").write_text(lammps_commands(
-            tables, lammps_units, lammps_style, points, masses_by_type))
+            tables, lammps_units, lammps_style, points, masses_by_species,
+            potential.species_names))
         write_json(tmp / "export.json", summary)
     for note in tables.notes:
         progress(f"note: {note}")
