@@ -149,14 +149,38 @@ class HalfShellPairs:
         order, the rest padding."""
         n = positions_nm.shape[0]
         candidates, keep, overflow = self._candidates(positions_nm, cell_capacity)
-        keep = keep.ravel()
-        rank = jnp.cumsum(keep.astype(jnp.int32))
-        slot = jnp.where(keep, rank - 1, slots)  # beyond the list: dropped
+        rank, found = (_ranks(keep) if self.all_pairs
+                       else _ranks_by_block(keep, cell_capacity))
+        slot = jnp.where(keep, rank - 1, slots).ravel()  # beyond the list: dropped
         senders = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32)[:, None], candidates.shape)
         idx = jnp.stack([jnp.full(slots + 1, n, jnp.int32).at[slot].set(k.ravel())[:slots]
                          for k in (candidates.astype(jnp.int32), senders)])
-        overflow = overflow | (rank[-1] > slots)
+        overflow = overflow | (found > slots)
         return PairList(idx, positions_nm, overflow, cell_capacity)
+
+
+def _ranks(keep):
+    """([N, K] int32: the inclusive count of kept candidates up to each one in row-major order,
+    the count of all)."""
+    rank = jnp.cumsum(keep.ravel().astype(jnp.int32))
+    return rank.reshape(keep.shape), rank[-1]
+
+
+def _ranks_by_block(keep, block: int):
+    """`_ranks` of candidates in blocks of `block` (a cell's slots): within a block by a
+    product with a triangular matrix (exact: counts below 2^24 in float32), then the blocks'
+    and rows' offsets by cumulative sums over blocks and rows. On the CPU the build measured
+    1.75× faster than one cumulative sum over all N·K candidates (BENCHMARKS.md)."""
+    n = keep.shape[0]
+    blocks = keep.reshape(n, -1, block).astype(jnp.float32)
+    upper = jnp.triu(jnp.ones((block, block), jnp.float32))  # [k, l] = 1 for k <= l
+    within = (blocks @ upper).astype(jnp.int32)  # [N, B, block]
+    per_block = within[:, :, -1]
+    block_offset = jnp.cumsum(per_block, axis=1) - per_block
+    per_row = jnp.sum(per_block, axis=1)
+    row_offset = jnp.cumsum(per_row) - per_row
+    rank = within + block_offset[:, :, None] + row_offset[:, None, None]
+    return rank.reshape(keep.shape), row_offset[-1] + per_row[-1]
 
 
 def _cell_members(flat_cell, n_cells: int, capacity: int):
