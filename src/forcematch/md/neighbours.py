@@ -11,8 +11,9 @@ engine used `partition.neighbor_list` in that format until the cost of its rebui
 measured at 10,000 atoms: JAX MD gathers every atom's candidates from all 27 cells around it
 and keeps half of them, so it computes each candidate pair twice. This builder takes the
 atom's own cell (partners of larger index) and the 13 cells of one half shell, half the
-candidates: a rebuild at 10,000 atoms of liquid argon measured 26.9 against JAX MD's 57.0 µs
-per atom on one core (BENCHMARKS.md), with the identical pair set (tests/test_md_neighbours.py).
+candidates, and ranks the kept ones by cell block (`_ranks_by_block`): a rebuild at 10,000
+atoms of liquid argon measured 17–20 against JAX MD's 57 µs per atom on one core
+(BENCHMARKS.md), with the identical pair set (tests/test_md_neighbours.py).
 
 Cells are at least cutoff + skin wide, so every pair in range lies in one cell or two
 adjacent ones; with fewer than 3 cells along an edge the list takes all pairs (a small box).
