@@ -304,6 +304,17 @@ def test_a_dump_cut_short_is_refused_not_shortened(lammps_data, tmp_path):
                                 "lines (a file cut short, or written by two runs at once)")
 
 
+def test_a_dump_with_two_runs_appended_is_refused(lammps_data, tmp_path):
+    def appended(lines):  # the same run written twice into one file: steps go back at frame 80
+        return lines + lines
+    config = _config([_dump_edited(lammps_data, tmp_path, appended)], "lammps_real",
+                     energy_files=[str(lammps_data / "energy.txt")], masses_amu={"1": 39.948},
+                     gap_frames=0)
+    message = _refusal(config)
+    assert message.startswith(f"{tmp_path / 'edited.dump'}: frame 80 has step 0, not after "
+                              "frame 79's 158 (1 such frames): frames must be in time order")
+
+
 def test_lammps_masses_from_the_data_file(lammps_data):
     config = _config([lammps_data / "lj.dump"], "lammps_real",
                      energy_files=[str(lammps_data / "energy.txt")],

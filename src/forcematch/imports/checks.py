@@ -266,6 +266,20 @@ def check_frame_times(stats: PairStatistics | None, frames: Frames, where: str,
             f"{stats.interval_ps:.4g} ps")
 
 
+def check_time_order(frames: Frames, where: str) -> None:
+    """Refuse frames whose steps (as the file gives them) do not increase: runs appended to
+    one file, or a restart that went back, would put near-copies of frames into other blocks
+    and spoil the consecutive-frame checks."""
+    back = np.flatnonzero(np.diff(frames.step) <= 0)
+    if back.size:
+        k = int(back[0]) + 1
+        raise ForcematchError(
+            f"{where}: frame {k} has step {int(frames.step[k])}, not after frame {k - 1}'s "
+            f"{int(frames.step[k - 1])} ({back.size} such frames): frames must be in time order "
+            "(runs appended to one file, or a restart written over it?); give each run as its "
+            "own file in import.files")
+
+
 def closest_pair_per_frame(frames: Frames) -> tuple[np.ndarray, np.ndarray]:
     """(closest pair distance [T] nm, minimum image; the pair's atoms [T, 2]) of every frame."""
     from scipy.spatial import cKDTree

@@ -21,6 +21,7 @@ from forcematch.imports.checks import (
     check_frame_times,
     check_positions,
     check_temperature,
+    check_time_order,
     check_work,
     pair_statistics,
 )
@@ -92,6 +93,7 @@ def check_trajectory(frames: Frames, record: dict, settings: ImportSettings,
     on one file's frames; adds what consecutive frames tell to `record["checks"]`."""
     where = record["path"]
     check_not_empty(frames, where)
+    check_time_order(frames, where)
     lines = [check_positions(frames, where, settings.units)]
     check_labels(frames, where)
     stats = pair_statistics(frames)
