@@ -19,8 +19,10 @@ interval with the file's frame times where it has them (`check_frame_times`).
 Positions in Å declared as nm put atoms 10 times too far apart (`check_positions`): the number
 density and the closest pair distance must be those of condensed matter.
 
-All of this needs frames close in time: when consecutive frames' forces no longer correlate
-(frames far apart, or not a trajectory), the checks say so in the log and refuse nothing.
+The energy check needs frames close in time: when consecutive frames' forces no longer
+correlate (frames far apart, or not a trajectory) it says so in the log, and the temperature
+estimate, biased high there but within the same bound, decides alone; data that give no
+estimate are refused unless import.trust_units (`check_temperature`).
 """
 
 from __future__ import annotations
