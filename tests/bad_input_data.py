@@ -12,7 +12,7 @@ import os
 import h5py
 import numpy as np
 from bad_input_training import md_args, reference_md
-from catalogue import Case, config_with, run
+from catalogue import Case, config_with, other_system_dataset, run
 
 from forcematch.config import load_config
 from forcematch.reference import run_replica
@@ -164,13 +164,8 @@ def md_out_is_reference(tiny, tmp):
 def md_reference_of_other_system(tiny, tmp):
     """`md` with the tiny model and dataset against the reference MD of a 30-atom system (its
     own config, replicas and dataset; the same md settings)."""
-    config = config_with(tmp, system={"n_atoms": 30})
-    replicas = [tmp / f"replica_{k}.h5" for k in range(3)]
-    for k, path in enumerate(replicas):
-        assert run(["simulate", "--config", config, "--replica", k, "--out", path]) == 0
-    assert run(["dataset", "--config", config, "--inputs", *replicas, "--out-dir",
-                tmp / "dataset"]) == 0
-    assert run(["md", "--config", config, "--dataset-dir", tmp / "dataset", "--out-dir",
+    config, dataset = other_system_dataset(tmp, 30)
+    assert run(["md", "--config", config, "--dataset-dir", dataset, "--out-dir",
                 tmp / "md-reference"]) == 0
     return md_args(tiny, tmp, "--reference-dir", tmp / "md-reference")
 

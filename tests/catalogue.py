@@ -15,7 +15,7 @@ from conftest import TINY, tiny_config
 
 from forcematch import cli
 
-__all__ = ["TINY", "Case", "Tiny", "config_with", "run"]
+__all__ = ["TINY", "Case", "Tiny", "config_with", "other_system_dataset", "run"]
 
 
 @dataclass
@@ -52,3 +52,16 @@ def run(argv: list) -> int:
 def config_with(tmp: Path, **sections) -> Path:
     """The tiny config with `sections` replaced, as tmp/bad.yaml."""
     return tiny_config(tmp, "bad.yaml", **sections)
+
+
+def other_system_dataset(tmp: Path, n_atoms: int = 30) -> tuple[Path, Path]:
+    """(config, dataset dir) of a system of `n_atoms` atoms under its own config (tmp/bad.yaml):
+    three replicas simulated and split by the real stages, for cases that meet the tiny
+    run's 32-atom model or reference with another system."""
+    config = config_with(tmp, system={"n_atoms": n_atoms})
+    replicas = [tmp / f"replica_{k}.h5" for k in range(3)]
+    for k, path in enumerate(replicas):
+        assert run(["simulate", "--config", config, "--replica", k, "--out", path]) == 0
+    assert run(["dataset", "--config", config, "--inputs", *replicas, "--out-dir",
+                tmp / "dataset"]) == 0
+    return config, tmp / "dataset"

@@ -162,3 +162,20 @@ def tiny_data(tmp_path_factory) -> TinyData:
         run_replica(config, k, path, progress=None)
     build_dataset(config, replicas, root / "dataset", progress=lambda _: None)
     return TinyData(root, config_path, replicas, root / "dataset")
+
+
+def chromium():
+    """A headless Chromium driven through Selenium for the report and docs tests (the Debian
+    packages chromium and chromium-driver; no browser download), or a skip saying what is
+    missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    from selenium.webdriver.chrome.service import Service
+
+    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if browser is None or driver is None:
+        pytest.skip("no chromium/chromedriver (apt-get install chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.binary_location = browser
+    return webdriver.Chrome(service=Service(driver), options=options)

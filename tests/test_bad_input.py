@@ -26,7 +26,7 @@ from bad_input_config import CASES as CONFIG_CASES
 from bad_input_data import CASES as DATA_CASES
 from bad_input_import import CASES as IMPORT_CASES
 from bad_input_training import CASES as TRAINING_CASES
-from catalogue import TINY, Case, Tiny, config_with, run
+from catalogue import TINY, Case, Tiny, config_with, other_system_dataset, run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -184,12 +184,7 @@ def model_dir_missing(tiny, tmp):
 
 def model_wrong_atoms(tiny, tmp):
     # A dataset of 30-atom replicas (made under its own config) against the 32-atom model.
-    config = config_with(tmp, system={"n_atoms": 30})
-    replicas = [tmp / f"replica_{k}.h5" for k in range(3)]
-    for k, path in enumerate(replicas):
-        assert run(["simulate", "--config", config, "--replica", k, "--out", path]) == 0
-    assert run(["dataset", "--config", config, "--inputs", *replicas, "--out-dir",
-                tmp / "dataset"]) == 0
+    config, _ = other_system_dataset(tmp, 30)
     with h5py.File(tmp / "dataset" / "test.h5", "r+") as f:  # as if imported from elsewhere
         params = json.loads(f["parameters"].attrs["json"])
         del params["config_hash"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from conftest import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -113,22 +113,6 @@ def test_site_builds_with_warnings_as_errors(site):
     assert "train.seed" in config and "import.units.length" in config
 
 
-def _chromium():
-    """A headless Chromium driven through Selenium (the Debian packages chromium and
-    chromium-driver; no browser download), or a skip saying what is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser is None or driver is None:
-        pytest.skip("no chromium/chromedriver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.binary_location = browser
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def _internal_pages(hrefs: list[str], site: Path) -> set[Path]:
     """The files of the site that `hrefs` (resolved URLs) point to: .html under `site`, with
     any '#' part dropped."""
@@ -148,7 +132,7 @@ def test_pages_open_in_a_browser_with_resolving_links(site):
     pages = [site / "index.html", site / "reference" / "config.html"]
     tutorials = sorted((site / "tutorials").glob("*.html"))
     pages += tutorials[:1]  # one tutorial, where the site has any
-    browser = _chromium()
+    browser = chromium()
     try:
         for page in pages:
             browser.get(page.as_uri())

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "config" / "tiny.yaml"
@@ -144,22 +145,6 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert (tmp_path / "report.html").stat().st_size > 10_000
 
 
-def _chromium():
-    """A headless Chromium driven through Selenium (the Debian packages chromium and
-    chromium-driver; no browser download), or a skip saying what is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    browser, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if browser is None or driver is None:
-        pytest.skip("no chromium/chromedriver (apt-get install chromium chromium-driver)")
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.binary_location = browser
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 # Every image of the report's `results` loaded by the browser: (name, naturalWidth).
 _LOAD_IMAGES = """
 const done = arguments[arguments.length - 1];
@@ -180,7 +165,7 @@ def test_report_opens_in_a_browser_with_every_figure_and_its_headline(tiny_run, 
     report = tiny_run / "report.html"
     result = snakemake(tiny_run, "--report", str(report))
     assert result.returncode == 0 and report.is_file(), result.stderr[-3000:]
-    browser = _chromium()
+    browser = chromium()
     try:
         browser.set_script_timeout(60)
         browser.get(report.as_uri())
