@@ -58,6 +58,7 @@ import numpy as np
 from forcematch.cli import limit_threads
 from forcematch.config import load_config
 from forcematch.data import pairs
+from forcematch.md.neighbours import HalfShellPairs
 from forcematch.md.record import StabilityLimits, min_pair_distance_nm
 from forcematch.units import cubic_box_length_nm
 
@@ -310,7 +311,8 @@ def scan_size(n, base, specs, args, config, cache) -> list[dict]:
     t0 = time.perf_counter()
     min_pair_distance_nm(start[0][None], np.full(3, lj.box_nm))
     check_ms = (time.perf_counter() - t0) * 1e3
-    list_kind = "cells" if lj.box_nm / 3 >= lj.cutoff_nm + md["skin_nm"] else "all pairs"
+    pair_list = HalfShellPairs(np.full(3, lj.box_nm), lj.cutoff_nm, md["skin_nm"])
+    list_kind = "all pairs" if pair_list.all_pairs else "cells"
     rows = [{"name": name, "n": n, "skipped": why} for name, why in skipped.items()]
     steps = steps_for(n, args, config)
     for name, engine in engines.items():
